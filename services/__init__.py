@@ -1,0 +1,1 @@
+"""The three Siaga services: ingest, dispatch, dashboard. A service never imports another."""

@@ -1,0 +1,1 @@
+"""Siaga: shared contracts and adapters (event schema, bus, database, settings, auth, clock)."""

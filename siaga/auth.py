@@ -1,0 +1,92 @@
+"""Tokens: random, shown once, stored only as a SHA-256 hash, never logged.
+
+Roles are ordered: viewer < operator < admin. Device tokens are separate and only post events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from siaga.models import ApiToken, Device
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return [Role.VIEWER, Role.OPERATOR, Role.ADMIN].index(self)
+
+
+def new_token(prefix: str) -> str:
+    """A fresh token; the prefix says what kind it is to a human reading it."""
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a named token with a role."""
+
+    name: str
+    role: Role
+
+    def can(self, role: Role) -> bool:
+        return self.role.rank >= role.rank
+
+
+def bearer(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def principal_for(engine: Engine, token: str | None, admin_token: str | None) -> Principal | None:
+    """The viewer/operator/admin behind a token, or None. Revoked tokens are refused at once."""
+    if not token:
+        return None
+    if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Principal("admin(env)", Role.ADMIN)
+    digest = hash_token(token)
+    with Session(engine) as s:
+        row = s.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return Principal(row.name, Role(row.role))
+
+
+def device_for(engine: Engine, token: str | None) -> Device | None:
+    """The device behind a token, or None when unknown or revoked."""
+    if not token:
+        return None
+    digest = hash_token(token)
+    with Session(engine) as s:
+        row = s.exec(select(Device).where(Device.token_hash == digest)).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return row
+
+
+def issue_api_token(engine: Engine, *, name: str, role: Role, now: datetime) -> str:
+    token = new_token(role.value[:3])
+    with Session(engine) as s:
+        s.add(ApiToken(name=name, role=role.value, token_hash=hash_token(token), created_at=now))
+        s.commit()
+    return token

@@ -1,0 +1,217 @@
+"""One bus interface, two adapters (Kafka, in-process), and the consumer loop both share.
+
+Semantics the services rely on, guaranteed by both adapters and checked by one contract
+test suite (tests/contract/test_bus_contract.py):
+
+- `publish` returns only once the message is stored (Kafka: acked by the broker).
+- Messages with the same key keep their order (same partition).
+- Every consumer group sees every message; within a group partitions are shared.
+- Offsets are committed only after the handler finished, so what a handler did not
+  finish is redelivered to the group's next consumer (at least once).
+- A `broadcast` consumer reads every partition from the beginning and commits nothing
+  (the dashboards, which rebuild their picture from the compacted updates topic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import orjson
+
+from siaga import topics
+
+log = logging.getLogger("siaga.bus")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message read from the bus."""
+
+    topic: str
+    key: str | None
+    value: bytes
+    partition: int = 0
+    offset: int = 0
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+    def json(self) -> object:
+        return orjson.loads(self.value)
+
+
+BatchHandler = Callable[[list[Record]], Awaitable[None]]
+
+
+class BusUnavailable(Exception):
+    """The bus could not take a message in time; callers answer 503 and retry later."""
+
+
+class ConsumerSource(ABC):
+    """A subscription: fetch records, commit what was handled."""
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def fetch(self, max_records: int, timeout_s: float) -> list[Record]: ...
+
+    @abstractmethod
+    async def commit(self, records: Sequence[Record]) -> None:
+        """Commit the offsets just past these records (per partition)."""
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+
+class Bus(ABC):
+    """The bus as the services see it."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and create the topics (idempotent)."""
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    async def publish_many(
+        self, topic: str, items: Sequence[tuple[str | None, bytes]], *, timeout_s: float | None = None
+    ) -> None:
+        """Store every (key, value) on the topic; return only once all are stored.
+
+        Raises BusUnavailable when they could not all be stored in time (some may have been).
+        """
+
+    async def publish(self, topic: str, key: str | None, value: bytes, *, timeout_s: float | None = None) -> None:
+        await self.publish_many(topic, [(key, value)], timeout_s=timeout_s)
+
+    @abstractmethod
+    def consumer(self, topics_: Sequence[str], group: str | None, *, broadcast: bool = False) -> ConsumerSource:
+        """A consumer in `group`, or (broadcast=True) one that reads all partitions from the start."""
+
+    @abstractmethod
+    async def healthy(self) -> bool:
+        """True when the bus can take messages now."""
+
+
+def dead_letter_value(record: Record, reason: str, consumer: str) -> bytes:
+    """The body of a dead-letter message: where it came from, why, and the original bytes."""
+    return orjson.dumps(
+        {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": record.key,
+            "consumer": consumer,
+            "reason": reason,
+            "failed_at": datetime.now(UTC).isoformat(),
+            "value": record.value.decode("utf-8", errors="replace"),
+        }
+    )
+
+
+class ConsumerLoop:
+    """Runs a handler over a subscription: at least once, with poison messages dead-lettered.
+
+    A batch whose handler raises is retried record by record; a record that still fails after
+    `attempts` tries goes to siaga.dead-letter with the reason, and the loop goes on.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        source: ConsumerSource,
+        handler: BatchHandler,
+        *,
+        name: str,
+        attempts: int = 3,
+        max_records: int = 500,
+        commit: bool = True,
+    ) -> None:
+        self.bus, self.source, self.handler, self.name = bus, source, handler, name
+        self.attempts, self.max_records, self.commit = attempts, max_records, commit
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.handled = 0
+        self.dead_lettered = 0
+
+    async def start(self) -> None:
+        await self.source.start()
+        self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self.source.stop()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                records = await self.source.fetch(self.max_records, 0.2)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("consumer %s: fetch failed; retrying", self.name, exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            if not records:
+                continue
+            await self._handle(records)
+            if self.commit:
+                await self._commit(records)
+            self.handled += len(records)
+
+    async def _commit(self, records: list[Record]) -> None:
+        while True:
+            try:
+                await self.source.commit(records)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("consumer %s: commit failed; retrying", self.name, exc_info=True)
+                await asyncio.sleep(1.0)
+
+    async def _handle(self, records: list[Record]) -> None:
+        try:
+            await self.handler(records)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("consumer %s: batch of %d failed; retrying one by one", self.name, len(records),
+                        exc_info=True)
+        for record in records:
+            await self._handle_one(record)
+
+    async def _handle_one(self, record: Record) -> None:
+        reason = ""
+        for attempt in range(self.attempts):
+            try:
+                await self.handler([record])
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the reason goes with the message to dead-letter
+                reason = f"{type(exc).__name__}: {exc}"[:2000]
+                await asyncio.sleep(0.05 * (attempt + 1))
+        log.error("consumer %s: %s[%d]@%d to dead-letter: %s", self.name, record.topic, record.partition,
+                  record.offset, reason)
+        while True:
+            try:
+                await self.bus.publish(topics.DEAD_LETTER, record.key, dead_letter_value(record, reason, self.name))
+                self.dead_lettered += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("consumer %s: dead-letter publish failed; retrying", self.name)
+                await asyncio.sleep(1.0)

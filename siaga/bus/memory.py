@@ -1,0 +1,161 @@
+"""The in-process bus: the embedded default for a one-process developer run.
+
+Same semantics as Kafka where the services rely on them: partitions by key hash, per-key
+order, consumer groups with committed offsets and partitions shared among members,
+redelivery from the last commit, broadcast readers from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from siaga.bus import Bus, ConsumerSource, Record
+
+DEFAULT_PARTITIONS = 4
+
+
+def partition_for(key: str | None, partitions: int, counter: int) -> int:
+    if key is None:
+        return counter % partitions
+    return zlib.crc32(key.encode()) % partitions
+
+
+@dataclass
+class _Topic:
+    name: str
+    partitions: list[list[Record]]
+    counter: int = 0
+
+
+@dataclass
+class _Group:
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    members: list[MemoryConsumer] = field(default_factory=list)
+
+
+class MemoryBus(Bus):
+    def __init__(self, partitions: dict[str, int] | None = None) -> None:
+        self._partitions = partitions or {}
+        self._topics: dict[str, _Topic] = {}
+        self._groups: dict[str, _Group] = {}
+        self._changed = asyncio.Condition()
+        self.available = True  # tests flip this to play a bus outage
+
+    def _topic(self, name: str) -> _Topic:
+        t = self._topics.get(name)
+        if t is None:
+            n = self._partitions.get(name, DEFAULT_PARTITIONS)
+            t = self._topics[name] = _Topic(name, [[] for _ in range(n)])
+        return t
+
+    async def start(self) -> None:
+        for name in self._partitions:
+            self._topic(name)
+
+    async def stop(self) -> None:
+        return None
+
+    async def healthy(self) -> bool:
+        return self.available
+
+    async def publish_many(
+        self, topic: str, items: Sequence[tuple[str | None, bytes]], *, timeout_s: float | None = None
+    ) -> None:
+        from siaga.bus import BusUnavailable
+
+        if not self.available:
+            raise BusUnavailable("in-process bus marked unavailable")
+        t = self._topic(topic)
+        for key, value in items:
+            p = partition_for(key, len(t.partitions), t.counter)
+            t.counter += 1
+            log_ = t.partitions[p]
+            log_.append(Record(topic, key, bytes(value), p, len(log_)))
+        async with self._changed:
+            self._changed.notify_all()
+
+    def consumer(self, topics_: Sequence[str], group: str | None, *, broadcast: bool = False) -> ConsumerSource:
+        return MemoryConsumer(self, list(topics_), None if broadcast else group)
+
+    # -- group bookkeeping
+    def _join(self, c: MemoryConsumer) -> None:
+        if c.group is not None:
+            self._groups.setdefault(c.group, _Group()).members.append(c)
+
+    def _leave(self, c: MemoryConsumer) -> None:
+        if c.group is not None and c.group in self._groups:
+            g = self._groups[c.group]
+            if c in g.members:
+                g.members.remove(c)
+
+    def _assignment(self, c: MemoryConsumer) -> list[tuple[str, int]]:
+        all_tp = [(name, p) for name in c.topics for p in range(len(self._topic(name).partitions))]
+        if c.group is None:
+            return all_tp
+        members = self._groups[c.group].members
+        i = members.index(c)
+        return [tp for n, tp in enumerate(all_tp) if n % len(members) == i]
+
+
+class MemoryConsumer(ConsumerSource):
+    def __init__(self, bus: MemoryBus, topics_: list[str], group: str | None) -> None:
+        self.bus, self.topics, self.group = bus, topics_, group
+        self._positions: dict[tuple[str, int], int] = {}
+
+    async def start(self) -> None:
+        self.bus._join(self)
+
+    async def stop(self) -> None:
+        self.bus._leave(self)
+
+    def _position(self, tp: tuple[str, int]) -> int:
+        if tp not in self._positions:
+            if self.group is None:
+                self._positions[tp] = 0
+            else:
+                self._positions[tp] = self.bus._groups[self.group].committed.get(tp, 0)
+        return self._positions[tp]
+
+    def _take(self, max_records: int) -> list[Record]:
+        out: list[Record] = []
+        assigned = self.bus._assignment(self)
+        # A partition handed over by a rebalance restarts from the group's commit.
+        for tp in list(self._positions):
+            if tp not in assigned:
+                del self._positions[tp]
+        for tp in assigned:
+            part = self.bus._topic(tp[0]).partitions[tp[1]]
+            pos = self._position(tp)
+            if pos < len(part):
+                chunk = part[pos : pos + max_records - len(out)]
+                out.extend(chunk)
+                self._positions[tp] = pos + len(chunk)
+            if len(out) >= max_records:
+                break
+        return out
+
+    async def fetch(self, max_records: int, timeout_s: float) -> list[Record]:
+        records = self._take(max_records)
+        if records:
+            return records
+        try:
+            async with self.bus._changed:
+                await asyncio.wait_for(self.bus._changed.wait(), timeout_s)
+        except TimeoutError:
+            return []
+        return self._take(max_records)
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        if self.group is None:
+            return
+        committed = self.bus._groups[self.group].committed
+        for r in records:
+            tp = (r.topic, r.partition)
+            committed[tp] = max(committed.get(tp, 0), r.offset + 1)
+
+    def rewind_to_committed(self) -> None:
+        """Forget read positions: what was fetched but not committed comes again (a crash)."""
+        self._positions.clear()

@@ -1,0 +1,196 @@
+"""The field event contract of SPEC section 4, as typed, validated models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+
+class Category(StrEnum):
+    FLOOD = "flood"
+    VIOLENCE = "violence"
+    CROWD = "crowd"
+    INTIMIDATION = "intimidation"
+    MONEY_POLITICS = "money_politics"
+    LOGISTICS = "logistics"
+    NEUTRALITY = "neutrality"
+    FIRE = "fire"
+    MEDICAL = "medical"
+    EQUIPMENT = "equipment"
+    TRAFFIC = "traffic"
+    HOAX = "hoax"
+    SILENT_POST = "silent_post"
+    OTHER = "other"
+
+
+DEVICE_CATEGORIES = [c.value for c in Category if c is not Category.SILENT_POST]
+
+
+class Severity(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return SEVERITY_ORDER.index(self)
+
+    def step_up(self, steps: int = 1) -> Severity:
+        return SEVERITY_ORDER[min(self.rank + steps, len(SEVERITY_ORDER) - 1)]
+
+    def at_least(self, other: Severity) -> Severity:
+        return self if self.rank >= other.rank else other
+
+
+SEVERITY_ORDER = [Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL]
+
+
+class EventType(StrEnum):
+    INCIDENT_REPORTED = "incident.reported"
+    INCIDENT_UPDATE = "incident.update"
+    INCIDENT_RESOLVED = "incident.resolved"
+    BACKUP_REQUESTED = "backup.requested"
+    CHECKIN = "checkin"
+    TPS_STATUS = "tps.status"
+
+
+class Phase(StrEnum):
+    PREPARATION = "preparation"
+    OPENING = "opening"
+    VOTING = "voting"
+    COUNTING = "counting"
+    TRANSPORT = "transport"
+    CLOSED = "closed"
+
+
+Text = Annotated[str, StringConstraints(max_length=4000)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=False)
+
+
+class Location(BaseModel):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+
+
+class IncidentReported(_Payload):
+    category: Category | None = Field(default=None, description="Omitted or `other`: classify from the text.")
+    description: Text = ""
+    injuries: int | None = Field(default=None, ge=0, le=100000)
+    weapons: bool | None = None
+    crowd_size: int | None = Field(default=None, ge=0, le=10_000_000)
+    needs_backup: bool = False
+    location: Location | None = None
+
+    @field_validator("category")
+    @classmethod
+    def _not_internal(cls, v: Category | None) -> Category | None:
+        if v is Category.SILENT_POST:
+            raise ValueError("silent_post is raised by Siaga itself, not by devices")
+        return v
+
+    @field_validator("injuries", "crowd_size", mode="before")
+    @classmethod
+    def _strict_int(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, str)):
+            raise ValueError("must be a whole number")
+        return v
+
+    @field_validator("weapons", "needs_backup", mode="before")
+    @classmethod
+    def _strict_bool(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, bool):
+            raise ValueError("must be true or false")
+        return v
+
+
+class IncidentUpdate(_Payload):
+    report_id: Id
+    note: Text = ""
+
+
+class IncidentResolved(_Payload):
+    report_id: Id
+    resolution: Text = ""
+
+
+class BackupRequested(_Payload):
+    report_id: Id
+    reason: Text = ""
+
+
+class Checkin(_Payload):
+    personnel_id: Id
+    status: Literal["on_duty", "off_duty", "unwell"]
+    battery: int | None = Field(default=None, ge=0, le=100)
+    location: Location | None = None
+
+
+class TpsStatus(_Payload):
+    phase: Phase
+    note: Text = ""
+
+
+PAYLOADS: dict[EventType, type[_Payload]] = {
+    EventType.INCIDENT_REPORTED: IncidentReported,
+    EventType.INCIDENT_UPDATE: IncidentUpdate,
+    EventType.INCIDENT_RESOLVED: IncidentResolved,
+    EventType.BACKUP_REQUESTED: BackupRequested,
+    EventType.CHECKIN: Checkin,
+    EventType.TPS_STATUS: TpsStatus,
+}
+
+
+class FieldEvent(BaseModel):
+    """One event from a field device, as posted to ingest."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "3f1c9a2e-8d4b-4b7e-9f7a-2c1d5e6f7a8b",
+                    "type": "incident.reported",
+                    "tps_id": "SRG-CKD-001",
+                    "occurred_at": "2024-11-27T08:15:00+07:00",
+                    "payload": {
+                        "description": "Keributan antar pendukung, dua orang luka ringan",
+                        "injuries": 2,
+                        "weapons": False,
+                        "crowd_size": 30,
+                    },
+                }
+            ]
+        },
+    )
+
+    event_id: Id = Field(description="Client-generated UUID: the idempotency key.")
+    type: EventType
+    tps_id: Id
+    occurred_at: datetime = Field(description="RFC 3339 timestamp from the device clock, with offset.")
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("needs a UTC offset (for example 2024-11-27T08:15:00+07:00 or ...Z)")
+        return v
+
+    def typed_payload(self) -> _Payload:
+        return PAYLOADS[self.type].model_validate(self.payload)
+
+
+class BusEvent(BaseModel):
+    """A field event as it travels on siaga.field-events: the device's event plus what ingest knew."""
+
+    event: FieldEvent
+    device_id: str
+    received_at: datetime

@@ -1,0 +1,168 @@
+"""Database tables shared by the services (the registry, tokens, incidents and their records).
+
+Dispatch owns and writes the registry; ingest reads devices and writes seen event ids;
+the dashboard reads tokens and the TPS registry.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _json(default: Any = None) -> Any:
+    return Field(default_factory=lambda: [] if default is None else default, sa_column=Column(JSON))
+
+
+# -- registry -----------------------------------------------------------------------------------
+class Tps(SQLModel, table=True):
+    """A polling station (tempat pemungutan suara)."""
+
+    tps_id: str = Field(primary_key=True, max_length=128)
+    name: str
+    kecamatan: str = Field(index=True)
+    desa: str = ""
+    lat: float | None = None
+    lon: float | None = None
+    rawan: list[str] = _json()
+    phase: str | None = None
+    phase_at: datetime | None = None
+    last_checkin_at: datetime | None = None  # device time of the newest check-in
+    last_seen_at: datetime | None = None  # server time: newest check-in received, or phase start
+    silent: bool = False
+
+
+class Personnel(SQLModel, table=True):
+    personnel_id: str = Field(primary_key=True, max_length=128)
+    name: str
+    unit: str = ""
+    role: str = ""
+    tps_ids: list[str] = _json()
+    status: str | None = None
+    battery: int | None = None
+    last_checkin_at: datetime | None = None
+
+
+class Device(SQLModel, table=True):
+    """A field device, bound to TPS (or, for a gateway, to whole kecamatan)."""
+
+    device_id: str = Field(primary_key=True, max_length=64)
+    personnel_id: str | None = None
+    token_hash: str = Field(index=True, unique=True)
+    tps_ids: list[str] = _json()
+    kecamatan: list[str] = _json()
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ApiToken(SQLModel, table=True):
+    """An operator, viewer or admin token; only its hash is stored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    role: str
+    token_hash: str = Field(index=True, unique=True)
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class PolicyVersion(SQLModel, table=True):
+    """Every escalation policy that was put in force (the newest wins)."""
+
+    version: int | None = Field(default=None, primary_key=True)
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime
+    created_by: str = ""
+
+
+# -- ingest ---------------------------------------------------------------------------------------
+class SeenEvent(SQLModel, table=True):
+    """An event id that the bus acknowledged, with a hash of its content (duplicate vs conflict)."""
+
+    event_id: str = Field(primary_key=True, max_length=128)
+    content_hash: str
+    device_id: str
+    received_at: datetime
+
+
+# -- dispatch -------------------------------------------------------------------------------------
+class ProcessedEvent(SQLModel, table=True):
+    """A field event dispatch has applied; a redelivered copy is dropped by its id."""
+
+    event_id: str = Field(primary_key=True, max_length=128)
+    processed_at: datetime
+
+
+class Incident(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=40)
+    tps_id: str | None = Field(default=None, index=True)
+    kecamatan: str = Field(index=True)
+    category: str
+    severity: str
+    level: int = 0
+    status: str = Field(default="open", index=True)
+    reports: int = 1
+    report_ids: list[str] = _json()
+    opened_at: datetime  # occurred_at of the first report (event time)
+    received_at: datetime  # server time the first report arrived
+    local_deadline: datetime | None = None  # event-time end of the on-site window
+    escalate_at: datetime | None = Field(default=None, index=True)  # server time the window expiry acts
+    ack_deadline: datetime | None = Field(default=None, index=True)
+    reminders: int = 0
+    levels_alerted: list[int] = _json()
+    stakeholders_told: list[str] = _json()
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    why: list[str] = _json()
+    description: str = ""
+    parent_id: str | None = Field(default=None, index=True)
+    children: list[str] = _json()
+    policy_version: int = 0
+    updated_at: datetime
+    resolved_at: datetime | None = None
+    resolution: str | None = None
+    last_alert_failure: str | None = None
+    version: int = 1
+
+    __table_args__ = (Index("ix_incident_tps_cat_status", "tps_id", "category", "status"),)
+
+
+class TimelineEntry(SQLModel, table=True):
+    """One change of an incident: who or what did it, when, and why. Hash-chained per incident."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(index=True)
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    prev_hash: str = ""
+    hash: str = ""
+
+    __table_args__ = (UniqueConstraint("incident_id", "seq"),)
+
+
+class Outbox(SQLModel, table=True):
+    """Messages written in the same transaction as the change they announce; a relay publishes them."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    topic: str
+    key: str | None = None
+    value: bytes
+    created_at: datetime
+
+
+class AlertDelivery(SQLModel, table=True):
+    """One alert to one recipient, by idempotency key: sent at most once by this side."""
+
+    key: str = Field(primary_key=True, max_length=300)
+    incident_id: str = Field(index=True)
+    channel: str
+    recipient: str
+    status: str  # pending | sent | failed
+    attempts: int = 0
+    last_error: str | None = None
+    updated_at: datetime

@@ -1,0 +1,105 @@
+"""What a service hands the process that runs it: routes, and what to start and stop.
+
+`siaga ingest|dispatch|dashboard` run one ServiceParts each; `siaga dev` runs all three in
+one FastAPI app on one port (their API paths do not collide).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from siaga.db import ping
+from siaga.runtime import Context
+
+log = logging.getLogger("siaga")
+
+
+async def _nothing() -> None:
+    return None
+
+
+@dataclass
+class ServiceParts:
+    name: str
+    router: APIRouter
+    start: Callable[[], Awaitable[None]] = _nothing
+    stop: Callable[[], Awaitable[None]] = _nothing
+    openapi_tags: list[dict[str, str]] = field(default_factory=list)
+
+
+def build_app(ctx: Context, parts: list[ServiceParts], *, title: str) -> FastAPI:
+    """One ASGI app serving the given services, with /healthz, /readyz and /metrics."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await start_bus(ctx)
+        for p in parts:
+            await p.start()
+        log.info("%s started", title)
+        try:
+            yield
+        finally:
+            for p in reversed(parts):
+                try:
+                    await p.stop()
+                except Exception:
+                    log.exception("stopping %s failed", p.name)
+            await ctx.bus.stop()
+
+    tags = [t for p in parts for t in p.openapi_tags]
+    app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, openapi_tags=tags or None)
+    app.state.ctx = ctx
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": describe_errors(exc.errors())})
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        bus_ok = await ctx.bus.healthy()
+        db_ok = await asyncio.to_thread(ping, ctx.engine)
+        ok = bus_ok and db_ok
+        return JSONResponse(status_code=200 if ok else 503, content={"bus": bus_ok, "database": db_ok})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    for p in parts:
+        app.include_router(p.router)
+    return app
+
+
+async def start_bus(ctx: Context) -> None:
+    """Start the bus, retrying while the broker is not up yet (services may start before Kafka)."""
+    delay = 0.5
+    while True:
+        try:
+            await ctx.bus.start()
+            return
+        except Exception as exc:
+            log.warning("bus not reachable yet (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def describe_errors(errors: object) -> list[dict[str, str]]:
+    """Pydantic errors as [{field, message}] with a dotted field path a person can read."""
+    out = []
+    for e in errors if isinstance(errors, list) else []:
+        loc = [str(x) for x in e.get("loc", ()) if x not in ("body",)]
+        out.append({"field": ".".join(loc) or "body", "message": str(e.get("msg", "invalid"))})
+    return out

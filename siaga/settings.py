@@ -1,0 +1,88 @@
+"""All configuration, from `SIAGA_*` environment variables (documented in docs/configuration.md)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """One place for every setting. Unset values give the embedded one-machine defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="SIAGA_", env_file=None, extra="ignore")
+
+    # -- bus
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers (host:port,...). Unset: the in-process bus."
+    )
+    kafka_port: int = Field(default=9092, description="Port of the local broker started by infra/kafka/broker.sh.")
+    kafka_publish_timeout_s: float = Field(
+        default=5.0, description="How long a publish may wait for the broker's ack before ingest answers 503."
+    )
+    kafka_client_id: str = "siaga"
+    field_events_partitions: int = Field(default=12, description="Partitions of siaga.field-events.")
+    updates_partitions: int = Field(default=6, description="Partitions of siaga.incident-updates.")
+    alerts_partitions: int = Field(default=6, description="Partitions of siaga.alerts.")
+
+    # -- storage
+    database_url: str = Field(
+        default="sqlite:///siaga.db",
+        description="SQLAlchemy URL. Unset: a SQLite file siaga.db in the working directory.",
+    )
+
+    # -- security
+    admin_token: str | None = Field(
+        default=None, description="The first admin token; stored hashed at start. Never logged."
+    )
+
+    # -- ingest
+    max_body_bytes: int = 1024 * 1024
+    max_batch: int = 500
+    device_rate_per_s: float = Field(default=10.0, description="Sustained events a second per device.")
+    device_burst: int = Field(default=100, description="Burst of events a device may send at once.")
+    future_skew_s: int = Field(default=600, description="How far ahead of the server clock occurred_at may be.")
+    max_age_s: int = Field(default=48 * 3600, description="How old occurred_at may be.")
+
+    # -- dispatch
+    policy_file: Path | None = Field(
+        default=None, description="Escalation policy YAML. Unset: the packaged default policy."
+    )
+    tick_interval_s: float = Field(default=1.0, description="How often dispatch checks deadlines.")
+    notifier_in_dispatch: bool = Field(
+        default=True, description="Run the alert notifier inside the dispatch process."
+    )
+    public_url: str = Field(
+        default="http://localhost:8000", description="Where the dashboard is reached; used in alert links."
+    )
+    language: str = Field(default="id", description="Alert and page language: id (Indonesian) or en.")
+
+    # -- alerts (zero-config channels; richer routing lives in the policy file)
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    telegram_bot_token: str | None = None
+    telegram_chat_id: str | None = None
+    telegram_api_base: str = "https://api.telegram.org"
+    whatsapp_api_base: str = "https://graph.facebook.com/v21.0"
+    whatsapp_token: str | None = None
+    whatsapp_phone_number_id: str | None = None
+    slack_webhook_url: str | None = None
+
+    # -- dashboard
+    dispatch_url: str = Field(
+        default="", description="Base URL of dispatch's operator API as the browser reaches it ('' = same origin)."
+    )
+    ws_replay_buffer: int = Field(default=20000, description="Deltas each dashboard keeps for resume.")
+    ws_client_queue: int = Field(default=2000, description="Deltas queued per client before it gets a snapshot.")
+
+    # -- logging
+    log_format: str = Field(default="text", description="text or json (one JSON object a line).")
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -99,7 +99,7 @@ class IncidentReported(_Payload):
     @field_validator("injuries", "crowd_size", mode="before")
     @classmethod
     def _strict_int(cls, v: Any) -> Any:
-        if isinstance(v, bool) or (isinstance(v, str)):
+        if isinstance(v, (bool, str)):
             raise ValueError("must be a whole number")
         return v
 

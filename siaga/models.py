@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -33,6 +33,9 @@ class Tps(SQLModel, table=True):
     last_checkin_at: datetime | None = None  # device time of the newest check-in
     last_seen_at: datetime | None = None  # server time: newest check-in received, or phase start
     silent: bool = False
+    assigned: int = 0  # personnel on the roster for this TPS
+    checkins: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # personnel id -> status, at
+    version: int = 1
 
 
 class Personnel(SQLModel, table=True):
@@ -96,7 +99,19 @@ class ProcessedEvent(SQLModel, table=True):
     processed_at: datetime
 
 
+class IncidentReport(SQLModel, table=True):
+    """Which incident a field report (by its event_id) was merged into."""
+
+    event_id: str = Field(primary_key=True, max_length=128)
+    incident_id: str = Field(index=True)
+
+
+_incident_version = Column("version", Integer, nullable=False, default=1)
+
+
 class Incident(SQLModel, table=True):
+    """An incident; `version` guards concurrent writers (an UPDATE that lost the race fails)."""
+
     id: str = Field(primary_key=True, max_length=40)
     tps_id: str | None = Field(default=None, index=True)
     kecamatan: str = Field(index=True)
@@ -124,9 +139,10 @@ class Incident(SQLModel, table=True):
     resolved_at: datetime | None = None
     resolution: str | None = None
     last_alert_failure: str | None = None
-    version: int = 1
+    version: int = Field(default=1, sa_column=_incident_version)
 
     __table_args__ = (Index("ix_incident_tps_cat_status", "tps_id", "category", "status"),)
+    __mapper_args__ = {"version_id_col": _incident_version, "version_id_generator": False}
 
 
 class TimelineEntry(SQLModel, table=True):
@@ -156,13 +172,22 @@ class Outbox(SQLModel, table=True):
 
 
 class AlertDelivery(SQLModel, table=True):
-    """One alert to one recipient, by idempotency key: sent at most once by this side."""
+    """One alert to one recipient, by idempotency key: sent at most once by this side.
+
+    `sent` and `failed` (dead-lettered) are final: a redelivered alert intent finds them and
+    sends nothing; `pending` is taken up again by the notifier that gets the intent next.
+    """
 
     key: str = Field(primary_key=True, max_length=300)
     incident_id: str = Field(index=True)
+    level: int = 0
+    audience: str = ""  # police, or the stakeholder
+    reminder: int = 0
     channel: str
-    recipient: str
+    recipient: str  # the recipient's name in the routing (never the target: a hook URL is a credential)
     status: str  # pending | sent | failed
     attempts: int = 0
     last_error: str | None = None
+    created_at: datetime | None = None
+    sent_at: datetime | None = None
     updated_at: datetime

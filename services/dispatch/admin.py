@@ -1,0 +1,293 @@
+"""The admin API: TPS registry and roster imports, devices, tokens, the escalation policy."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import secrets
+from collections import Counter
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, Field, model_validator
+from sqlmodel import Session, col, select
+
+from services.dispatch.policy import PolicyError
+from services.dispatch.service import Dispatch
+from services.dispatch.views import requires
+from siaga.auth import Principal, Role, hash_token, new_token
+from siaga.clock import iso
+from siaga.events import Category
+from siaga.models import ApiToken, Device, Personnel, Tps
+
+Admin = Annotated[Principal, requires(Role.ADMIN)]
+
+TPS_HEADER = ["tps_id", "name", "kecamatan", "desa", "lat", "lon", "rawan"]
+PERSONNEL_HEADER = ["personnel_id", "name", "unit", "role", "tps_ids"]
+RAWAN_WORDS = {c.value for c in Category} | {"remote"}
+MAX_CSV_BYTES = 16 * 1024 * 1024
+
+
+class ImportResult(BaseModel):
+    imported: int
+    refused: list[dict[str, Any]] = Field(description="Rows not imported: {line, reason}.")
+
+
+class DeviceCreate(BaseModel):
+    personnel_id: str | None = Field(default=None, max_length=128)
+    tps_ids: list[str] = Field(default_factory=list, max_length=5000)
+    kecamatan: list[str] = Field(default_factory=list, max_length=100, description="For a gateway device.")
+
+    @model_validator(mode="after")
+    def _bound(self) -> DeviceCreate:
+        if not self.tps_ids and not self.kecamatan:
+            raise ValueError("a device needs tps_ids, or kecamatan for a gateway")
+        return self
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+
+
+def _read_csv(text: str, header: list[str]) -> tuple[list[tuple[int, dict[str, str]]], list[dict[str, Any]]]:
+    reader = csv.DictReader(io.StringIO(text))
+    fields = [f.strip() for f in (reader.fieldnames or [])]
+    missing = [h for h in header if h not in fields]
+    if missing:
+        raise HTTPException(422, f"the CSV header must be {','.join(header)}; missing {','.join(missing)}")
+    reader.fieldnames = fields
+    rows, refused = [], []
+    for row in reader:
+        line = reader.line_num
+        if None in row or any(v is None for v in row.values()):
+            refused.append({"line": line, "reason": f"expected {len(header)} columns"})
+            continue
+        rows.append((line, {k: (v or "").strip() for k, v in row.items()}))
+    return rows, refused
+
+
+def _tps_row(row: dict[str, str]) -> Tps | str:
+    if not row["tps_id"]:
+        return "tps_id is empty"
+    if len(row["tps_id"]) > 128:
+        return "tps_id is longer than 128 characters"
+    if not row["name"] or not row["kecamatan"]:
+        return "name and kecamatan are required"
+    coords: list[float | None] = []
+    for key, bound in (("lat", 90.0), ("lon", 180.0)):
+        raw = row[key]
+        if raw == "":
+            coords.append(None)
+            continue
+        try:
+            v = float(raw)
+        except ValueError:
+            return f"{key} {raw!r} is not a number"
+        if not -bound <= v <= bound or v != v:
+            return f"{key} {raw!r} is out of range"
+        coords.append(v)
+    rawan = [w.strip() for w in row["rawan"].split(";") if w.strip()]
+    unknown = [w for w in rawan if w not in RAWAN_WORDS]
+    if unknown:
+        return f"rawan {unknown} unknown; use categories or 'remote', separated by ';'"
+    return Tps(tps_id=row["tps_id"], name=row["name"], kecamatan=row["kecamatan"], desa=row["desa"],
+               lat=coords[0], lon=coords[1], rawan=rawan)
+
+
+def build_router(dispatch: Dispatch) -> APIRouter:
+    ctx = dispatch.ctx
+    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+    async def csv_body(request: Request) -> str:
+        body = await request.body()
+        if len(body) > MAX_CSV_BYTES:
+            raise HTTPException(413, f"CSV over {MAX_CSV_BYTES} bytes; split it")
+        try:
+            return body.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise HTTPException(422, "the CSV must be UTF-8 text") from None
+
+    @router.post("/tps/import", response_model=ImportResult, summary="Import or update the TPS registry (CSV)",
+                 openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"},
+                                "example": "tps_id,name,kecamatan,desa,lat,lon,rawan\n"
+                                           "SRG-CKD-001,TPS 001,Cikande,Cikande,-6.18,106.34,flood;remote\n"}}}})
+    async def import_tps(request: Request, _: Admin) -> ImportResult:
+        rows, refused = _read_csv(await csv_body(request), TPS_HEADER)
+        good: list[Tps] = []
+        seen: set[str] = set()
+        for line, row in rows:
+            tps = _tps_row(row)
+            if isinstance(tps, str):
+                refused.append({"line": line, "reason": tps})
+            elif tps.tps_id in seen:
+                refused.append({"line": line, "reason": f"tps_id {tps.tps_id} repeats an earlier row"})
+            else:
+                seen.add(tps.tps_id)
+                good.append(tps)
+
+        def upsert(engine: Any) -> None:
+            store = engine.store
+            for new in good:
+                tps = store.tps(new.tps_id)
+                if tps is None:
+                    tps = new
+                else:
+                    for k in ("name", "kecamatan", "desa", "lat", "lon", "rawan"):
+                        setattr(tps, k, getattr(new, k))
+                engine.announce_tps(tps)
+
+        await dispatch.transact(upsert)
+        return ImportResult(imported=len(good), refused=sorted(refused, key=lambda r: r["line"]))
+
+    @router.post("/personnel/import", response_model=ImportResult, summary="Import or update the roster (CSV)",
+                 openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"},
+                                "example": "personnel_id,name,unit,role,tps_ids\n"
+                                           "POL-0001,Bripka Ahmad,Polsek Cikande,pam_tps,SRG-CKD-001;SRG-CKD-002\n"}}}})
+    async def import_personnel(request: Request, _: Admin) -> ImportResult:
+        rows, refused = _read_csv(await csv_body(request), PERSONNEL_HEADER)
+
+        def apply(engine: Any) -> int:
+            s: Session = engine.store.s
+            known = set(s.exec(select(Tps.tps_id)).all())
+            n = 0
+            for line, row in rows:
+                tps_ids = [t.strip() for t in row["tps_ids"].split(";") if t.strip()]
+                unknown = [t for t in tps_ids if t not in known]
+                if not row["personnel_id"] or not row["name"]:
+                    refused.append({"line": line, "reason": "personnel_id and name are required"})
+                elif unknown:
+                    refused.append({"line": line, "reason": f"unknown TPS {unknown[:5]}"})
+                else:
+                    person = s.get(Personnel, row["personnel_id"]) or Personnel(
+                        personnel_id=row["personnel_id"], name=row["name"])
+                    person.name, person.unit, person.role = row["name"], row["unit"], row["role"]
+                    person.tps_ids = tps_ids
+                    s.add(person)
+                    n += 1
+            s.flush()
+            counts: Counter[str] = Counter()
+            for ids in s.exec(select(Personnel.tps_ids)).all():
+                counts.update(set(ids or []))
+            for tps in s.exec(select(Tps)).all():
+                if tps.assigned != counts.get(tps.tps_id, 0):
+                    tps.assigned = counts.get(tps.tps_id, 0)
+                    engine.announce_tps(tps)
+            return n
+
+        n = await dispatch.transact(apply)
+        return ImportResult(imported=n, refused=sorted(refused, key=lambda r: r["line"]))
+
+    @router.post("/devices", status_code=201, summary="Issue a device token (shown once)")
+    async def create_device(body: DeviceCreate, _: Admin) -> dict[str, Any]:
+        def issue() -> dict[str, Any]:
+            with Session(ctx.engine) as s:
+                if body.tps_ids:
+                    found = set(s.exec(select(Tps.tps_id).where(col(Tps.tps_id).in_(body.tps_ids))).all())
+                    unknown = [t for t in body.tps_ids if t not in found]
+                    if unknown:
+                        raise HTTPException(422, [{"field": "tps_ids", "message": f"unknown TPS {unknown[:10]}"}])
+                if body.kecamatan:
+                    found = set(s.exec(select(Tps.kecamatan).where(col(Tps.kecamatan).in_(body.kecamatan))).all())
+                    unknown = [k for k in body.kecamatan if k not in found]
+                    if unknown:
+                        raise HTTPException(422, [{"field": "kecamatan", "message": f"no TPS in {unknown}"}])
+                token = new_token("dev")
+                device = Device(device_id="dev_" + secrets.token_hex(8), personnel_id=body.personnel_id,
+                                token_hash=hash_token(token), tps_ids=body.tps_ids, kecamatan=body.kecamatan,
+                                created_at=ctx.clock.now())
+                s.add(device)
+                s.commit()
+                return {"device_id": device.device_id, "token": token, "personnel_id": body.personnel_id,
+                        "tps_ids": body.tps_ids, "kecamatan": body.kecamatan}
+
+        return await asyncio.to_thread(issue)
+
+    @router.get("/devices", summary="List devices (never their tokens)")
+    async def list_devices(_: Admin) -> list[dict[str, Any]]:
+        def rows() -> list[dict[str, Any]]:
+            with Session(ctx.engine) as s:
+                return [{"device_id": d.device_id, "personnel_id": d.personnel_id, "tps_ids": d.tps_ids,
+                         "kecamatan": d.kecamatan, "created_at": iso(d.created_at), "revoked_at": iso(d.revoked_at)}
+                        for d in s.exec(select(Device)).all()]
+
+        return await asyncio.to_thread(rows)
+
+    @router.delete("/devices/{device_id}", summary="Revoke a device at once")
+    async def revoke_device(device_id: str, _: Admin) -> dict[str, Any]:
+        def revoke() -> dict[str, Any]:
+            with Session(ctx.engine) as s:
+                d = s.get(Device, device_id)
+                if d is None:
+                    raise HTTPException(404, f"no device {device_id!r}")
+                d.revoked_at = d.revoked_at or ctx.clock.now()
+                s.add(d)
+                s.commit()
+                return {"device_id": device_id, "revoked_at": iso(d.revoked_at)}
+
+        return await asyncio.to_thread(revoke)
+
+    @router.post("/tokens", status_code=201, summary="Issue a viewer, operator or admin token (shown once)")
+    async def create_token(body: TokenCreate, _: Admin) -> dict[str, Any]:
+        def issue() -> dict[str, Any]:
+            token = new_token(body.role.value[:3])
+            with Session(ctx.engine) as s:
+                row = ApiToken(name=body.name, role=body.role.value, token_hash=hash_token(token),
+                               created_at=ctx.clock.now())
+                s.add(row)
+                s.commit()
+                s.refresh(row)
+                return {"id": row.id, "name": row.name, "role": row.role, "token": token}
+
+        return await asyncio.to_thread(issue)
+
+    @router.get("/tokens", summary="List tokens (never the tokens themselves)")
+    async def list_tokens(_: Admin) -> list[dict[str, Any]]:
+        def rows() -> list[dict[str, Any]]:
+            with Session(ctx.engine) as s:
+                return [{"id": t.id, "name": t.name, "role": t.role, "created_at": iso(t.created_at),
+                         "revoked_at": iso(t.revoked_at)} for t in s.exec(select(ApiToken)).all()]
+
+        return await asyncio.to_thread(rows)
+
+    @router.delete("/tokens/{token_id}", summary="Revoke a token at once")
+    async def revoke_token(token_id: int, _: Admin) -> dict[str, Any]:
+        def revoke() -> dict[str, Any]:
+            with Session(ctx.engine) as s:
+                t = s.get(ApiToken, token_id)
+                if t is None:
+                    raise HTTPException(404, f"no token {token_id}")
+                t.revoked_at = t.revoked_at or ctx.clock.now()
+                s.add(t)
+                s.commit()
+                return {"id": token_id, "revoked_at": iso(t.revoked_at)}
+
+        return await asyncio.to_thread(revoke)
+
+    @router.get("/policy", summary="The escalation policy in force")
+    async def get_policy(_: Admin) -> dict[str, Any]:
+        policy = await asyncio.to_thread(dispatch.policies.current)
+        return {"version": policy.version, "policy": policy.document()}
+
+    @router.put("/policy", summary="Replace the escalation policy (validated; no restart needed)",
+                openapi_extra={"requestBody": {"content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/yaml": {"schema": {"type": "string"}}}}})
+    async def put_policy(request: Request, who: Admin) -> dict[str, Any]:
+        raw = await request.body()
+        try:
+            doc = yaml.safe_load(raw.decode("utf-8"))  # JSON is YAML too
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise HTTPException(400, f"the policy is neither JSON nor YAML: {exc}") from None
+        if isinstance(doc, dict) and isinstance(doc.get("policy"), dict):
+            doc = doc["policy"]  # accept what GET returned
+        try:
+            policy = await asyncio.to_thread(dispatch.policies.put, doc, by=who.name)
+        except PolicyError as exc:
+            raise HTTPException(422, f"policy refused, the previous one stays in force: {exc}") from None
+        return {"version": policy.version, "policy": policy.document()}
+
+    return router
+

@@ -1,0 +1,176 @@
+"""Dispatch's runtime: feeds the engine from the bus, the clock and the operators, one transaction at a time.
+
+Every change runs as one database transaction through `SqlStore`; the messages it announces are
+written to the outbox in that transaction, and the relay publishes them after the commit. So a
+crash between the two loses nothing (the relay publishes them on restart), and a redelivered field
+event changes nothing (its id is recorded in the same transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import Session, col, delete, select
+
+from services.dispatch.classify import Classifier
+from services.dispatch.engine import Engine, Received
+from services.dispatch.policy import PolicyStore
+from services.dispatch.store import SqlStore
+from siaga import topics
+from siaga.bus import BusUnavailable, ConsumerLoop, Record
+from siaga.events import BusEvent
+from siaga.models import Outbox
+from siaga.runtime import Context
+
+log = logging.getLogger("siaga.dispatch")
+T = TypeVar("T")
+
+APPLIED = Counter("siaga_dispatch_events_total", "Field events applied by dispatch")
+TICKS = Counter("siaga_dispatch_deadline_actions_total", "Deadline actions taken (escalations, reminders, silences)")
+BATCH_SECONDS = Histogram("siaga_dispatch_batch_seconds", "Time to apply one batch of field events")
+RELAYED = Counter("siaga_dispatch_relayed_total", "Outbox messages published", ["topic"])
+
+
+def parse_record(record: Record) -> Received:
+    """A field-events record as the engine takes it; a malformed one raises (and goes to dead-letter)."""
+    msg = BusEvent.model_validate_json(record.value)
+    return Received(event=msg.event, device_id=msg.device_id, received_at=msg.received_at)
+
+
+class OutboxRelay:
+    """Publishes what transactions left in the outbox, in order, then deletes it."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._lock = asyncio.Lock()
+
+    async def flush(self) -> int:
+        async with self._lock:
+            total = 0
+            while True:
+                rows = await asyncio.to_thread(self._take)
+                if not rows:
+                    return total
+                try:
+                    await self._publish(rows)
+                except BusUnavailable as exc:
+                    log.warning("outbox: bus unavailable (%s); %d messages wait", exc, len(rows))
+                    return total
+                await asyncio.to_thread(self._delete, [r.id for r in rows if r.id is not None])
+                total += len(rows)
+
+    def _take(self) -> list[Outbox]:
+        with Session(self.ctx.engine) as s:
+            return list(s.exec(select(Outbox).order_by(col(Outbox.id)).limit(1000)).all())
+
+    def _delete(self, ids: list[int]) -> None:
+        with Session(self.ctx.engine) as s:
+            s.exec(delete(Outbox).where(col(Outbox.id).in_(ids)))  # type: ignore[call-overload]
+            s.commit()
+
+    async def _publish(self, rows: list[Outbox]) -> None:
+        by_topic: dict[str, list[tuple[str | None, bytes]]] = {}
+        for r in rows:
+            by_topic.setdefault(r.topic, []).append((r.key, r.value))
+        for topic, items in by_topic.items():
+            await self.ctx.bus.publish_many(topic, items)
+            RELAYED.labels(topic).inc(len(items))
+
+
+class Dispatch:
+    """The running dispatch: engine transactions, the field-event consumer, the deadline ticker."""
+
+    def __init__(self, ctx: Context, *, classifier: Classifier | None = None) -> None:
+        self.ctx = ctx
+        self.policies = PolicyStore(ctx.engine, file=ctx.settings.policy_file)
+        self.classifier = classifier or Classifier.default()
+        self.relay = OutboxRelay(ctx)
+        self._lock = asyncio.Lock()
+        self._consumer: ConsumerLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ transactions
+    def _run(self, fn: Callable[[Engine], T]) -> T:
+        policy = self.policies.current()
+        with Session(self.ctx.engine, expire_on_commit=False) as s:
+            engine = Engine(SqlStore(s), policy, self.classifier, self.ctx.clock)
+            result = fn(engine)
+            s.commit()
+            return result
+
+    async def transact(self, fn: Callable[[Engine], T], *, attempts: int = 5) -> T:
+        """Run fn on an engine in one transaction (retried when another writer won a race)."""
+        for attempt in range(attempts):
+            try:
+                async with self._lock:
+                    result = await asyncio.to_thread(self._run, fn)
+                break
+            except (StaleDataError, OperationalError) as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.info("transaction lost a race (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(0.05 * (attempt + 1))
+        await self.relay.flush()
+        return result
+
+    # ------------------------------------------------------------------ the bus
+    async def handle(self, records: list[Record]) -> None:
+        received = [parse_record(r) for r in records]
+
+        def apply_all(engine: Engine) -> None:
+            for r in received:
+                engine.apply(r)
+
+        with BATCH_SECONDS.time():
+            await self.transact(apply_all)
+        APPLIED.inc(len(received))
+
+    async def start(self) -> None:
+        self.policies.current()  # fail at start, not at the first event, on a bad policy
+        await self.relay.flush()  # what a previous run committed but did not publish
+        source = self.ctx.bus.consumer([topics.FIELD_EVENTS], "siaga-dispatch")
+        self._consumer = ConsumerLoop(self.ctx.bus, source, self.handle, name="dispatch")
+        await self._consumer.start()
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="dispatch:tick"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        if self._consumer:
+            await self._consumer.stop()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ctx.settings.tick_interval_s)
+            try:
+                n = await self.transact(lambda e: e.tick())
+                if n:
+                    TICKS.inc(n)
+                await self.relay.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("deadline tick failed; trying again next tick")
+
+    # ------------------------------------------------------------------ actions (operators, notifier)
+    async def acknowledge(self, incident_id: str, *, actor: str) -> None:
+        await self.transact(lambda e: e.acknowledge(incident_id, actor=actor))
+
+    async def resolve(self, incident_id: str, *, actor: str, resolution: str) -> None:
+        await self.transact(lambda e: e.resolve(incident_id, actor=actor, resolution=resolution))
+
+    async def delivery(self, incident_id: str, *, key: str, channel: str, recipient: str, outcome: str,
+                       detail: str) -> None:
+        await self.transact(lambda e: e.record_delivery(incident_id, key=key, channel=channel,
+                                                         recipient=recipient, outcome=outcome, detail=detail))
+

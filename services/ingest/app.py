@@ -1,0 +1,205 @@
+"""The ingest service: the field-device API of SPEC section 4."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel, Field
+
+from services.ingest.service import Judged, Rejection, TokenBuckets, TpsCache, bus_value, judge, remember
+from siaga import topics
+from siaga.auth import bearer, device_for
+from siaga.bus import BusUnavailable
+from siaga.events import FieldEvent
+from siaga.models import Device
+from siaga.openapi import inline_schema, json_body
+from siaga.runtime import Context
+from siaga.service import ServiceParts, build_app
+
+log = logging.getLogger("siaga.ingest")
+
+REQUESTS = Counter("siaga_ingest_requests_total", "Ingest HTTP requests by route and status", ["route", "status"])
+EVENTS = Counter("siaga_ingest_events_total", "Field events by outcome", ["outcome"])
+REJECTED = Counter("siaga_ingest_rejected_total", "Refused field events by reason", ["reason"])
+BUS_LATENCY = Histogram("siaga_ingest_bus_seconds", "Time for the broker to acknowledge a publish",
+                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+
+
+class RejectedEvent(BaseModel):
+    event_id: str | None
+    index: int
+    field: str
+    message: str
+
+
+class IngestAnswer(BaseModel):
+    accepted: list[str] = Field(description="Event ids now durably on the bus.")
+    duplicates: list[str] = Field(description="Event ids already received before (with the same content).")
+    rejected: list[RejectedEvent] = Field(description="Events refused, each with the field and why.")
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+BATCH_SCHEMA = {
+    "type": "object",
+    "required": ["events"],
+    "properties": {"events": {"type": "array", "maxItems": 500, "items": inline_schema(FieldEvent)}},
+}
+EXAMPLE = FieldEvent.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": IngestAnswer, "description": "Accepted: on the bus (or a duplicate of an event that is)."},
+    400: {"model": Problem, "description": "The body is not JSON."},
+    401: {"model": Problem, "description": "No device token, or an unknown or revoked one."},
+    403: {"model": Problem, "description": "The device is not assigned to that TPS."},
+    404: {"model": Problem, "description": "Unknown TPS."},
+    409: {"model": Problem, "description": "The event_id was used before for different content."},
+    413: {"model": Problem, "description": "Body over 1 MiB, or a batch over 500 events."},
+    422: {"model": Problem, "description": "Invalid event; `detail` names the field and the problem."},
+    429: {"model": Problem, "description": "The device exceeds its rate; retry after `Retry-After` seconds."},
+    503: {"model": Problem, "description": "The bus cannot take the event now; retry after `Retry-After`."},
+}
+
+
+def _problem(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+
+
+class Ingest:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        s = ctx.settings
+        self.tps = TpsCache(ctx.engine)
+        self.buckets = TokenBuckets(s.device_rate_per_s, s.device_burst)
+
+    async def read_body(self, request: Request) -> bytes | JSONResponse:
+        limit = self.ctx.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return _problem(413, f"body is over {limit} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return _problem(413, f"body is over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def authenticate(self, request: Request) -> Device | JSONResponse:
+        token = bearer(request.headers.get("authorization"))
+        if token is None:
+            return _problem(401, "missing device token: send Authorization: Bearer <token>",
+                            {"WWW-Authenticate": "Bearer"})
+        device = await asyncio.to_thread(device_for, self.ctx.engine, token)
+        if device is None:
+            return _problem(401, "unknown or revoked device token", {"WWW-Authenticate": "Bearer"})
+        return device
+
+    async def handle(self, request: Request, *, batch: bool) -> JSONResponse:
+        route = "batch" if batch else "single"
+        response = await self._handle(request, batch=batch)
+        REQUESTS.labels(route, str(response.status_code)).inc()
+        return response
+
+    async def _handle(self, request: Request, *, batch: bool) -> JSONResponse:
+        device = await self.authenticate(request)
+        if isinstance(device, JSONResponse):
+            return device
+        body = await self.read_body(request)
+        if isinstance(body, JSONResponse):
+            return body
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _problem(400, f"body is not valid JSON: {exc}")
+        if batch:
+            if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
+                return _problem(422, [{"field": "events", "message": "must be a list of events"}])
+            raws = doc["events"]
+            if len(raws) > self.ctx.settings.max_batch:
+                return _problem(413, f"a batch holds at most {self.ctx.settings.max_batch} events, got {len(raws)}")
+            if not raws:
+                return JSONResponse(status_code=202, content={"accepted": [], "duplicates": [], "rejected": []})
+        else:
+            raws = [doc]
+        wait = self.buckets.take(device.device_id, len(raws), time.monotonic())
+        if wait > 0:
+            REJECTED.labels("rate_limited").inc(len(raws))
+            return _problem(429, "device is sending too fast; slow down", {"Retry-After": str(max(1, round(wait)))})
+        now = self.ctx.clock.now()
+        s = self.ctx.settings
+        judged: Judged = await asyncio.to_thread(
+            judge, raws, device=device, tps=self.tps, engine=self.ctx.engine, now=now,
+            future_skew_s=s.future_skew_s, max_age_s=s.max_age_s,
+        )
+        for r in judged.rejected:
+            REJECTED.labels(_reason(r)).inc()
+        if judged.fresh:
+            items = [(ev.tps_id, bus_value(ev, device_id=device.device_id, received_at=now)) for ev, _ in judged.fresh]
+            started = time.perf_counter()
+            try:
+                await self.ctx.bus.publish_many(topics.FIELD_EVENTS, items, timeout_s=s.kafka_publish_timeout_s)
+            except BusUnavailable as exc:
+                log.warning("bus unavailable, answering 503: %s", exc)
+                REJECTED.labels("bus_unavailable").inc(len(items))
+                return _problem(503, "the event bus cannot take events right now; retry later",
+                                {"Retry-After": "5"})
+            BUS_LATENCY.observe(time.perf_counter() - started)
+            await asyncio.to_thread(remember, self.ctx.engine, judged.fresh, device_id=device.device_id, now=now)
+        EVENTS.labels("accepted").inc(len(judged.fresh))
+        EVENTS.labels("duplicate").inc(len(judged.duplicates))
+        EVENTS.labels("rejected").inc(len(judged.rejected))
+        if not batch and judged.rejected:
+            r = judged.rejected[0]
+            detail = r.message if r.status in (403, 404, 409) else [{"field": r.field, "message": r.message}]
+            return _problem(r.status, detail)
+        return JSONResponse(status_code=202, content={
+            "accepted": [ev.event_id for ev, _ in judged.fresh],
+            "duplicates": judged.duplicates,
+            "rejected": [r.public() for r in judged.rejected],
+        })
+
+
+def _reason(r: Rejection) -> str:
+    return {401: "unauthorized", 403: "not_assigned", 404: "unknown_tps", 409: "conflict"}.get(
+        r.status, f"invalid_{r.field.split('.')[0]}")
+
+
+def build(ctx: Context) -> ServiceParts:
+    """The ingest routes (POST /v1/events and /v1/events/batch)."""
+    ingest = Ingest(ctx)
+    router = APIRouter(tags=["field events"])
+
+    @router.post(
+        "/v1/events", status_code=202, responses=RESPONSES, summary="Post one field event",
+        openapi_extra=json_body(inline_schema(FieldEvent), {"incident report": EXAMPLE}),
+        description="One event from a field device. Answered 202 only once the event is durably on the bus; "
+        "a repeated event_id with the same content is answered as a duplicate.",
+    )
+    async def post_event(request: Request) -> JSONResponse:
+        return await ingest.handle(request, batch=False)
+
+    @router.post(
+        "/v1/events/batch", status_code=202, responses=RESPONSES, summary="Post up to 500 field events",
+        openapi_extra=json_body(BATCH_SCHEMA, {"backlog": {"events": [EXAMPLE]}}),
+        description="A backlog from a device that was offline. Each event is judged on its own: `rejected` "
+        "lists the refused ones with the field and why. Only an unreadable body or an unavailable bus fails "
+        "the whole batch. A batch counts against the device's rate as at most one burst.",
+    )
+    async def post_batch(request: Request) -> JSONResponse:
+        return await ingest.handle(request, batch=True)
+
+    return ServiceParts("ingest", router, openapi_tags=[
+        {"name": "field events", "description": "What field devices post (SPEC section 4)."}])
+
+
+def create_app(ctx: Context) -> FastAPI:
+    return build_app(ctx, [build(ctx)], title="Siaga ingest")

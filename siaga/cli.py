@@ -1,0 +1,264 @@
+"""The `siaga` command: run the services, the whole system, the simulator, and admin tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from siaga.settings import Settings, get_settings
+
+log = logging.getLogger("siaga")
+
+
+def _serve(app: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=True, timeout_graceful_shutdown=10)
+
+
+def _context(settings: Settings) -> Any:
+    from siaga.runtime import make_context
+
+    return make_context(settings)
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    """Run one service (ingest, dispatch, dashboard) as its own process."""
+    settings = get_settings()
+    ctx = _context(settings)
+    if args.command == "ingest":
+        from services.ingest.app import create_app as ingest_app
+
+        app = ingest_app(ctx)
+    elif args.command == "dispatch":
+        from services.dispatch.app import create_app as dispatch_app
+
+        app = dispatch_app(ctx, with_notifier=not args.no_notifier and settings.notifier_in_dispatch)
+    else:
+        from services.dashboard.app import create_app as dashboard_app
+
+        app = dashboard_app(ctx)
+    _serve(app, args.host, args.port)
+    return 0
+
+
+def cmd_notifier(args: argparse.Namespace) -> int:
+    """Run the notifier alone: it consumes siaga.alerts and records deliveries in the database."""
+    from fastapi import APIRouter
+
+    from services.dispatch.notifier import Notifier, routing_from_settings, telegram_router
+    from services.dispatch.service import Dispatch
+    from siaga.service import ServiceParts, build_app
+
+    settings = get_settings()
+    ctx = _context(settings)
+    dispatch = Dispatch(ctx)  # for its policy store and the delivery records; its consumers are not started
+
+    def routing():  # type: ignore[no-untyped-def]
+        return routing_from_settings(settings, dispatch.policies.current().alerts)
+
+    notifier = Notifier(ctx, routing=routing, recorder=dispatch)
+    router = APIRouter()
+    router.include_router(telegram_router(ctx, routing=routing, actions=dispatch))
+    app = build_app(ctx, [ServiceParts("notifier", router, notifier.start, notifier.stop)], title="Siaga notifier")
+    _serve(app, args.host, args.port)
+    return 0
+
+
+def build_dev_app(settings: Settings, *, demo: bool, port: int, speed: float = 60.0) -> Any:
+    """All three services in one app on one port (the in-process bus unless Kafka is configured)."""
+    from services.dashboard.app import build as dashboard_build
+    from services.dispatch.app import build as dispatch_build
+    from services.ingest.app import build as ingest_build
+    from siaga.service import build_app
+
+    ctx = _context(settings)
+    parts = [dispatch_build(ctx), ingest_build(ctx), dashboard_build(ctx)]
+    if demo:
+        parts.append(_demo_part(ctx, port=port, speed=speed))
+    return build_app(ctx, parts, title="Siaga (dev: ingest + dispatch + dashboard)")
+
+
+def _demo_part(ctx: Any, *, port: int, speed: float) -> Any:
+    from fastapi import APIRouter
+
+    from siaga.service import ServiceParts
+
+    tasks: list[asyncio.Task[None]] = []
+    stop_event = asyncio.Event()
+
+    async def run() -> None:
+        import httpx
+
+        from siaga.auth import Role, issue_api_token
+        from siaga.demo import load_demo
+        from siaga.simulator import run_day
+
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(timeout=60) as client:
+            for _ in range(100):
+                try:
+                    if (await client.get(base + "/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+            setup = await load_demo(client, dispatch_url=base, admin_token=ctx.settings.admin_token)
+        operator = await asyncio.to_thread(issue_api_token, ctx.engine, name="demo operator", role=Role.OPERATOR,
+                                           now=ctx.clock.now())
+        print(f"\n  Siaga demo: open http://127.0.0.1:{port}/?token={operator}\n", flush=True)
+        await run_day(ingest_url=base, tokens_by_tps=setup.tokens_by_tps, speed=speed, seed=2024,
+                      stop_event=stop_event, progress=lambda line: log.info("simulator: %s", line))
+
+    async def start() -> None:
+        tasks.append(asyncio.create_task(run(), name="demo"))
+
+    async def stop() -> None:
+        stop_event.set()
+        for t in tasks:
+            t.cancel()
+
+    return ServiceParts("demo", APIRouter(), start, stop)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Run the whole system in one process, with the Serang demo unless --no-demo."""
+    if not os.environ.get("SIAGA_ADMIN_TOKEN"):
+        os.environ["SIAGA_ADMIN_TOKEN"] = "adm_" + secrets.token_urlsafe(24)
+        print("  SIAGA_ADMIN_TOKEN was not set: this run's admin token is in the environment of this process "
+              "only; set it yourself to use the admin API.", flush=True)
+    get_settings.cache_clear()
+    settings = get_settings()
+    if args.public_url:
+        settings.public_url = args.public_url
+    elif "SIAGA_PUBLIC_URL" not in os.environ:
+        settings.public_url = f"http://127.0.0.1:{args.port}"
+    app = build_dev_app(settings, demo=not args.no_demo, port=args.port, speed=args.speed)
+    _serve(app, args.host, args.port)
+    return 0
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    """Admin tasks straight on the database (for the first tokens and for scripts)."""
+    from sqlmodel import Session
+
+    from siaga.auth import Role, hash_token, issue_api_token, new_token
+    from siaga.models import Device
+
+    settings = get_settings()
+    ctx = _context(settings)
+    if args.admin_command == "token":
+        print(issue_api_token(ctx.engine, name=args.name, role=Role(args.role), now=ctx.clock.now()))
+        return 0
+    if args.admin_command == "device":
+        token = new_token("dev")
+        with Session(ctx.engine) as s:
+            d = Device(device_id="dev_" + secrets.token_hex(8), personnel_id=args.personnel_id,
+                       token_hash=hash_token(token), tps_ids=args.tps or [], kecamatan=args.kecamatan or [],
+                       created_at=ctx.clock.now())
+            s.add(d)
+            s.commit()
+            print(f"{d.device_id} {token}")
+        return 0
+    if args.admin_command in ("import-tps", "import-personnel"):
+        import httpx
+
+        path = "/v1/admin/tps/import" if args.admin_command == "import-tps" else "/v1/admin/personnel/import"
+        token = args.admin_token or settings.admin_token
+        if not token:
+            print("needs --admin-token or SIAGA_ADMIN_TOKEN", file=sys.stderr)
+            return 2
+        r = httpx.post(args.dispatch_url.rstrip("/") + path, content=Path(args.file).read_bytes(), timeout=120,
+                       headers={"Content-Type": "text/csv", "Authorization": f"Bearer {token}"})
+        print(r.text)
+        return 0 if r.status_code == 200 else 1
+    return 2
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Verify the hash chain of every incident timeline."""
+    from siaga.audit import verify
+
+    ctx = _context(get_settings())
+    result = verify(ctx.engine)
+    print(result.message)
+    return 0 if result.ok else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="siaga", description="Siaga: live incident monitoring and escalation for "
+                                "election-day security operations. Configuration: SIAGA_* environment "
+                                "variables (docs/configuration.md).")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dev = sub.add_parser("dev", help="run ingest, dispatch and dashboard in one process, with the Serang demo",
+                         description="All three services on one port. Embedded defaults (in-process bus, SQLite "
+                         "file siaga.db) unless SIAGA_KAFKA_BOOTSTRAP or SIAGA_DATABASE_URL are set.")
+    dev.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
+    dev.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    dev.add_argument("--no-demo", action="store_true", help="start empty: no Serang data, no simulator")
+    dev.add_argument("--speed", type=float, default=60.0,
+                     help="demo speed-up: simulated seconds per real second (default 60: a day in 24 minutes)")
+    dev.add_argument("--public-url", default=None, help="URL of the dashboard for alert links (default: this port)")
+    dev.set_defaults(func=cmd_dev)
+
+    for name, text in (("ingest", "the field-device API"), ("dispatch", "registry, operator API, escalation "
+                       "engine and (unless --no-notifier) the notifier"), ("dashboard", "the live dashboard")):
+        sp = sub.add_parser(name, help=f"run {text} as its own process", description=f"Run {text}.")
+        sp.add_argument("--port", type=int, default={"ingest": 8001, "dispatch": 8002, "dashboard": 8003}[name],
+                        help="port to serve on")
+        sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        if name == "dispatch":
+            sp.add_argument("--no-notifier", action="store_true",
+                            help="do not run the notifier here (run `siaga notifier` instead)")
+        sp.set_defaults(func=cmd_service)
+
+    nt = sub.add_parser("notifier", help="run the alert notifier alone",
+                        description="Consume siaga.alerts and deliver alerts (Telegram, WhatsApp, Slack, webhook).")
+    nt.add_argument("--port", type=int, default=8004, help="port for /healthz, /metrics and the Telegram webhook")
+    nt.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    nt.set_defaults(func=cmd_notifier)
+
+    try:
+        from siaga.simulator import add_simulate_parser
+
+        add_simulate_parser(sub)
+    except ImportError:  # the simulator is optional in a stripped install
+        pass
+
+    ad = sub.add_parser("admin", help="admin tasks: tokens, devices, imports")
+    asub = ad.add_subparsers(dest="admin_command", required=True, metavar="TASK")
+    tk = asub.add_parser("token", help="issue a viewer/operator/admin token (printed once)")
+    tk.add_argument("--name", required=True, help="who the token is for")
+    tk.add_argument("--role", choices=["viewer", "operator", "admin"], default="operator", help="its role")
+    dv = asub.add_parser("device", help="issue a device token (printed once, after the device id)")
+    dv.add_argument("--personnel-id", default=None, help="the officer or Linmas carrying the device")
+    dv.add_argument("--tps", nargs="*", help="TPS ids the device may post for")
+    dv.add_argument("--kecamatan", nargs="*", help="kecamatan a gateway device may post for")
+    for name, what in (("import-tps", "TPS registry"), ("import-personnel", "personnel roster")):
+        im = asub.add_parser(name, help=f"import the {what} CSV through dispatch's admin API")
+        im.add_argument("file", help="the CSV file")
+        im.add_argument("--dispatch-url", default="http://127.0.0.1:8000", help="dispatch's base URL")
+        im.add_argument("--admin-token", default=None, help="admin token (default: SIAGA_ADMIN_TOKEN)")
+    ad.set_defaults(func=cmd_admin)
+
+    au = sub.add_parser("audit", help="check the tamper-evident incident record")
+    ausub = au.add_subparsers(dest="audit_command", required=True, metavar="TASK")
+    ausub.add_parser("verify", help="prove every timeline's hash chain intact, or name the first broken link")
+    au.set_defaults(func=cmd_audit)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    settings = get_settings()
+    from siaga.logs import setup_logging
+
+    setup_logging(settings.log_format, settings.log_level)
+    sys.exit(args.func(args))

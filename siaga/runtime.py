@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from siaga import topics
-from siaga.bus import Bus
+from siaga.bus import Bus, PrefixedBus
 from siaga.clock import Clock, SystemClock
 from siaga.db import create_schema, make_engine
 from siaga.settings import Settings
@@ -30,20 +30,24 @@ class Context:
 
 def make_bus(settings: Settings) -> Bus:
     """Kafka when SIAGA_KAFKA_BOOTSTRAP is set, else the in-process bus."""
+    prefix = settings.topic_prefix
     partitions = {
-        topics.FIELD_EVENTS: settings.field_events_partitions,
-        topics.INCIDENT_UPDATES: settings.updates_partitions,
-        topics.ALERTS: settings.alerts_partitions,
-        topics.DEAD_LETTER: 1,
+        prefix + topics.FIELD_EVENTS: settings.field_events_partitions,
+        prefix + topics.INCIDENT_UPDATES: settings.updates_partitions,
+        prefix + topics.ALERTS: settings.alerts_partitions,
+        prefix + topics.DEAD_LETTER: 1,
     }
+    bus: Bus
     if settings.kafka_bootstrap:
         from siaga.bus.kafka import KafkaBus
 
-        return KafkaBus(settings.kafka_bootstrap, partitions=partitions, client_id=settings.kafka_client_id,
-                        publish_timeout_s=settings.kafka_publish_timeout_s)
-    from siaga.bus.memory import MemoryBus
+        bus = KafkaBus(settings.kafka_bootstrap, partitions=partitions, client_id=settings.kafka_client_id,
+                       publish_timeout_s=settings.kafka_publish_timeout_s)
+    else:
+        from siaga.bus.memory import MemoryBus
 
-    return MemoryBus(partitions)
+        bus = MemoryBus(partitions)
+    return PrefixedBus(bus, prefix) if prefix else bus
 
 
 def make_context(settings: Settings, *, bus: Bus | None = None, clock: Clock | None = None) -> Context:

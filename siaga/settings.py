@@ -23,6 +23,9 @@ class Settings(BaseSettings):
         default=5.0, description="How long a publish may wait for the broker's ack before ingest answers 503."
     )
     kafka_client_id: str = "siaga"
+    topic_prefix: str = Field(
+        default="", description="Prefix of every topic and consumer group: several deployments on one broker."
+    )
     field_events_partitions: int = Field(default=12, description="Partitions of siaga.field-events.")
     updates_partitions: int = Field(default=6, description="Partitions of siaga.incident-updates.")
     alerts_partitions: int = Field(default=6, description="Partitions of siaga.alerts.")

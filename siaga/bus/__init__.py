@@ -215,3 +215,54 @@ class ConsumerLoop:
             except Exception:
                 log.warning("consumer %s: dead-letter publish failed; retrying", self.name)
                 await asyncio.sleep(1.0)
+
+
+class PrefixedBus(Bus):
+    """A bus whose topics and groups carry a prefix: several deployments (or test runs) on one broker.
+
+    The services keep using the logical names of siaga.topics; the broker sees `<prefix><name>`.
+    """
+
+    def __init__(self, inner: Bus, prefix: str) -> None:
+        self.inner, self.prefix = inner, prefix
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    async def healthy(self) -> bool:
+        return await self.inner.healthy()
+
+    async def publish_many(
+        self, topic: str, items: Sequence[tuple[str | None, bytes]], *, timeout_s: float | None = None
+    ) -> None:
+        await self.inner.publish_many(self.prefix + topic, items, timeout_s=timeout_s)
+
+    def consumer(self, topics_: Sequence[str], group: str | None, *, broadcast: bool = False) -> ConsumerSource:
+        inner = self.inner.consumer([self.prefix + t for t in topics_], None if group is None else self.prefix + group,
+                                    broadcast=broadcast)
+        return _UnprefixedSource(inner, self.prefix)
+
+
+class _UnprefixedSource(ConsumerSource):
+    """Hands out records under their logical topic names; commits under the real ones."""
+
+    def __init__(self, inner: ConsumerSource, prefix: str) -> None:
+        self.inner, self.prefix = inner, prefix
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    async def fetch(self, max_records: int, timeout_s: float) -> list[Record]:
+        out = await self.inner.fetch(max_records, timeout_s)
+        cut = len(self.prefix)
+        return [Record(r.topic[cut:], r.key, r.value, r.partition, r.offset, r.headers) for r in out]
+
+    async def commit(self, records: Sequence[Record]) -> None:
+        await self.inner.commit([Record(self.prefix + r.topic, r.key, r.value, r.partition, r.offset, r.headers)
+                                 for r in records])

@@ -19,7 +19,8 @@ log = logging.getLogger("siaga")
 def _serve(app: Any, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=True, timeout_graceful_shutdown=10)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=get_settings().access_log,
+                timeout_graceful_shutdown=10)
 
 
 def _context(settings: Settings) -> Any:

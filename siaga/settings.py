@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     kafka_publish_timeout_s: float = Field(
         default=5.0, description="How long a publish may wait for the broker's ack before ingest answers 503."
     )
-    kafka_client_id: str = "siaga"
+    kafka_client_id: str = Field(default="siaga", description="Client id the services show the broker.")
     topic_prefix: str = Field(
         default="", description="Prefix of every topic and consumer group: several deployments on one broker."
     )
@@ -38,12 +38,12 @@ class Settings(BaseSettings):
 
     # -- security
     admin_token: str | None = Field(
-        default=None, description="The first admin token; stored hashed at start. Never logged."
+        default=None, description="The first admin token (compared in constant time, never stored or logged)."
     )
 
     # -- ingest
-    max_body_bytes: int = 1024 * 1024
-    max_batch: int = 500
+    max_body_bytes: int = Field(default=1024 * 1024, description="Largest request body ingest reads (413 above).")
+    max_batch: int = Field(default=500, description="Most events in one batch (413 above).")
     device_rate_per_s: float = Field(default=10.0, description="Sustained events a second per device.")
     device_burst: int = Field(default=100, description="Burst of events a device may send at once.")
     future_skew_s: int = Field(default=600, description="How far ahead of the server clock occurred_at may be.")
@@ -63,15 +63,18 @@ class Settings(BaseSettings):
     language: str = Field(default="id", description="Alert and page language: id (Indonesian) or en.")
 
     # -- alerts (zero-config channels; richer routing lives in the policy file)
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    telegram_bot_token: str | None = None
-    telegram_chat_id: str | None = None
-    telegram_api_base: str = "https://api.telegram.org"
-    whatsapp_api_base: str = "https://graph.facebook.com/v21.0"
-    whatsapp_token: str | None = None
-    whatsapp_phone_number_id: str | None = None
-    slack_webhook_url: str | None = None
+    webhook_url: str | None = Field(default=None, description="Zero-config: send every alert to this generic webhook.")
+    webhook_secret: str | None = Field(default=None, description="HMAC-SHA256 key of X-Siaga-Signature.")
+    telegram_bot_token: str | None = Field(default=None, description="Zero-config Telegram: the bot's token.")
+    telegram_chat_id: str | None = Field(default=None, description="Zero-config Telegram: the chat told of everything.")
+    telegram_api_base: str = Field(default="https://api.telegram.org", description="Telegram Bot API base URL.")
+    telegram_webhook_secret: str | None = Field(
+        default=None, description="Secret Telegram sends with button callbacks (X-Telegram-Bot-Api-Secret-Token)."
+    )
+    whatsapp_api_base: str = Field(default="https://graph.facebook.com/v21.0", description="WhatsApp Cloud API base.")
+    whatsapp_token: str | None = Field(default=None, description="WhatsApp Cloud API access token.")
+    whatsapp_phone_number_id: str | None = Field(default=None, description="WhatsApp sender phone number id.")
+    slack_webhook_url: str | None = Field(default=None, description="Zero-config Slack incoming webhook.")
 
     # -- dashboard
     dispatch_url: str = Field(
@@ -82,7 +85,8 @@ class Settings(BaseSettings):
 
     # -- logging
     log_format: str = Field(default="text", description="text or json (one JSON object a line).")
-    log_level: str = "INFO"
+    access_log: bool = Field(default=True, description="Log every HTTP request (tokens redacted).")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,238 @@
+"""The notifier: consumes alert intents from siaga.alerts and delivers one message per recipient.
+
+At least once, never a storm: an intent is committed only when every one of its recipients was
+sent or dead-lettered; a delivery already recorded as sent is never sent again by us, and a
+receiver that dedupes by the Idempotency-Key sees each alert once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random as random_module
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import httpx
+import orjson
+from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
+
+from services.dispatch.notifier import redact
+from services.dispatch.notifier.channels import USER_AGENT, Delivery, make_channels
+from services.dispatch.notifier.delivery import Deliverer, Outcome, Random, Sleep
+from services.dispatch.notifier.intent import AlertIntent, delivery_key
+from services.dispatch.notifier.messages import LANGUAGES, load_templates, render
+from services.dispatch.notifier.routing import AlertRouting, Recipient, select
+from services.dispatch.notifier.store import FINAL, DeliveryStore
+from siaga import topics
+from siaga.bus import ConsumerLoop, Record, dead_letter_value
+from siaga.clock import iso
+from siaga.models import AlertDelivery
+from siaga.runtime import Context
+
+if TYPE_CHECKING:
+    from services.dispatch.notifier import DeliveryRecorder
+
+log = logging.getLogger("siaga.notifier")
+
+GROUP = "siaga-notifier"
+MAX_RECORDS = 100
+
+DELIVERIES = Counter(
+    "siaga_alert_deliveries_total", "Alert deliveries that reached a final state.", ["channel", "outcome"]
+)
+ATTEMPTS = Counter("siaga_alert_attempts_total", "HTTP requests made to alert channels.", ["channel", "result"])
+BREAKERS_OPEN = Gauge("siaga_alert_breakers_open", "Alert destinations whose circuit breaker is not closed.")
+
+
+class Notifier:
+    """Delivers the alert intents of siaga.alerts to the recipients the routing selects.
+
+    `routing` is called for every intent, so a policy reload takes effect without a restart.
+    `sleep` and `random` are injected so the tests wait for nothing and jitter is reproducible.
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        routing: Callable[[], AlertRouting],
+        recorder: DeliveryRecorder,
+        sleep: Sleep = asyncio.sleep,
+        random: Random = random_module.random,
+        group: str = GROUP,
+    ) -> None:
+        self.ctx, self.routing, self.recorder, self.group = ctx, routing, recorder, group
+        self.sleep, self.random = sleep, random
+        self.store = DeliveryStore(ctx.engine)
+        self._client: httpx.AsyncClient | None = None
+        self._deliverer: Deliverer | None = None
+        self._loop: ConsumerLoop | None = None
+
+    @property
+    def deliverer(self) -> Deliverer:
+        if self._deliverer is None:
+            raise RuntimeError("the notifier is not started")
+        return self._deliverer
+
+    @property
+    def handled(self) -> int:
+        """Alert intents handled (and committed) since start."""
+        return self._loop.handled if self._loop is not None else 0
+
+    async def start(self) -> None:
+        """Check the templates and settings, then consume siaga.alerts in the group siaga-notifier."""
+        language = self.ctx.settings.language
+        if language not in LANGUAGES:
+            raise ValueError(f"SIAGA_LANGUAGE={language!r} has no alert templates; use one of {LANGUAGES}")
+        for lang in LANGUAGES:
+            load_templates(lang)
+        self._client = httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": USER_AGENT})
+        channels = make_channels(self._client, self.ctx.settings)
+        redact.install(s for c in channels.values() for s in c.secrets())
+        self._deliverer = Deliverer(channels, clock=self.ctx.clock, sleep=self.sleep, random=self.random)
+        source = self.ctx.bus.consumer([topics.ALERTS], self.group)
+        self._loop = ConsumerLoop(self.ctx.bus, source, self.handle, name=self.group, max_records=MAX_RECORDS)
+        await self._loop.start()
+        log.info("notifier started (group %s)", self.group)
+
+    async def stop(self) -> None:
+        """Stop consuming; an intent being delivered is left uncommitted and comes again to the next one."""
+        if self._loop is not None:
+            await self._loop.stop()
+            self._loop = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def handle(self, records: list[Record]) -> None:
+        """The consumer's batch handler: intents of one incident in order, incidents side by side."""
+        by_incident: dict[str | None, list[tuple[Record, AlertIntent]]] = {}
+        for record in records:
+            try:
+                intent = AlertIntent.model_validate_json(record.value)
+            except ValidationError as exc:
+                problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+                await self._dead_letter_record(record, f"invalid alert intent: {problem}")
+                continue
+            by_incident.setdefault(record.key, []).append((record, intent))
+
+        async def in_order(items: list[tuple[Record, AlertIntent]]) -> None:
+            for record, intent in items:
+                await self.notify(intent, record=record)
+
+        async with asyncio.TaskGroup() as group:
+            for items in by_incident.values():
+                group.create_task(in_order(items))
+
+    async def notify(self, intent: AlertIntent, *, record: Record | None = None) -> list[Outcome | None]:
+        """Deliver one intent to all its recipients at once; per recipient the outcome (None: sent before)."""
+        routing = self.routing()
+        recipients = select(routing, intent)
+        if not recipients:
+            log.info("alert %s: no recipient is routed for it", intent.alert_id)
+            return []
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._deliver(intent, r, routing, record)) for r in recipients]
+        return [t.result() for t in tasks]
+
+    async def _deliver(
+        self, intent: AlertIntent, recipient: Recipient, routing: AlertRouting, record: Record | None
+    ) -> Outcome | None:
+        key = delivery_key(intent, recipient.name)
+        now = self.ctx.clock.now()
+        row = await self.store.claim(
+            AlertDelivery(
+                key=key,
+                incident_id=intent.incident_id,
+                level=intent.level,
+                audience=intent.audience_key,
+                reminder=intent.reminder,
+                channel=recipient.channel,
+                recipient=recipient.name,
+                status="pending",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        if row.status in FINAL:
+            log.info("alert %s: already %s, not sent again", key, row.status)
+            return None
+        if recipient.channel == "slack":
+            redact.REDACTOR.add([recipient.target])
+        redact.REDACTOR.add([recipient.secret])
+        message = render(
+            intent,
+            language=recipient.language or self.ctx.settings.language,
+            public_url=self.ctx.settings.public_url,
+            now=now,
+        )
+        delivery = Delivery(key=key, intent=intent, recipient=recipient, message=message)
+
+        async def attempted(attempt: int, error: str | None) -> None:
+            ATTEMPTS.labels(recipient.channel, "ok" if error is None else "error").inc()
+            await self.store.attempted(key, error=error, now=self.ctx.clock.now())
+
+        try:
+            outcome = await self.deliverer.deliver(delivery, routing, on_attempt=attempted)
+        finally:
+            BREAKERS_OPEN.set(self.deliverer.breakers.open_count())
+        if outcome.sent:
+            DELIVERIES.labels(recipient.channel, "sent").inc()
+            log.info("alert %s sent to %s by %s", key, recipient.name, recipient.channel)
+            await self._record(
+                intent,
+                key,
+                recipient,
+                "sent",
+                f"sent by {recipient.channel} to {recipient.name} (attempt {outcome.attempts})",
+            )
+            return outcome
+        DELIVERIES.labels(recipient.channel, "failed").inc()
+        log.warning("alert %s to %s failed for good: %s", key, recipient.name, outcome.reason)
+        await self._dead_letter_delivery(intent, key, recipient, outcome, record)
+        await self._record(intent, key, recipient, "failed", outcome.reason)
+        await self.store.finish(key, status="failed", error=outcome.reason, now=self.ctx.clock.now())
+        return outcome
+
+    async def _record(self, intent: AlertIntent, key: str, recipient: Recipient, outcome: str, detail: str) -> None:
+        # The delivery itself is already recorded (AlertDelivery); a recorder outage must not
+        # make us send the alert a second time, so its failure is logged, not raised.
+        try:
+            await self.recorder.delivery(
+                intent.incident_id,
+                key=key,
+                channel=recipient.channel,
+                recipient=recipient.name,
+                outcome=outcome,
+                detail=detail,
+            )
+        except Exception:
+            log.exception("alert %s: reporting the %s delivery to dispatch failed", key, outcome)
+
+    async def _dead_letter_delivery(
+        self, intent: AlertIntent, key: str, recipient: Recipient, outcome: Outcome, record: Record | None
+    ) -> None:
+        value = orjson.dumps(
+            {
+                "topic": record.topic if record else topics.ALERTS,
+                "partition": record.partition if record else None,
+                "offset": record.offset if record else None,
+                "key": record.key if record else intent.incident_id,
+                "consumer": self.group,
+                "reason": outcome.reason,
+                "failed_at": iso(self.ctx.clock.now()),
+                "value": record.value.decode("utf-8", errors="replace") if record else intent.model_dump_json(),
+                "idempotency_key": key,
+                "incident_id": intent.incident_id,
+                "channel": recipient.channel,
+                "recipient": recipient.name,
+                "attempts": outcome.attempts,
+            }
+        )
+        await self.ctx.bus.publish(topics.DEAD_LETTER, intent.incident_id, value)
+
+    async def _dead_letter_record(self, record: Record, reason: str) -> None:
+        log.error("alert intent %s[%d]@%d to dead-letter: %s", record.topic, record.partition, record.offset, reason)
+        await self.ctx.bus.publish(topics.DEAD_LETTER, record.key, dead_letter_value(record, reason, self.group))

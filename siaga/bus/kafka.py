@@ -64,7 +64,8 @@ class KafkaBus(Bus):
         self.client_id = client_id
         self.publish_timeout_s = publish_timeout_s
         self.replication_factor = replication_factor
-        self.topic_configs = {k: dict(v) for k, v in (topic_configs or DEFAULT_TOPIC_CONFIGS).items()}
+        configs = DEFAULT_TOPIC_CONFIGS if topic_configs is None else topic_configs
+        self.topic_configs = {k: dict(v) for k, v in configs.items()}
         self.request_timeout_s = request_timeout_s
         self.linger_ms = linger_ms
         self.max_batch_bytes = max_batch_bytes
@@ -142,6 +143,18 @@ class KafkaBus(Bus):
             for name, count in partitions.items()
             if name not in existing
         ]
+        present = [name for name in partitions if name in existing]
+        if present:
+            # Existing topics are left alone (changing partitions would move keys between them).
+            for described in await admin.describe_topics(present):
+                name = described["topic"]
+                if name in partitions and len(described["partitions"]) != partitions[name]:
+                    log.warning(
+                        "topic %s has %d partitions, configured %d: left as it is",
+                        name,
+                        len(described["partitions"]),
+                        partitions[name],
+                    )
         if not missing:
             return
         response = await admin.create_topics(missing, timeout_ms=self._request_timeout_ms)
@@ -152,6 +165,24 @@ class KafkaBus(Bus):
                 message = topic_error[2] if len(topic_error) > 2 else ""
                 raise KafkaError(f"could not create topic {name}: error {code} {message}")
         log.info("created topics %s", ", ".join(t.name for t in missing))
+        await self._await_leaders([t.name for t in missing])
+
+    async def _await_leaders(self, names: list[str]) -> None:
+        """Wait (briefly) until every partition of new topics has a leader.
+
+        Right after CreateTopics the broker may still answer NOT_LEADER for a moment; the
+        producer would retry, but the first publish is faster and quieter without that.
+        """
+        admin = await self._admin_client()
+        deadline = time.monotonic() + self.request_timeout_s
+        while time.monotonic() < deadline:
+            described = await admin.describe_topics(names)
+            if len(described) == len(names) and all(
+                t["error_code"] == 0 and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+                for t in described
+            ):
+                return
+            await asyncio.sleep(0.05)
 
     async def partitions_of(self, topic: str) -> list[int]:
         """The partition numbers of an existing topic (empty when it does not exist)."""
@@ -177,6 +208,9 @@ class KafkaBus(Bus):
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         async with self._producer_lock:
+            if self._producer is not None and _sender_died(self._producer):
+                log.warning("Kafka producer's sender task ended: replacing the producer")
+                self._retire_producer(self._producer)
             if self._producer is None:
                 producer = self._new_producer()
                 try:
@@ -226,9 +260,7 @@ class KafkaBus(Bus):
             done, pending = await asyncio.wait(futures, timeout=remaining)
         except (TimeoutError, KafkaError, OSError) as exc:
             self._after_failure(producer)
-            raise BusUnavailable(
-                f"Kafka did not take messages for {topic} within {timeout}s: {exc!r}"
-            ) from exc
+            raise BusUnavailable(f"Kafka did not take messages for {topic} within {timeout}s: {exc!r}") from exc
         failed = [f.exception() for f in done if f.exception() is not None]
         if pending or failed:
             self._after_failure(producer)
@@ -258,9 +290,7 @@ class KafkaBus(Bus):
 
     # -- consuming
 
-    def consumer(
-        self, topics_: Sequence[str], group: str | None, *, broadcast: bool = False
-    ) -> ConsumerSource:
+    def consumer(self, topics_: Sequence[str], group: str | None, *, broadcast: bool = False) -> ConsumerSource:
         """A member of `group`, or (broadcast=True or no group) a reader of all partitions from the start."""
         return KafkaConsumerSource(self, list(topics_), None if broadcast else group)
 
@@ -283,6 +313,16 @@ class KafkaBus(Bus):
         ok = await self._broker_answers()
         self._health = (time.monotonic(), ok)
         return ok
+
+
+def _sender_died(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer's background sender ended (after an unexpected error it never restarts).
+
+    aiokafka has no public way to ask; without the attribute we assume it is alive and rely on
+    the probe after a failed publish.
+    """
+    task = getattr(getattr(producer, "_sender", None), "sender_task", None)
+    return isinstance(task, asyncio.Task) and task.done()
 
 
 class _RebalanceLog(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -331,9 +371,7 @@ class KafkaConsumerSource(ConsumerSource):
                 consumer.assign(assignment)
                 await consumer.seek_to_beginning(*assignment)
             else:
-                consumer.subscribe(
-                    self.topics, listener=_RebalanceLog(f"{self.group}:{','.join(self.topics)}")
-                )
+                consumer.subscribe(self.topics, listener=_RebalanceLog(f"{self.group}:{','.join(self.topics)}"))
         except BaseException:
             await consumer.stop()
             raise
@@ -370,7 +408,7 @@ class KafkaConsumerSource(ConsumerSource):
 
     async def commit(self, records: Sequence[Record]) -> None:
         """Commit offset+1 of the last record per partition still assigned to this member."""
-        if True:
+        if self.broadcast or not records:
             return
         consumer = self._require()
         offsets: dict[TopicPartition, int] = {}

@@ -1,0 +1,1 @@
+"""One bus contract, run against every adapter."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 _SECRETS = [
-    (re.compile(r"(token=)[^&\s\"']+", re.I), r"\1[redacted]"),
+    (re.compile(r"((?:^|[?&;\s])(?:access_)?token=)[^&;\s\"']*", re.I), r"\1[redacted]"),
     (re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.I), r"\1[redacted]"),
     (re.compile(r"(/bot)\d+:[A-Za-z0-9_-]+"), r"\1[redacted]"),
 ]
@@ -23,15 +24,29 @@ def redact(text: str) -> str:
 
 
 class RedactFilter(logging.Filter):
-    """Scrubs tokens from every record, uvicorn's access log (`/ws?token=...`) included."""
+    """Scrubs tokens from a record's message and arguments: uvicorn prints query strings (`/ws?token=...`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args) \
-                if isinstance(record.args, tuple) else record.args
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
         return True
+
+
+UVICORN_LOGGERS = ("uvicorn.access", "uvicorn.error")
+
+
+def install_token_redaction(loggers: Iterable[str] = UVICORN_LOGGERS) -> RedactFilter:
+    """Add one RedactFilter to each named logger (idempotent), for records logged there directly."""
+    shared = RedactFilter()
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactFilter) for f in logger.filters):
+            logger.addFilter(shared)
+    return shared
 
 
 class JsonFormatter(logging.Formatter):
@@ -62,5 +77,5 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
-        lg.addFilter(RedactFilter())
+    install_token_redaction()
     logging.getLogger("aiokafka").setLevel(logging.WARNING)

@@ -1,0 +1,300 @@
+"""The dashboard service: the command-center page and the WebSocket hub of SPEC section 7.
+
+Every dashboard process reads the whole `siaga.incident-updates` topic (a broadcast consumer,
+from the beginning, committing nothing) into its own `Hub`, and streams snapshot + deltas to
+browsers. The wire protocol is in docs/dashboard.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import Counter, Gauge
+from starlette.websockets import WebSocketState
+
+from services.dashboard.hub import ClientQueue, Frame, Hub, InvalidUpdate, batch_text
+from siaga import topics
+from siaga.auth import Principal, bearer, principal_for
+from siaga.bus import ConsumerLoop, Record
+from siaga.clock import iso
+from siaga.runtime import Context
+from siaga.service import ServiceParts, build_app
+
+log = logging.getLogger("siaga.dashboard")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_TYPES = {
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "i18n.json": "application/json; charset=utf-8",
+}
+CLOSE_UNAUTHORIZED = 4401  # 4000-4999: application codes; 4401 mirrors HTTP 401
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the page reconnects with backoff
+
+CLIENTS = Gauge("siaga_dashboard_clients", "WebSocket clients connected to this dashboard")
+DELTAS = Counter("siaga_dashboard_deltas_total", "Deltas issued by the dashboard hub", ["type"])
+RESYNCS = Counter("siaga_dashboard_resyncs_total", "Snapshots sent to clients that fell behind")
+INVALID = Counter("siaga_dashboard_invalid_updates_total", "Updates-topic messages the dashboard could not use")
+
+
+def new_first_seq() -> int:
+    """A random starting seq, so a `since` from another dashboard or an earlier run of this one
+    almost surely names a seq this hub never issued (and gets a snapshot, not a wrong replay).
+
+    Stays far below 2**53, the largest integer a browser keeps exact.
+    """
+    return secrets.randbelow(2**32) << 16
+
+
+def _since(value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None  # unreadable: treated as a first connection (snapshot)
+
+
+def frames_to_texts(frames: list[Frame], *, batch: bool) -> list[str]:
+    """The WebSocket text frames for what a client is owed.
+
+    One JSON object per frame unless the client opted in to batching and more than one delta is
+    waiting; a snapshot always travels alone.
+    """
+    if not batch or len(frames) < 2 or any(f.type == "snapshot" for f in frames):
+        return [f.text for f in frames]
+    return [batch_text(frames)]
+
+
+class Dashboard:
+    """One dashboard process: the hub, the updates consumer and the WebSocket clients."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        heartbeat_s: float = 20.0,
+        stats_interval_s: float = 1.0,
+        batch_interval_s: float = 0.1,
+        reauth_s: float = 60.0,
+    ) -> None:
+        self.ctx = ctx
+        self.hub = Hub(ctx.settings.ws_replay_buffer, first_seq=new_first_seq())
+        self.heartbeat_s, self.stats_interval_s = heartbeat_s, stats_interval_s
+        self.batch_interval_s, self.reauth_s = batch_interval_s, reauth_s
+        self._consumer: ConsumerLoop | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Read the updates topic from the beginning into the hub; pace the stats deltas."""
+        source = self.ctx.bus.consumer([topics.INCIDENT_UPDATES], None, broadcast=True)
+        self._consumer = ConsumerLoop(self.ctx.bus, source, self.handle, name="dashboard", commit=False)
+        await self._consumer.start()
+        self._ticker = asyncio.create_task(self._stats_ticker(), name="dashboard:stats")
+
+    async def stop(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if self._consumer:
+            await self._consumer.stop()
+
+    async def handle(self, records: list[Record]) -> None:
+        """Fold update messages into the hub. A message it cannot use is logged and skipped:
+        every dashboard reads every message, so dead-lettering here would file it N times."""
+        for record in records:
+            if not record.value:
+                continue  # a compaction tombstone
+            try:
+                message = orjson.loads(record.value)
+                if not isinstance(message, dict):
+                    raise InvalidUpdate("the update is not a JSON object")
+                frame = self.hub.apply(message)
+            except (orjson.JSONDecodeError, InvalidUpdate) as exc:
+                INVALID.inc()
+                log.warning("dashboard: skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+                continue
+            if frame is not None:
+                DELTAS.labels(frame.type).inc()
+        # Let the client senders run between batches: an in-process bus hands over records
+        # without ever suspending, and the queues would fill before any frame went out.
+        await asyncio.sleep(0)
+
+    async def _stats_ticker(self) -> None:
+        while True:
+            await asyncio.sleep(self.stats_interval_s)
+            if self.hub.flush_stats() is not None:
+                DELTAS.labels("stats").inc()
+
+    # -- HTTP -------------------------------------------------------------------------------------
+    def page(self) -> HTMLResponse:
+        """The command-center page with its configuration filled in."""
+        s = self.ctx.settings
+        config = {
+            "dispatchUrl": s.dispatch_url.rstrip("/"),
+            "language": s.language if s.language in ("id", "en") else "id",
+            "staleAfterS": max(30.0, self.heartbeat_s * 1.5),
+        }
+        # "<" escaped so no value can close the <script> element it sits in.
+        blob = orjson.dumps(config).decode().replace("<", "\\u003c")
+        html = self._page.replace("__SIAGA_CONFIG__", blob)
+        connect = "'self' ws: wss:"
+        if s.dispatch_url.startswith(("http://", "https://")):
+            connect += " " + s.dispatch_url.rstrip("/")
+        headers = {
+            "Content-Security-Policy": (
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+                f"connect-src {connect}; frame-ancestors 'none'; base-uri 'none'"
+            ),
+            # The page URL may carry ?token=: never hand it to anyone as a referrer.
+            "Referrer-Policy": "no-referrer",
+            "Cache-Control": "no-cache",
+        }
+        return HTMLResponse(html, headers=headers)
+
+    async def principal(self, token: str | None) -> Principal | None:
+        """The viewer/operator/admin behind a token (looked up off the event loop)."""
+        if not token:
+            return None
+        s = self.ctx.settings
+        return await asyncio.to_thread(principal_for, self.ctx.engine, token, s.admin_token)
+
+    # -- WebSocket --------------------------------------------------------------------------------
+    async def serve(self, ws: WebSocket) -> None:
+        """One browser: auth, snapshot or replay, then live deltas until either side leaves."""
+        token = ws.query_params.get("token") or bearer(ws.headers.get("authorization"))
+        try:
+            principal = await self.principal(token)
+        except Exception:
+            log.exception("dashboard: token lookup failed")
+            await ws.accept()
+            await ws.close(code=CLOSE_TRY_AGAIN, reason="the token could not be checked; try again shortly")
+            return
+        await ws.accept()
+        if principal is None:
+            await ws.close(code=CLOSE_UNAUTHORIZED, reason="a valid viewer token is required (?token=...)")
+            return
+        batch = ws.query_params.get("batch", "").lower() in ("1", "true", "yes")
+        wake = asyncio.Event()
+        client = ClientQueue(self.ctx.settings.ws_client_queue, wake.set)
+        self.hub.attach(client, _since(ws.query_params.get("since")))
+        CLIENTS.inc()
+        sender = asyncio.create_task(self._send(ws, client, wake, batch=batch, token=token))
+        receiver = asyncio.create_task(self._receive(ws))
+        try:
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.hub.detach(client)
+            CLIENTS.dec()
+            for task in (sender, receiver):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if ws.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+
+    async def _receive(self, ws: WebSocket) -> None:
+        # Clients have nothing to say; reading is how a disconnect is noticed.
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+    async def _send(
+        self, ws: WebSocket, client: ClientQueue, wake: asyncio.Event, *, batch: bool, token: str | None
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        last_sent = last_auth = loop.time()
+        resyncs = client.resyncs
+        while True:
+            idle_left = self.heartbeat_s - (loop.time() - last_sent)
+            if idle_left > 0 and not wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), idle_left)
+            # clear and take with no await between: a delivery after take sets the event again
+            wake.clear()
+            frames = client.take(self.hub)
+            if client.resyncs != resyncs:
+                RESYNCS.inc(client.resyncs - resyncs)
+                resyncs = client.resyncs
+            if frames:
+                for text in frames_to_texts(frames, batch=batch):
+                    await ws.send_text(text)
+                last_sent = loop.time()
+            elif loop.time() - last_sent >= self.heartbeat_s:
+                # Browsers cannot see protocol pings: this frame is what tells the page it is live.
+                await ws.send_text(orjson.dumps({"type": "heartbeat", "at": iso(self.ctx.clock.now())}).decode())
+                last_sent = loop.time()
+            if loop.time() - last_auth >= self.reauth_s:
+                last_auth = loop.time()
+                if await self.principal(token) is None:  # revoked while connected
+                    await ws.close(code=CLOSE_UNAUTHORIZED, reason="the token was revoked")
+                    return
+            if frames and batch:
+                # Under load, what arrives in the next moment goes out as one frame.
+                await asyncio.sleep(self.batch_interval_s)
+
+
+def _static(name: str) -> Response:
+    media = STATIC_TYPES.get(name)
+    if media is None:
+        return JSONResponse(status_code=404, content={"detail": f"no static file {name!r}"})
+    body = (STATIC_DIR / name).read_bytes()
+    return Response(body, media_type=media, headers={"Cache-Control": "no-cache"})
+
+
+def build(ctx: Context, **options: Any) -> ServiceParts:
+    """The dashboard's routes (`/`, `/static/...`, `/me`, `/ws`) and its start/stop.
+
+    `options` go to `Dashboard` (heartbeat_s, stats_interval_s, batch_interval_s, reauth_s);
+    tests shorten them.
+    """
+    dash = Dashboard(ctx, **options)
+    ctx.extras["dashboard"] = dash
+    router = APIRouter(tags=["dashboard"])
+
+    @router.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return dash.page()
+
+    @router.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> Response:
+        return _static(name)
+
+    @router.get("/me", summary="Who the bearer token belongs to (the page shows operator buttons by it)")
+    async def me(request: Request) -> JSONResponse:
+        principal = await dash.principal(bearer(request.headers.get("authorization")))
+        if principal is None:
+            return JSONResponse(
+                status_code=401, content={"detail": "a valid viewer, operator or admin token is required"}
+            )
+        return JSONResponse({"name": principal.name, "role": principal.role.value})
+
+    @router.websocket("/ws")
+    async def ws_endpoint(ws: WebSocket) -> None:
+        await dash.serve(ws)
+
+    return ServiceParts(
+        name="dashboard",
+        router=router,
+        start=dash.start,
+        stop=dash.stop,
+        openapi_tags=[{"name": "dashboard", "description": "The command-center page and its WebSocket"}],
+    )
+
+
+def create_app(ctx: Context, **options: Any) -> FastAPI:
+    """The dashboard as its own ASGI app (`siaga dashboard`)."""
+    return build_app(ctx, [build(ctx, **options)], title="Siaga dashboard")

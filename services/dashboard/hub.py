@@ -1,0 +1,402 @@
+"""The dashboard's live picture and its delta stream: pure, no I/O, one per dashboard process.
+
+The hub folds the messages of `siaga.incident-updates` into the current picture (incidents and
+TPS by id, each kept only when its `version` is newer), numbers every change with the next
+`seq`, keeps the most recent deltas for clients that resume, and computes the command-center
+statistics incrementally. Clients attach a `ClientQueue`; the hub hands it every delta
+synchronously, so attaching (snapshot or replay) and going live happen with no await in
+between: no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from siaga.clock import as_utc
+
+TPS_STATES = ("normal", "open", "escalated", "silent", "closed")
+UNRESOLVED = ("open", "escalated", "acknowledged")
+
+
+class InvalidUpdate(ValueError):
+    """A message on the updates topic the hub cannot use (wrong shape, no id or version)."""
+
+
+class Frame:
+    """One message to clients, encoded to JSON text once however many clients get it."""
+
+    __slots__ = ("_text", "message")
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        self.message = message
+        self._text: str | None = None
+
+    @property
+    def seq(self) -> int:
+        return int(self.message["seq"])
+
+    @property
+    def type(self) -> str:
+        return str(self.message["type"])
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = orjson.dumps(self.message).decode()
+        return self._text
+
+
+def batch_text(frames: list[Frame]) -> str:
+    """Several frames as one `{"type":"batch","messages":[...]}` text, reusing their encodings."""
+    return '{"type":"batch","messages":[' + ",".join(f.text for f in frames) + "]}"
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+def _int(value: object) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    return 0
+
+
+@dataclass(frozen=True)
+class _IncidentPart:
+    """What one incident adds to the statistics (subtracted again when a newer copy arrives)."""
+
+    kecamatan: str
+    status: str
+    unresolved: bool
+    escalated: bool
+    on_site: bool
+    alert_failed: bool
+    resolve_s: float | None
+
+    @classmethod
+    def of(cls, inc: Mapping[str, Any]) -> _IncidentPart:
+        status = str(inc.get("status") or "open")
+        level = _int(inc.get("level"))
+        unresolved = status != "resolved"
+        resolve_s: float | None = None
+        if status == "resolved":
+            opened, resolved = _parse_time(inc.get("opened_at")), _parse_time(inc.get("resolved_at"))
+            if opened and resolved:
+                # opened_at is device time and resolved_at server time: a fast clock on the device
+                # must not make a negative duration.
+                resolve_s = max(0.0, (resolved - opened).total_seconds())
+        return cls(
+            kecamatan=str(inc.get("kecamatan") or ""),
+            status=status,
+            unresolved=unresolved,
+            escalated=unresolved and level >= 1,
+            on_site=status == "resolved" and level == 0,
+            alert_failed=bool(inc.get("last_alert_failure")),
+            resolve_s=resolve_s,
+        )
+
+
+@dataclass(frozen=True)
+class _TpsPart:
+    kecamatan: str
+    state: str
+    assigned: int
+    checked_in: int
+
+    @classmethod
+    def of(cls, tps: Mapping[str, Any]) -> _TpsPart:
+        return cls(
+            kecamatan=str(tps.get("kecamatan") or ""),
+            state=str(tps.get("state") or "normal"),
+            assigned=max(0, _int(tps.get("assigned"))),
+            checked_in=max(0, _int(tps.get("checked_in"))),
+        )
+
+
+@dataclass
+class _Aggregates:
+    """Running sums behind `Hub.stats()`, updated per change instead of recounted."""
+
+    by_status: Counter[str] = field(default_factory=Counter)
+    kec: dict[str, Counter[str]] = field(default_factory=dict)
+    on_site: int = 0
+    alert_failures: int = 0
+    durations: list[float] = field(default_factory=list)  # sorted, for the median
+    tps_states: Counter[str] = field(default_factory=Counter)
+    assigned: int = 0
+    checked_in: int = 0
+
+    def _kec(self, name: str) -> Counter[str]:
+        c = self.kec.get(name)
+        if c is None:
+            c = self.kec[name] = Counter()
+        return c
+
+    def incident(self, p: _IncidentPart, sign: int) -> None:
+        self.by_status[p.status] += sign
+        k = self._kec(p.kecamatan)
+        k["open"] += sign * p.unresolved
+        k["escalated"] += sign * p.escalated
+        k["resolved"] += sign * (not p.unresolved)
+        self.on_site += sign * p.on_site
+        self.alert_failures += sign * p.alert_failed
+        if p.resolve_s is not None:
+            if sign > 0:
+                bisect.insort(self.durations, p.resolve_s)
+            else:
+                del self.durations[bisect.bisect_left(self.durations, p.resolve_s)]
+
+    def tps(self, p: _TpsPart, sign: int) -> None:
+        self.tps_states[p.state] += sign
+        self._kec(p.kecamatan)["tps"] += sign
+        self.assigned += sign * p.assigned
+        self.checked_in += sign * p.checked_in
+
+    def median_resolve_s(self) -> float | None:
+        d = self.durations
+        if not d:
+            return None
+        mid = len(d) // 2
+        return d[mid] if len(d) % 2 else (d[mid - 1] + d[mid]) / 2
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+class ClientQueue:
+    """One client's pending deltas, bounded: overflow drops them all for a fresh snapshot.
+
+    `deliver` is called by the hub for every delta and never blocks; `take` hands the sender what
+    to send next. A client that falls behind costs the others nothing.
+    """
+
+    def __init__(self, limit: int, wake: Callable[[], None] | None = None) -> None:
+        self.limit = max(1, limit)
+        self._wake = wake or (lambda: None)
+        self._pending: deque[Frame] = deque()
+        self.resync = False
+        self.resyncs = 0  # snapshots forced by overflow, not counting the first
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def deliver(self, frame: Frame) -> None:
+        """Queue one delta (the hub calls this synchronously)."""
+        if self.resync:
+            return  # the coming snapshot will include it
+        if len(self._pending) >= self.limit:
+            self.overflow()
+            return
+        self._pending.append(frame)
+        self._wake()
+
+    def overflow(self) -> None:
+        """Drop what is queued; the client gets a fresh snapshot instead."""
+        self._pending.clear()
+        self.resync = True
+        self.resyncs += 1
+        self._wake()
+
+    def request_snapshot(self) -> None:
+        """Owe the client a snapshot (on attach, when no replay is possible)."""
+        self._pending.clear()
+        self.resync = True
+        self._wake()
+
+    def preload(self, frames: Iterable[Frame]) -> None:
+        """Queue a replay (on attach) ahead of the live deltas."""
+        self._pending.extend(frames)
+        self._wake()
+
+    def take(self, hub: Hub) -> list[Frame]:
+        """Everything to send now, in order: a snapshot (when owed) or the queued deltas."""
+        if self.resync:
+            self.resync = False
+            self._pending.clear()
+            return [hub.snapshot()]
+        out = list(self._pending)
+        self._pending.clear()
+        return out
+
+
+class Hub:
+    """The current picture, the numbered delta stream and the statistics of one dashboard."""
+
+    def __init__(self, replay_buffer: int, *, first_seq: int = 0) -> None:
+        self.first_seq = first_seq
+        self.seq = first_seq
+        self.incidents: dict[str, dict[str, Any]] = {}
+        self.tps: dict[str, dict[str, Any]] = {}
+        self._inc_parts: dict[str, _IncidentPart] = {}
+        self._tps_parts: dict[str, _TpsPart] = {}
+        self._agg = _Aggregates()
+        self._recent: deque[Frame] = deque(maxlen=max(0, replay_buffer))
+        self._clients: set[ClientQueue] = set()
+        self._snapshot: Frame | None = None
+        self._last_stats: dict[str, Any] | None = None
+        self.ignored = 0  # copies not newer than what is held (redelivery)
+
+    # -- input ------------------------------------------------------------------------------------
+    def apply(self, message: Mapping[str, Any]) -> Frame | None:
+        """Fold one updates-topic message in; the delta it produced, or None when it was not newer.
+
+        Raises InvalidUpdate for a message of the wrong shape.
+        """
+        kind = message.get("type")
+        if kind == "incident":
+            return self._apply_incident(message.get("incident"))
+        if kind == "tps":
+            return self._apply_tps(message.get("tps"))
+        raise InvalidUpdate(f"unknown update type {kind!r}")
+
+    def _check(self, obj: object, id_field: str) -> tuple[str, int, dict[str, Any]]:
+        if not isinstance(obj, dict):
+            raise InvalidUpdate(f"the update has no {id_field} object")
+        ident, version = obj.get(id_field), obj.get("version")
+        if not isinstance(ident, str) or not ident:
+            raise InvalidUpdate(f"the update has no {id_field}")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise InvalidUpdate(f"{ident}: version must be an integer")
+        return ident, version, obj
+
+    def _apply_incident(self, obj: object) -> Frame | None:
+        ident, version, inc = self._check(obj, "id")
+        held = self.incidents.get(ident)
+        if held is not None and held["version"] >= version:
+            self.ignored += 1
+            return None
+        old = self._inc_parts.get(ident)
+        if old is not None:
+            self._agg.incident(old, -1)
+        part = _IncidentPart.of(inc)
+        self._agg.incident(part, +1)
+        self.incidents[ident], self._inc_parts[ident] = inc, part
+        return self._issue({"type": "incident", "incident": inc})
+
+    def _apply_tps(self, obj: object) -> Frame | None:
+        ident, version, tps = self._check(obj, "tps_id")
+        held = self.tps.get(ident)
+        if held is not None and held["version"] >= version:
+            self.ignored += 1
+            return None
+        old = self._tps_parts.get(ident)
+        if old is not None:
+            self._agg.tps(old, -1)
+        part = _TpsPart.of(tps)
+        self._agg.tps(part, +1)
+        self.tps[ident], self._tps_parts[ident] = tps, part
+        return self._issue({"type": "tps", "tps": tps})
+
+    def flush_stats(self) -> Frame | None:
+        """A stats delta when the statistics changed since the last one (the caller paces this)."""
+        stats = self.stats()
+        if stats == self._last_stats:
+            return None
+        self._last_stats = stats
+        return self._issue({"type": "stats", "stats": stats})
+
+    def _issue(self, body: dict[str, Any]) -> Frame:
+        self.seq += 1
+        frame = Frame({"type": body["type"], "seq": self.seq, **{k: v for k, v in body.items() if k != "type"}})
+        self._recent.append(frame)
+        for client in list(self._clients):
+            client.deliver(frame)
+        return frame
+
+    # -- output -----------------------------------------------------------------------------------
+    def snapshot(self) -> Frame:
+        """The whole picture at the current seq (cached until the next delta)."""
+        if self._snapshot is None or self._snapshot.seq != self.seq:
+            self._snapshot = Frame(
+                {
+                    "type": "snapshot",
+                    "seq": self.seq,
+                    "incidents": list(self.incidents.values()),
+                    "tps": list(self.tps.values()),
+                    "stats": self.stats(),
+                }
+            )
+        return self._snapshot
+
+    def replay_since(self, since: int) -> list[Frame] | None:
+        """The deltas after `since` when all are still held, else None (the client needs a snapshot).
+
+        None too when this hub never issued `since` (before its first seq, or beyond its last).
+        """
+        if since < self.first_seq or since > self.seq:
+            return None
+        if since == self.seq:
+            return []
+        if not self._recent or self._recent[0].seq > since + 1:
+            return None
+        start = since + 1 - self._recent[0].seq
+        return list(itertools.islice(self._recent, start, None))
+
+    def attach(self, client: ClientQueue, since: int | None = None) -> None:
+        """Start a client: a replay from `since` when possible, else a snapshot; then every delta.
+
+        Atomic (no await): nothing issued before this call is missed, nothing is sent twice.
+        """
+        replay = None if since is None else self.replay_since(since)
+        if replay is None or len(replay) > client.limit:
+            client.request_snapshot()
+        else:
+            client.preload(replay)
+        self._clients.add(client)
+
+    def detach(self, client: ClientQueue) -> None:
+        self._clients.discard(client)
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def stats(self) -> dict[str, Any]:
+        """The command-center figures (docs/dashboard.md lists them)."""
+        a = self._agg
+        resolved = a.by_status["resolved"]
+        unresolved = sum(a.by_status[s] for s in a.by_status if s != "resolved")
+        by_kec = {
+            name: {k: c[k] for k in ("tps", "open", "escalated", "resolved")}
+            for name, c in sorted(a.kec.items())
+            if name and any(c.values())
+        }
+        median = a.median_resolve_s()
+        return {
+            "incidents": {
+                "total": len(self.incidents),
+                "open": unresolved,
+                "escalated": sum(c["escalated"] for c in a.kec.values()),
+                "acknowledged": a.by_status["acknowledged"],
+                "resolved": resolved,
+            },
+            "by_kecamatan": by_kec,
+            "resolved_on_site": {"resolved": resolved, "on_site": a.on_site, "share": _share(a.on_site, resolved)},
+            "median_resolve_s": None if median is None else round(median, 1),
+            "coverage": {
+                "assigned": a.assigned,
+                "checked_in": a.checked_in,
+                "share": _share(min(a.checked_in, a.assigned), a.assigned),
+            },
+            "silent_posts": a.tps_states["silent"],
+            "alert_failures": a.alert_failures,
+            "tps": {"total": len(self.tps), "by_state": {s: a.tps_states[s] for s in TPS_STATES}},
+        }

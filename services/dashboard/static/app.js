@@ -1,0 +1,759 @@
+// Siaga command center. No framework, no network but this dashboard and the dispatch API.
+//
+// Frames from /ws are applied to an in-memory model at once; the DOM and the map are redrawn at
+// most once per animation frame, from whatever changed since the last one, so hundreds of
+// updates a second cost a few renders a second, not hundreds.
+(() => {
+  "use strict";
+
+  const CONFIG = JSON.parse(document.getElementById("siaga-config").textContent);
+  const FEED_MAX = 150;
+  const QUEUE_MAX = 200;
+  const BACKOFF_MIN_MS = 1000;
+  const BACKOFF_MAX_MS = 30000;
+  const STALE_MS = (CONFIG.staleAfterS || 30) * 1000;
+  const STATES = ["normal", "closed", "silent", "open", "escalated"]; // draw order: worst on top
+  const LEGEND = ["normal", "open", "escalated", "silent", "closed"];
+  const SEVERITY_RANK = { low: 0, medium: 1, high: 2, critical: 3 };
+  const UNRESOLVED = new Set(["open", "escalated", "acknowledged"]);
+
+  const $ = (id) => document.getElementById(id);
+  const store = {
+    get: (k) => { try { return localStorage.getItem(k); } catch (_) { return null; } },
+    set: (k, v) => { try { localStorage.setItem(k, v); } catch (_) { /* private mode: keep in memory */ } },
+    del: (k) => { try { localStorage.removeItem(k); } catch (_) { /* ignore */ } },
+  };
+
+  // ---- labels ----------------------------------------------------------------------------------
+  let LABELS = {};
+  let lang = store.get("siaga.lang") || CONFIG.language || "id";
+
+  function t(key, vars) {
+    const dict = LABELS[lang] || {};
+    let s = dict[key];
+    if (s === undefined) s = (LABELS.id || {})[key];
+    if (s === undefined) s = key;
+    if (vars) for (const [k, v] of Object.entries(vars)) s = s.split(`{${k}}`).join(String(v));
+    return s;
+  }
+  function tg(group, value) {
+    const g = (LABELS[lang] || {})[group] || {};
+    return g[value] !== undefined ? g[value] : String(value);
+  }
+
+  function applyStaticLabels() {
+    document.documentElement.lang = lang;
+    document.title = t("title");
+    for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+    for (const el of document.querySelectorAll("[data-i18n-placeholder]")) {
+      el.placeholder = t(el.dataset.i18nPlaceholder);
+    }
+    const toggle = $("lang-toggle");
+    toggle.textContent = t("lang_toggle");
+    toggle.title = t("lang_toggle_title");
+    renderLegend();
+    renderRole();
+    renderConn();
+  }
+
+  // ---- model -----------------------------------------------------------------------------------
+  const model = {
+    seq: null, // the seq of the last message applied; resume from it
+    incidents: new Map(),
+    tps: new Map(),
+    stats: null,
+    feed: [], // incident ids, most recently changed first
+  };
+  const dirty = { geo: true, map: true, queue: true, feed: true, stats: true };
+  let frameRequested = false;
+
+  function invalidate(...parts) {
+    for (const p of parts) dirty[p] = true;
+    if (!frameRequested) {
+      frameRequested = true;
+      requestAnimationFrame(render);
+    }
+  }
+
+  function changedAt(inc) {
+    return inc.updated_at || inc.received_at || inc.opened_at || "";
+  }
+
+  function loadSnapshot(m) {
+    model.incidents = new Map(m.incidents.map((i) => [i.id, i]));
+    model.tps = new Map(m.tps.map((x) => [x.tps_id, x]));
+    model.stats = m.stats;
+    model.feed = [...m.incidents]
+      .sort((a, b) => (changedAt(a) < changedAt(b) ? 1 : -1))
+      .slice(0, FEED_MAX)
+      .map((i) => i.id);
+    model.seq = m.seq;
+    invalidate("geo", "map", "queue", "feed", "stats");
+  }
+
+  function applyIncident(inc) {
+    const held = model.incidents.get(inc.id);
+    if (held && held.version >= inc.version) return;
+    model.incidents.set(inc.id, inc);
+    const at = model.feed.indexOf(inc.id);
+    if (at >= 0) model.feed.splice(at, 1);
+    model.feed.unshift(inc.id);
+    if (model.feed.length > FEED_MAX) model.feed.length = FEED_MAX;
+    invalidate("queue", "feed");
+  }
+
+  function applyTps(tps) {
+    const held = model.tps.get(tps.tps_id);
+    if (held && held.version >= tps.version) return;
+    if (!held || held.lat !== tps.lat || held.lon !== tps.lon || held.kecamatan !== tps.kecamatan) dirty.geo = true;
+    model.tps.set(tps.tps_id, tps);
+    invalidate("map");
+  }
+
+  // One protocol message (a batch frame is unpacked before this). False: resync needed.
+  function applyMessage(m) {
+    if (m.type === "heartbeat") return true;
+    if (m.type === "snapshot") {
+      loadSnapshot(m);
+      return true;
+    }
+    if (typeof m.seq !== "number") return true;
+    if (model.seq !== null && m.seq <= model.seq) return true; // already applied
+    if (model.seq === null || m.seq !== model.seq + 1) return false; // a gap: start over
+    model.seq = m.seq;
+    if (m.type === "incident") applyIncident(m.incident);
+    else if (m.type === "tps") applyTps(m.tps);
+    else if (m.type === "stats") {
+      model.stats = m.stats;
+      invalidate("stats");
+    }
+    return true;
+  }
+
+  // ---- connection ------------------------------------------------------------------------------
+  const conn = { ws: null, state: "connecting", lastFrameAt: 0, backoff: BACKOFF_MIN_MS, timer: null };
+  let token = null;
+  let role = null;
+
+  function setConn(state) {
+    conn.state = state;
+    renderConn();
+  }
+  function renderConn() {
+    const el = $("conn");
+    el.dataset.state = conn.state;
+    $("conn-label").textContent = t(`conn_${conn.state}`);
+  }
+
+  function wsUrl() {
+    const url = new URL("ws", location.href);
+    url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    url.search = "";
+    url.searchParams.set("token", token);
+    url.searchParams.set("batch", "1");
+    if (model.seq !== null) url.searchParams.set("since", String(model.seq));
+    return url.toString();
+  }
+
+  function connect() {
+    clearTimeout(conn.timer);
+    if (!token) return showLogin();
+    if (conn.ws) {
+      conn.ws.onclose = null;
+      conn.ws.close();
+    }
+    setConn(conn.state === "live" ? "live" : "connecting");
+    const ws = new WebSocket(wsUrl());
+    conn.ws = ws;
+    conn.lastFrameAt = Date.now();
+    ws.onmessage = (e) => {
+      conn.lastFrameAt = Date.now();
+      let m;
+      try {
+        m = JSON.parse(e.data);
+      } catch (_) {
+        return;
+      }
+      const messages = m.type === "batch" ? m.messages : [m];
+      for (const one of messages) {
+        if (!applyMessage(one)) {
+          model.seq = null; // resume impossible: a fresh snapshot on the next connection
+          ws.close(4000, "gap");
+          return;
+        }
+      }
+      conn.backoff = BACKOFF_MIN_MS;
+      if (conn.state !== "live") setConn("live");
+      renderLastUpdate();
+    };
+    ws.onclose = (e) => {
+      if (conn.ws !== ws) return;
+      conn.ws = null;
+      if (e.code === 4401) {
+        setConn("unauthorized");
+        forgetToken();
+        showLogin(t("token_refused"));
+        return;
+      }
+      setConn("offline");
+      scheduleReconnect();
+    };
+  }
+
+  function scheduleReconnect() {
+    clearTimeout(conn.timer);
+    const wait = conn.backoff * (0.75 + Math.random() * 0.5); // jitter: wall screens do not reconnect in step
+    conn.backoff = Math.min(conn.backoff * 2, BACKOFF_MAX_MS);
+    conn.timer = setTimeout(connect, wait);
+  }
+
+  // A connection that says nothing (no frame, no heartbeat) for too long is treated as dead.
+  function watchdog() {
+    if (conn.ws && Date.now() - conn.lastFrameAt > STALE_MS) {
+      setConn("stale");
+      const ws = conn.ws;
+      conn.ws = null;
+      ws.onclose = null;
+      ws.close();
+      scheduleReconnect();
+    }
+    renderLastUpdate();
+    $("clock").textContent = new Date().toLocaleTimeString(lang === "en" ? "en-GB" : "id-ID", { hour12: false });
+  }
+
+  function renderLastUpdate() {
+    const el = $("last-update");
+    if (!conn.lastFrameAt || model.seq === null) {
+      el.textContent = t("never");
+      return;
+    }
+    el.textContent = t("seconds_ago", { n: Math.max(0, Math.round((Date.now() - conn.lastFrameAt) / 1000)) });
+  }
+
+  // ---- token and role --------------------------------------------------------------------------
+  function takeTokenFromUrl() {
+    const url = new URL(location.href);
+    const fromUrl = url.searchParams.get("token");
+    if (fromUrl) {
+      store.set("siaga.token", fromUrl);
+      url.searchParams.delete("token");
+      history.replaceState(null, "", url.toString()); // keep it off the address bar and screenshots
+    }
+    return fromUrl || store.get("siaga.token");
+  }
+
+  function forgetToken() {
+    token = null;
+    role = null;
+    store.del("siaga.token");
+    renderRole();
+  }
+
+  async function loadRole() {
+    role = null;
+    try {
+      const res = await fetch(new URL("me", location.href), { headers: { Authorization: `Bearer ${token}` } });
+      if (res.ok) role = (await res.json()).role;
+    } catch (_) {
+      role = null;
+    }
+    renderRole();
+    invalidate("queue");
+  }
+
+  function isOperator() {
+    return role === "operator" || role === "admin";
+  }
+
+  function renderRole() {
+    const el = $("role");
+    el.hidden = !role;
+    el.textContent = role ? t(`role_${role}`) : "";
+    $("sign-out").hidden = !token;
+  }
+
+  function showLogin(error) {
+    $("login").hidden = false;
+    const err = $("login-error");
+    err.hidden = !error;
+    err.textContent = error || "";
+    $("login-token").focus();
+  }
+
+  function signIn(newToken) {
+    token = newToken;
+    store.set("siaga.token", token);
+    $("login").hidden = true;
+    model.seq = null;
+    conn.backoff = BACKOFF_MIN_MS;
+    loadRole();
+    connect();
+  }
+
+  // ---- operator actions ------------------------------------------------------------------------
+  async function act(id, action, body) {
+    const url = `${CONFIG.dispatchUrl}/v1/incidents/${encodeURIComponent(id)}/${action}`;
+    let res;
+    try {
+      res = await fetch(url, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+        body: JSON.stringify(body || {}),
+      });
+    } catch (_) {
+      toast(t("action_network"), true);
+      return false;
+    }
+    if (res.ok) {
+      toast(t(`action_ok_${action}`, { id }));
+      return true;
+    }
+    let detail = res.statusText;
+    try {
+      const j = await res.json();
+      detail = typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail);
+    } catch (_) {
+      /* not JSON: keep the status text */
+    }
+    toast(t("action_failed", { status: res.status, detail }), true);
+    return false;
+  }
+
+  let dialogTarget = null;
+  function askText(id, action) {
+    dialogTarget = { id, action };
+    $("text-title").textContent = t(action === "resolve" ? "dialog_resolve" : "dialog_note", { id });
+    const input = $("text-input");
+    input.value = "";
+    input.placeholder = t(action === "resolve" ? "resolution_placeholder" : "note_placeholder");
+    $("text-dialog").showModal();
+    input.focus();
+  }
+
+  async function onQueueClick(e) {
+    const button = e.target.closest("button[data-action]");
+    if (!button) return;
+    const card = button.closest("[data-id]");
+    const id = card.dataset.id;
+    const action = button.dataset.action;
+    if (action === "resolve" || action === "notes") return askText(id, action);
+    button.disabled = true;
+    await act(id, action);
+    button.disabled = false;
+  }
+
+  function toast(text, isError) {
+    const el = document.createElement("div");
+    el.className = isError ? "toast error" : "toast";
+    el.textContent = text;
+    $("toasts").appendChild(el);
+    setTimeout(() => el.remove(), isError ? 8000 : 4000);
+  }
+
+  // ---- rendering -------------------------------------------------------------------------------
+  function render() {
+    frameRequested = false;
+    if (dirty.geo) computeGeo();
+    if (dirty.map || dirty.geo) drawMap();
+    if (dirty.stats) renderStats();
+    if (dirty.queue) renderQueue();
+    if (dirty.feed) renderFeed();
+    for (const k of Object.keys(dirty)) dirty[k] = false;
+  }
+
+  function el(tag, className, text) {
+    const e = document.createElement(tag);
+    if (className) e.className = className;
+    if (text !== undefined && text !== null) e.textContent = text;
+    return e;
+  }
+
+  function fmtDuration(seconds) {
+    if (seconds === null || seconds === undefined) return t("no_data");
+    const mins = Math.round(seconds / 60);
+    if (mins < 60) return t("duration_min", { n: mins });
+    return t("duration_hour", { h: Math.floor(mins / 60), m: mins % 60 });
+  }
+
+  function fmtAge(iso) {
+    const ms = Date.now() - Date.parse(iso);
+    if (!isFinite(ms)) return "";
+    const mins = Math.floor(ms / 60000);
+    if (mins < 1) return t("age_now");
+    if (mins < 60) return t("age_min", { n: mins });
+    if (mins < 24 * 60) return t("age_hour", { h: Math.floor(mins / 60), m: mins % 60 });
+    return t("age_days", { n: Math.floor(mins / (24 * 60)) });
+  }
+
+  function fmtTime(iso) {
+    const d = new Date(iso);
+    if (isNaN(d)) return "";
+    return d.toLocaleTimeString(lang === "en" ? "en-GB" : "id-ID", { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+  }
+
+  function pct(share) {
+    return share === null || share === undefined ? t("no_data") : `${Math.round(share * 100)}%`;
+  }
+
+  function renderStats() {
+    const s = model.stats;
+    if (!s) return;
+    const inc = s.incidents;
+    $("kpi-open").textContent = inc.open;
+    $("kpi-open-sub").textContent = t("kpi_total_incidents", { n: inc.total });
+    $("kpi-escalated").textContent = inc.escalated;
+    $("kpi-escalated-sub").textContent = inc.acknowledged ? `${tg("status", "acknowledged")}: ${inc.acknowledged}` : "";
+    $("kpi-on-site").textContent = pct(s.resolved_on_site.share);
+    $("kpi-on-site-sub").textContent = t("kpi_of_resolved", { n: s.resolved_on_site.resolved });
+    $("kpi-median").textContent = fmtDuration(s.median_resolve_s);
+    $("kpi-coverage").textContent = pct(s.coverage.share);
+    $("kpi-coverage-sub").textContent = t("kpi_checked_in", { a: s.coverage.checked_in, b: s.coverage.assigned });
+    $("kpi-silent").textContent = s.silent_posts;
+    $("kpi-alert-failures").textContent = s.alert_failures;
+    $("kpi-tps").textContent = s.tps.total;
+    document.querySelector('[data-kpi="silent"]').classList.toggle("alarm", s.silent_posts > 0);
+    document.querySelector('[data-kpi="alert_failures"]').classList.toggle("alarm", s.alert_failures > 0);
+    renderKecamatan(s.by_kecamatan);
+  }
+
+  function renderKecamatan(byKec) {
+    const rows = Object.entries(byKec || {}).sort(
+      (a, b) => b[1].escalated - a[1].escalated || b[1].open - a[1].open || a[0].localeCompare(b[0]),
+    );
+    const body = $("kec-body");
+    const out = [];
+    for (const [name, c] of rows) {
+      const tr = el("tr");
+      tr.dataset.kecamatan = name;
+      tr.append(el("td", null, name), el("td", "num", c.tps));
+      tr.append(el("td", c.open ? "num hot" : "num", c.open), el("td", c.escalated ? "num alarm" : "num", c.escalated));
+      tr.append(el("td", "num", c.resolved));
+      out.push(tr);
+    }
+    body.replaceChildren(...out);
+  }
+
+  function incidentTitle(inc) {
+    return tg("category", inc.category);
+  }
+  function incidentWhere(inc) {
+    const place = inc.tps_name || inc.tps_id || t("area_incident");
+    return inc.kecamatan ? `${place} · ${inc.kecamatan}` : place;
+  }
+
+  // The queue and the feed keep one element per incident and rebuild it only when that incident
+  // changed, so a button under the pointer survives the re-renders of everything else.
+  const queueEls = new Map();
+  const feedEls = new Map();
+
+  function queueOrder(a, b) {
+    return (SEVERITY_RANK[b.severity] || 0) - (SEVERITY_RANK[a.severity] || 0)
+      || (a.opened_at < b.opened_at ? -1 : a.opened_at > b.opened_at ? 1 : 0);
+  }
+
+  function fillCard(card, inc) {
+    card.dataset.status = inc.status;
+    card.dataset.severity = inc.severity;
+    card.dataset.level = inc.level;
+    const head = el("div", "card-head");
+    head.append(
+      el("span", `badge sev-${inc.severity}`, tg("severity", inc.severity)),
+      el("span", "card-title", incidentTitle(inc)),
+      el("span", "badge lvl", tg("level", inc.level)),
+      el("span", `badge st-${inc.status}`, tg("status", inc.status)),
+    );
+    const age = el("span", "age", fmtAge(inc.opened_at));
+    age.dataset.opened = inc.opened_at;
+    head.append(age);
+    const where = el("div", "card-where", incidentWhere(inc));
+    if (inc.reports > 1) where.textContent += ` · ${t("reports", { n: inc.reports })}`;
+    const parts = [head, where];
+    const why = inc.description || (inc.why || []).join(", ");
+    if (why) parts.push(el("div", "card-why", why));
+    if (inc.last_alert_failure) parts.push(el("div", "card-warn", t("alert_failed", { why: inc.last_alert_failure })));
+    if (isOperator()) {
+      const actions = el("div", "card-actions");
+      const button = (action, cls, label) => {
+        const b = el("button", cls, t(label));
+        b.type = "button";
+        b.dataset.action = action;
+        return b;
+      };
+      if (inc.status !== "acknowledged") actions.append(button("ack", "ack", "btn_ack"));
+      if ((inc.level || 0) < 3) actions.append(button("escalate", "escalate", "btn_escalate"));
+      actions.append(button("resolve", "ghost", "btn_resolve"), button("notes", "ghost", "btn_note"));
+      parts.push(actions);
+    }
+    card.replaceChildren(...parts);
+  }
+
+  function syncList(list, cache, items, make, fill) {
+    const keep = new Set();
+    let prev = null;
+    for (const inc of items) {
+      let entry = cache.get(inc.id);
+      if (!entry) {
+        entry = { node: make(inc), version: null };
+        entry.node.dataset.id = inc.id;
+        cache.set(inc.id, entry);
+      }
+      const stamp = `${inc.version}:${lang}:${role}`;
+      if (entry.version !== stamp) {
+        fill(entry.node, inc);
+        entry.version = stamp;
+      }
+      const want = prev ? prev.nextSibling : list.firstChild;
+      if (want !== entry.node) list.insertBefore(entry.node, want);
+      prev = entry.node;
+      keep.add(inc.id);
+    }
+    for (const [id, entry] of cache) {
+      if (!keep.has(id)) {
+        entry.node.remove();
+        cache.delete(id);
+      }
+    }
+  }
+
+  function renderQueue() {
+    const waiting = [];
+    for (const inc of model.incidents.values()) if (UNRESOLVED.has(inc.status)) waiting.push(inc);
+    waiting.sort(queueOrder);
+    const shown = waiting.slice(0, QUEUE_MAX);
+    syncList($("queue"), queueEls, shown, () => el("li", "card"), fillCard);
+    $("queue-count").textContent = waiting.length;
+    $("queue-empty").hidden = waiting.length > 0;
+    const more = $("queue-more");
+    more.hidden = waiting.length <= QUEUE_MAX;
+    more.textContent = t("queue_more", { n: waiting.length - QUEUE_MAX });
+  }
+
+  function fillFeedItem(li, inc) {
+    li.dataset.status = inc.status;
+    li.dataset.severity = inc.severity;
+    const body = el("div");
+    const what = el("div", "what", `${incidentTitle(inc)} — ${tg("status", inc.status)} · ${tg("level", inc.level)}`);
+    body.append(what, el("div", "where", incidentWhere(inc)));
+    li.replaceChildren(el("span", "time", fmtTime(changedAt(inc))), body);
+  }
+
+  function renderFeed() {
+    const items = [];
+    for (const id of model.feed) {
+      const inc = model.incidents.get(id);
+      if (inc) items.push(inc);
+    }
+    syncList($("feed"), feedEls, items, () => el("li"), fillFeedItem);
+    $("feed-empty").hidden = items.length > 0;
+  }
+
+  function refreshAges() {
+    for (const e of document.querySelectorAll("[data-opened]")) e.textContent = fmtAge(e.dataset.opened);
+  }
+
+  // ---- map -------------------------------------------------------------------------------------
+  const geo = { points: [], labels: [], project: null };
+  let screen = []; // [x, y, tps] in CSS pixels, for hover
+
+  function computeGeo() {
+    let minLat = Infinity, maxLat = -Infinity, minLon = Infinity, maxLon = -Infinity;
+    const byKec = new Map();
+    for (const p of model.tps.values()) {
+      if (typeof p.lat !== "number" || typeof p.lon !== "number") continue;
+      minLat = Math.min(minLat, p.lat); maxLat = Math.max(maxLat, p.lat);
+      minLon = Math.min(minLon, p.lon); maxLon = Math.max(maxLon, p.lon);
+      const k = byKec.get(p.kecamatan) || { lat: 0, lon: 0, n: 0 };
+      k.lat += p.lat; k.lon += p.lon; k.n += 1;
+      byKec.set(p.kecamatan, k);
+    }
+    geo.labels = [...byKec.entries()].filter(([name]) => name).map(([name, k]) => ({ name, lat: k.lat / k.n, lon: k.lon / k.n }));
+    if (minLat === Infinity) {
+      geo.project = null;
+      return;
+    }
+    // Equirectangular with the longitude squeezed by cos(latitude): true enough for a regency.
+    const kx = Math.cos(((minLat + maxLat) / 2) * Math.PI / 180);
+    const spanX = Math.max((maxLon - minLon) * kx, 0.01);
+    const spanY = Math.max(maxLat - minLat, 0.01);
+    const midX = ((minLon + maxLon) / 2) * kx;
+    const midY = (minLat + maxLat) / 2;
+    geo.project = (w, h, pad) => {
+      const scale = Math.min((w - 2 * pad) / spanX, (h - 2 * pad) / spanY);
+      return (lat, lon) => [w / 2 + (lon * kx - midX) * scale, h / 2 - (lat - midY) * scale];
+    };
+  }
+
+  function cssVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+  const COLORS = {};
+  function loadColors() {
+    for (const s of LEGEND) COLORS[s] = cssVar(`--${s}`) || "#888";
+  }
+
+  function drawMap() {
+    const canvas = $("map");
+    const wrap = $("map-wrap");
+    const dpr = window.devicePixelRatio || 1;
+    const w = wrap.clientWidth, h = wrap.clientHeight;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    const counts = Object.fromEntries(LEGEND.map((s) => [s, 0]));
+    screen = [];
+    let drawn = 0;
+    if (geo.project && w > 0 && h > 0) {
+      const proj = geo.project(w, h, 24);
+      const n = Math.max(model.tps.size, 1);
+      const r = Math.max(2, Math.min(7, Math.sqrt((w * h) / n) * 0.16));
+      const byState = new Map(STATES.map((s) => [s, []]));
+      for (const p of model.tps.values()) {
+        if (typeof p.lat !== "number" || typeof p.lon !== "number") continue;
+        const state = byState.has(p.state) ? p.state : "normal";
+        byState.get(state).push(p);
+      }
+      for (const state of STATES) {
+        const big = state === "open" || state === "escalated" || state === "silent";
+        const radius = big ? r * 1.6 : r;
+        ctx.fillStyle = COLORS[state];
+        ctx.globalAlpha = state === "normal" || state === "closed" ? 0.75 : 1;
+        ctx.beginPath();
+        for (const p of byState.get(state)) {
+          const [x, y] = proj(p.lat, p.lon);
+          ctx.moveTo(x + radius, y);
+          ctx.arc(x, y, radius, 0, Math.PI * 2);
+          screen.push([x, y, p]);
+        }
+        ctx.fill();
+        if (state === "escalated" && byState.get(state).length) {
+          ctx.globalAlpha = 0.9;
+          ctx.strokeStyle = "#ffffff";
+          ctx.lineWidth = 1.5;
+          ctx.stroke();
+        }
+        counts[state] = byState.get(state).length;
+        drawn += byState.get(state).length;
+      }
+      ctx.globalAlpha = 1;
+      ctx.font = `600 ${w > 900 ? 13 : 11}px system-ui, sans-serif`;
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      ctx.lineJoin = "round";
+      for (const k of geo.labels) {
+        const [x, y] = proj(k.lat, k.lon);
+        ctx.lineWidth = 4;
+        ctx.strokeStyle = "rgba(11,15,20,0.85)";
+        ctx.strokeText(k.name, x, y);
+        ctx.fillStyle = "#cdd9e5";
+        ctx.fillText(k.name, x, y);
+      }
+    }
+    // Hooks for tests and for anyone checking the wall screen from a script.
+    canvas.dataset.tpsCount = drawn;
+    for (const s of LEGEND) canvas.dataset[`state${s[0].toUpperCase()}${s.slice(1)}`] = counts[s];
+    for (const s of LEGEND) {
+      const n = document.querySelector(`#legend [data-state="${s}"] .n`);
+      if (n) n.textContent = counts[s];
+    }
+  }
+
+  function renderLegend() {
+    const items = LEGEND.map((s) => {
+      const li = el("li");
+      li.dataset.state = s;
+      li.append(el("span", `swatch ${s}`), el("span", null, tg("state", s)), el("span", "n", "0"));
+      return li;
+    });
+    $("legend").replaceChildren(...items);
+    dirty.map = true;
+  }
+
+  function onMapHover(e) {
+    const tip = $("map-tip");
+    const rect = $("map").getBoundingClientRect();
+    const mx = e.clientX - rect.left, my = e.clientY - rect.top;
+    let best = null, bestD = 100; // within 10 px
+    for (const [x, y, p] of screen) {
+      const d = (x - mx) ** 2 + (y - my) ** 2;
+      if (d < bestD) { bestD = d; best = [x, y, p]; }
+    }
+    if (!best) {
+      tip.hidden = true;
+      return;
+    }
+    const p = best[2];
+    tip.textContent = `${p.name || p.tps_id} · ${p.kecamatan} — ${tg("state", p.state)} · ${t("tooltip_personnel", { a: p.checked_in ?? 0, b: p.assigned ?? 0 })}`;
+    tip.hidden = false;
+    tip.style.left = `${Math.min(best[0] + 12, rect.width - tip.offsetWidth - 4)}px`;
+    tip.style.top = `${Math.max(best[1] - 30, 4)}px`;
+  }
+
+  // ---- start -----------------------------------------------------------------------------------
+  function wire() {
+    $("lang-toggle").addEventListener("click", () => {
+      lang = lang === "id" ? "en" : "id";
+      store.set("siaga.lang", lang);
+      applyStaticLabels();
+      invalidate("stats", "queue", "feed", "map");
+    });
+    $("sign-out").addEventListener("click", () => {
+      forgetToken();
+      if (conn.ws) {
+        conn.ws.onclose = null;
+        conn.ws.close();
+        conn.ws = null;
+      }
+      setConn("connecting");
+      showLogin();
+    });
+    $("login-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const value = $("login-token").value.trim();
+      if (value) signIn(value);
+    });
+    $("queue").addEventListener("click", onQueueClick);
+    $("text-cancel").addEventListener("click", () => $("text-dialog").close());
+    $("text-form").addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const text = $("text-input").value.trim();
+      if (!text || !dialogTarget) return;
+      const { id, action } = dialogTarget;
+      const ok = await act(id, action, action === "resolve" ? { resolution: text } : { text });
+      if (ok) $("text-dialog").close();
+    });
+    $("map").addEventListener("mousemove", onMapHover);
+    $("map").addEventListener("mouseleave", () => { $("map-tip").hidden = true; });
+    new ResizeObserver(() => invalidate("map")).observe($("map-wrap"));
+    setInterval(watchdog, 1000);
+    setInterval(refreshAges, 15000);
+  }
+
+  async function main() {
+    try {
+      const res = await fetch(new URL("static/i18n.json", location.href));
+      LABELS = await res.json();
+    } catch (_) {
+      LABELS = {};
+    }
+    if (!LABELS[lang]) lang = "id";
+    loadColors();
+    wire();
+    applyStaticLabels();
+    watchdog();
+    token = takeTokenFromUrl();
+    if (!token) {
+      setConn("connecting");
+      showLogin();
+      return;
+    }
+    renderRole();
+    loadRole();
+    connect();
+  }
+
+  main();
+})();

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -58,6 +59,10 @@ def build_app(ctx: Context, parts: list[ServiceParts], *, title: str) -> FastAPI
     tags = [t for p in parts for t in p.openapi_tags]
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, openapi_tags=tags or None)
     app.state.ctx = ctx
+    origins = [o.strip() for o in ctx.settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type"])
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     dispatch_url: str = Field(
         default="", description="Base URL of dispatch's operator API as the browser reaches it ('' = same origin)."
     )
+    cors_origins: str = Field(
+        default="", description="Comma-separated origins allowed to call the API from a browser (the dashboard's, "
+        "when it is served from another origin than dispatch)."
+    )
     ws_replay_buffer: int = Field(default=20000, description="Deltas each dashboard keeps for resume.")
     ws_client_queue: int = Field(default=2000, description="Deltas queued per client before it gets a snapshot.")
 

@@ -120,9 +120,7 @@ def plan_devices(
         tuple(k.name for k in kecamatan if k.coastal),
         tuple(k.name for k in kecamatan),
     ]
-    gateways = [
-        DeviceRequest(ops[i % len(ops)], (), kecamatan=group) for i, group in enumerate(groups) if group
-    ]
+    gateways = [DeviceRequest(ops[i % len(ops)], (), kecamatan=group) for i, group in enumerate(groups) if group]
     return pairs + devices, gateways
 
 
@@ -151,9 +149,7 @@ async def load_demo(
         async with limit:
             resp = await client.post(f"{base}/v1/admin/devices", json=req.body(), headers=auth)
         if resp.status_code not in (200, 201):
-            raise DemoLoadError(
-                f"issuing a device for {req.personnel_id}: HTTP {resp.status_code}: {resp.text[:300]}"
-            )
+            raise DemoLoadError(f"issuing a device for {req.personnel_id}: HTTP {resp.status_code}: {resp.text[:300]}")
         answer = resp.json()
         return DeviceToken(
             device_id=str(answer["device_id"]),
@@ -181,12 +177,11 @@ async def load_demo(
     )
 
 
-async def _post_csv(
-    client: httpx.AsyncClient, url: str, path: Path, auth: dict[str, str], step: str
-) -> dict[str, Any]:
+async def _post_csv(client: httpx.AsyncClient, url: str, path: Path, auth: dict[str, str], step: str) -> dict[str, Any]:
+    body = await asyncio.to_thread(path.read_bytes)
     resp = await client.post(
         url,
-        content=path.read_bytes(),
+        content=body,
         headers={**auth, "Content-Type": "text/csv; charset=utf-8"},
     )
     if resp.status_code not in (200, 201, 202):

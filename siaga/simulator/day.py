@@ -1,0 +1,242 @@
+"""Run a simulated election day against an ingest URL, sped up onto the real clock."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from datetime import time as dtime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from siaga.clock import Clock, SystemClock, iso
+from siaga.demo.registry import PersonnelRow, TpsRow
+from siaga.simulator.fleet import TokensByTps, build_fleet
+from siaga.simulator.plan import DAY_START, DayPlan, DayPlanner, PlannedEvent, Send
+from siaga.simulator.sender import Counters, Poster
+from siaga.simulator.texts import load_texts
+
+WIB = ZoneInfo("Asia/Jakarta")
+_MAX_PENDING = 2000  # requests scheduled but not yet answered; beyond this the schedule waits
+
+
+@dataclass
+class SimStats:
+    """The outcome of a simulated day."""
+
+    seed: int
+    speed: float
+    tps: int
+    devices: int
+    planned_events: int
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    errors: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    batches: int = 0
+    by_type: dict[str, int] = field(default_factory=dict)
+    status_codes: dict[str, int] = field(default_factory=dict)
+    rejections: list[str] = field(default_factory=list)
+    sim_start: str = ""
+    sim_end: str = ""
+    started_at: str = ""  # the real time the simulated start was mapped onto (RFC 3339)
+    elapsed_s: float = 0.0
+    stopped_early: bool = False
+    scenario: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+def _minute_of(start_at: datetime | dtime | None) -> float:
+    if start_at is None:
+        return float(DAY_START)
+    if isinstance(start_at, datetime):
+        local = start_at.astimezone(WIB) if start_at.tzinfo else start_at
+        start_at = local.time()
+    return start_at.hour * 60 + start_at.minute + start_at.second / 60
+
+
+def _hhmm(minute: float) -> str:
+    m = int(minute)
+    return f"{m // 60:02d}:{m % 60:02d}"
+
+
+def _from(plan: DayPlan, start: float) -> list[Send]:
+    """The events from `start` on; of what came before only each TPS's latest phase, sent at start."""
+    latest: dict[str, tuple[int, PlannedEvent]] = {}
+    later: list[Send] = []
+    for send in plan.sends:
+        keep = [e for e in send.events if e.at >= start]
+        for e in send.events:
+            if e.at < start and e.event["type"] == "tps.status":
+                seen = latest.get(e.event["tps_id"])
+                if seen is None or seen[1].at <= e.at:
+                    latest[e.event["tps_id"]] = (send.device, e)
+        if keep:
+            later.append(send if len(keep) == len(send.events) else Send(send.at, send.device, keep, send.batch))
+    catch_up = [Send(start, device, [e]) for device, e in latest.values()]
+    return catch_up + later
+
+
+async def run_day(
+    *,
+    ingest_url: str,
+    tokens_by_tps: TokensByTps,
+    speed: float = 60.0,
+    seed: int | None = None,
+    start_at: datetime | dtime | None = None,
+    stop_event: asyncio.Event | None = None,
+    progress: Callable[[str], Any] = print,
+    tps: Sequence[TpsRow] | None = None,
+    personnel: Sequence[PersonnelRow] | None = None,
+    progress_every_s: float = 5.0,
+    concurrency: int = 64,
+    client: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+    checkin_minutes: tuple[float, float] = (10.0, 20.0),
+) -> SimStats:
+    """Post a realistic election day for the TPS in `tokens_by_tps` to `ingest_url`.
+
+    The day (05:30 WIB to the last TPS closing, about 20:00) runs `speed` times faster than
+    real time: `--speed 60` plays a day in 24 minutes. Every event's `occurred_at` is the real
+    time its simulated moment maps to, with the run's start as the anchor, so nothing is ever in
+    the future; a backlog flushed after an outage keeps the times its events happened.
+    `start_at` (a time of day, WIB) skips the day up to then, sending each TPS's phase at once.
+    `seed` makes the day repeatable (same event ids, texts and order); None picks one.
+    `tokens_by_tps` maps a TPS to its device tokens: strings, or siaga.demo.DeviceToken (which
+    also say who checks in through the device). `tps`/`personnel` default to the Serang demo.
+    """
+    if speed <= 0:
+        raise ValueError("speed must be above 0")
+    seed = secrets.randbits(31) if seed is None else seed
+    clock = clock or SystemClock()
+    stop = stop_event or asyncio.Event()
+    fleet = build_fleet(tokens_by_tps, tps=tps, personnel=personnel)
+    planner = DayPlanner(
+        seed=seed,
+        tps=fleet.tps,
+        devices=fleet.devices,
+        personnel=fleet.personnel,
+        texts=load_texts(),
+        checkin_minutes=checkin_minutes,
+    )
+    # Planning a whole regency takes seconds: off the event loop, so a shared loop keeps serving.
+    plan = await asyncio.to_thread(planner.build)
+    start = _minute_of(start_at)
+    sends = _from(plan, start)
+    stats = SimStats(
+        seed=seed,
+        speed=speed,
+        tps=len(fleet.tps),
+        devices=len(fleet.devices),
+        planned_events=sum(len(s.events) for s in sends),
+        sim_start=_hhmm(start),
+        scenario=plan.scenario,
+    )
+    counters = Counters()
+    by_type: Counter[str] = Counter()
+    anchor = clock.now()
+    stats.started_at = iso(anchor) or ""
+
+    def real_at(minute: float) -> datetime:
+        return anchor + timedelta(seconds=(minute - start) * 60 / speed)
+
+    def sim_now() -> float:
+        return start + (clock.now() - anchor).total_seconds() * speed / 60
+
+    owns_client = client is None
+    http = client or httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=httpx.Limits(max_connections=concurrency))
+    poster = Poster(http, ingest_url, counters, stop_event=stop)
+    limit = asyncio.Semaphore(concurrency)
+    tails: dict[int, asyncio.Task[None]] = {}
+    pending: set[asyncio.Task[None]] = set()
+    tokens = {d.index: d.token for d in fleet.devices}
+
+    async def deliver(prev: asyncio.Task[None] | None, send: Send) -> None:
+        # A device sends in order: its previous request first (a report before its resolution).
+        if prev is not None and not prev.done():
+            await asyncio.wait([prev])
+        events = [
+            {
+                "event_id": e.event["event_id"],
+                "type": e.event["type"],
+                "tps_id": e.event["tps_id"],
+                "occurred_at": iso(real_at(e.at)),
+                "payload": e.event["payload"],
+            }
+            for e in send.events
+        ]
+        async with limit:
+            await poster.post(tokens[send.device], events, batch=send.batch)
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(progress_every_s)
+            # The simulated moment reached by the schedule; `waiting` is what the server has yet to answer.
+            progress(f"sim {_hhmm(reached)} WIB | waiting {len(pending)} | {counters.line()}")
+
+    last = sends[-1].at if sends else start
+    reached = start
+    started = time.perf_counter()
+    progress(
+        f"simulating {stats.tps} TPS, {stats.devices} devices, {stats.planned_events} events "
+        f"from {stats.sim_start} WIB at speed {speed:g} (seed {seed})"
+    )
+    reporter = asyncio.create_task(report())
+    try:
+        for send in sends:
+            wait = (real_at(send.at) - clock.now()).total_seconds()
+            if wait > 0.001 and await _stopped_within(stop, wait):
+                break
+            if stop.is_set():
+                break
+            while len(pending) >= _MAX_PENDING:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            reached = send.at
+            for e in send.events:
+                by_type[e.event["type"]] += 1
+            task = asyncio.create_task(deliver(tails.get(send.device), send))
+            tails[send.device] = task
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.gather(*pending)
+    finally:
+        reporter.cancel()
+        for task in pending:
+            task.cancel()
+        if owns_client:
+            await http.aclose()
+    stats.stopped_early = stop.is_set()
+    stats.sim_end = _hhmm(min(sim_now(), last))
+    stats.elapsed_s = round(time.perf_counter() - started, 3)
+    stats.by_type = dict(by_type)
+    for name in ("sent", "accepted", "duplicates", "rejected", "errors", "requests", "retries"):
+        setattr(stats, name, getattr(counters, name))
+    stats.throttled = counters.throttled
+    stats.batches = counters.batches
+    stats.status_codes = {str(k): v for k, v in sorted(counters.status_codes.items())}
+    stats.rejections = counters.rejections
+    progress(f"day done at sim {stats.sim_end} WIB in {stats.elapsed_s:.1f}s | {counters.line()}")
+    return stats
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds`; True when the stop event was set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -114,7 +114,7 @@ def _demo_part(ctx: Any, *, port: int, speed: float) -> Any:
         operator = await asyncio.to_thread(issue_api_token, ctx.engine, name="demo operator", role=Role.OPERATOR,
                                            now=ctx.clock.now())
         print(f"\n  Siaga demo: open http://127.0.0.1:{port}/?token={operator}\n", flush=True)
-        await run_day(ingest_url=base, tokens_by_tps=setup.tokens_by_tps, speed=speed, seed=2024,
+        await run_day(ingest_url=base, tokens_by_tps=setup.tokens_by_tps, speed=speed, seed=None,
                       stop_event=stop_event, progress=lambda line: log.info("simulator: %s", line))
 
     async def start() -> None:

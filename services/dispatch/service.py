@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, col, delete, select
 
@@ -24,7 +24,7 @@ from services.dispatch.engine import Engine, Received
 from services.dispatch.policy import PolicyStore
 from services.dispatch.store import SqlStore
 from siaga import topics
-from siaga.bus import BusUnavailable, ConsumerLoop, Record
+from siaga.bus import BusUnavailable, ConsumerLoop, Record, TransientError
 from siaga.events import BusEvent
 from siaga.models import Outbox
 from siaga.runtime import Context
@@ -128,8 +128,15 @@ class Dispatch:
             for r in received:
                 engine.apply(r)
 
-        with BATCH_SECONDS.time():
-            await self.transact(apply_all)
+        try:
+            with BATCH_SECONDS.time():
+                await self.transact(apply_all)
+        except (OperationalError, InterfaceError, StaleDataError) as exc:
+            raise TransientError(f"database unavailable or contended: {type(exc).__name__}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise TransientError("database connection lost") from exc
+            raise
         APPLIED.inc(len(received))
 
     async def start(self) -> None:

@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from services.ingest.service import Judged, Rejection, TokenBuckets, TpsCache, bus_value, judge, remember
 from siaga import topics
@@ -105,7 +106,11 @@ class Ingest:
 
     async def handle(self, request: Request, *, batch: bool) -> JSONResponse:
         route = "batch" if batch else "single"
-        response = await self._handle(request, batch=batch)
+        try:
+            response = await self._handle(request, batch=batch)
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("database unavailable, answering 503: %s", type(exc).__name__)
+            response = _problem(503, "the database cannot be reached right now; retry later", {"Retry-After": "5"})
         REQUESTS.labels(route, str(response.status_code)).inc()
         return response
 
@@ -153,7 +158,11 @@ class Ingest:
                 return _problem(503, "the event bus cannot take events right now; retry later",
                                 {"Retry-After": "5"})
             BUS_LATENCY.observe(time.perf_counter() - started)
-            await asyncio.to_thread(remember, self.ctx.engine, judged.fresh, device_id=device.device_id, now=now)
+            try:
+                await asyncio.to_thread(remember, self.ctx.engine, judged.fresh, device_id=device.device_id, now=now)
+            except (OperationalError, InterfaceError):
+                # The events are on the bus, so 202 is the truth; a retry is dropped downstream by event_id.
+                log.warning("could not record %d event ids as seen", len(judged.fresh))
         EVENTS.labels("accepted").inc(len(judged.fresh))
         EVENTS.labels("duplicate").inc(len(judged.duplicates))
         EVENTS.labels("rejected").inc(len(judged.rejected))

@@ -51,6 +51,14 @@ class BusUnavailable(Exception):
     """The bus could not take a message in time; callers answer 503 and retry later."""
 
 
+class TransientError(Exception):
+    """A handler could not finish for a reason outside the message (the database is down, say).
+
+    The consumer loop waits and retries the same records for as long as it takes, and never
+    dead-letters them: the message is fine, the infrastructure is not.
+    """
+
+
 class ConsumerSource(ABC):
     """A subscription: fetch records, commit what was handled."""
 
@@ -181,26 +189,41 @@ class ConsumerLoop:
                 await asyncio.sleep(1.0)
 
     async def _handle(self, records: list[Record]) -> None:
-        try:
-            await self.handler(records)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("consumer %s: batch of %d failed; retrying one by one", self.name, len(records),
-                        exc_info=True)
+        delay = 0.2
+        while True:
+            try:
+                await self.handler(records)
+                return
+            except asyncio.CancelledError:
+                raise
+            except TransientError as exc:
+                log.warning("consumer %s: %s; retrying the batch in %.1fs", self.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception as exc:
+                failure = exc
+                break
+        if len(records) > 1:
+            log.warning("consumer %s: batch of %d failed (%r); retrying one by one", self.name, len(records),
+                        failure)
         for record in records:
             await self._handle_one(record)
 
     async def _handle_one(self, record: Record) -> None:
         reason = ""
-        for attempt in range(self.attempts):
+        attempt = 0
+        while attempt < self.attempts:
             try:
                 await self.handler([record])
                 return
             except asyncio.CancelledError:
                 raise
+            except TransientError as exc:
+                log.warning("consumer %s: %s; retrying", self.name, exc)
+                await asyncio.sleep(1.0)
+                continue  # not the message's fault: does not count as an attempt
             except Exception as exc:  # the reason goes with the message to dead-letter
+                attempt += 1
                 reason = f"{type(exc).__name__}: {exc}"[:2000]
                 await asyncio.sleep(0.05 * (attempt + 1))
         log.error("consumer %s: %s[%d]@%d to dead-letter: %s", self.name, record.topic, record.partition,

@@ -1,0 +1,364 @@
+"""The report classifier: shared examples, negation, numbers, payload precedence, rawan, facts, rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.dispatch.classify import DEFAULT_LEXICON_FILES, Assessment, Classifier, Facts, SeverityRules, severity_for
+from siaga.events import Category, Severity
+
+EXAMPLES = Path(__file__).parents[2].parent / "shared" / "examples" / "reports.jsonl"
+
+
+@pytest.fixture(scope="module")
+def clf() -> Classifier:
+    return Classifier.default()
+
+
+def assess(
+    clf: Classifier, description: str, payload: dict[str, Any] | None = None, rawan: list[str] | None = None
+) -> Assessment:
+    p = payload or {}
+    return clf.assess(
+        description=description,
+        category=Category(p["category"]) if p.get("category") else None,
+        injuries=p.get("injuries"),
+        weapons=p.get("weapons"),
+        crowd_size=p.get("crowd_size"),
+        rawan=rawan or [],
+        rules=SeverityRules(),
+    )
+
+
+def _examples() -> list[dict[str, Any]]:
+    if not EXAMPLES.exists():
+        return []
+    return [json.loads(line) for line in EXAMPLES.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# -- the shared examples ---------------------------------------------------------------------------
+@pytest.mark.skipif(not EXAMPLES.exists(), reason=f"shared examples not found at {EXAMPLES}")
+@pytest.mark.parametrize("example", _examples(), ids=lambda e: e["description"][:40])
+def test_shared_example(clf: Classifier, example: dict[str, Any]) -> None:
+    a = assess(clf, example["description"], example["payload"], example["rawan"])
+    got = [a.category.value, a.severity.value]
+    assert got in example["expect"], f"{example['description']!r}: got {got}, why {a.why}"
+
+
+# -- categories ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("bnjiiir lagiii di tps", Category.FLOOD),  # repeated letters, misspelling
+        ("TPS kebnjiran", Category.FLOOD),  # one letter left out, affixes
+        ("bagi2 duit ke warga", Category.MONEY_POLITICS),  # "2" reduplication, slang
+        ("pembagian amplop", Category.MONEY_POLITICS),  # pe-an affix
+        ("Petugas dikeroyok orang-orang", Category.VIOLENCE),
+        ("HT rusak", Category.EQUIPMENT),
+        ("serangan fajar di RT 2", Category.MONEY_POLITICS),  # a phrase hides "serangan" (attack)
+        ("saksi diancam akan dibunuh", Category.INTIMIDATION),  # the killing is a threat
+        ("Kotak suara belum datang", Category.LOGISTICS),  # "belum" is the problem, not a negation
+        ("hoaks di grup WA bahwa ada kerusuhan", Category.HOAX),  # the riot is the rumour
+        ("Someone set fire to the tent", Category.FIRE),
+        ("laporan tanpa keterangan", Category.OTHER),
+        ("", Category.OTHER),
+    ],
+)
+def test_category(clf: Classifier, text: str, category: Category) -> None:
+    got, why = clf.category(text)
+    assert got is category, why
+    assert why and why[0].startswith(f"category {category}")
+
+
+def test_category_why_quotes_the_deciding_words(clf: Classifier) -> None:
+    _, why = clf.category("TPS terendam banjir")
+    assert why == ['category flood from text: "terendam", "banjir"'] or why == [
+        'category flood from text: "banjir", "terendam"'
+    ]
+
+
+def test_pukul_with_a_number_is_a_time_not_a_blow(clf: Classifier) -> None:
+    assert clf.category("Kotak suara belum datang sampai pukul 07.00")[0] is Category.LOGISTICS
+    assert clf.category("Saksi dipukul pendukung")[0] is Category.VIOLENCE
+
+
+def test_all_clear_words_cancel_the_word_before(clf: Classifier) -> None:
+    assert clf.category("Listrik aman, logistik lengkap, situasi kondusif")[0] is Category.OTHER
+    assert clf.category("Listrik padam, logistik lengkap")[0] is Category.EQUIPMENT
+
+
+# -- negation --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tidak ada korban",
+        "nihil korban",
+        "korban nihil",
+        "no injuries",
+        "tdk ada yg terluka",
+        "gk ada korban luka",
+        "no one was injured",
+    ],
+)
+def test_negated_injuries_are_not_facts(clf: Classifier, text: str) -> None:
+    facts, why = clf.facts(text)
+    assert facts.injuries == 0, why
+    assert any(line.startswith("no injuries") for line in why)
+
+
+@pytest.mark.parametrize("text", ["tanpa senjata", "tidak membawa senjata", "no weapons", "without a knife"])
+def test_negated_weapons_are_not_facts(clf: Classifier, text: str) -> None:
+    assert clf.facts(text)[0].weapons is False
+
+
+def test_negation_stops_at_the_clause(clf: Classifier) -> None:
+    facts, _ = clf.facts("Tidak ada korban jiwa, namun 4 orang luka-luka")
+    assert (facts.deaths, facts.injuries) == (0, 4)
+
+
+def test_negated_category_words_score_nothing(clf: Classifier) -> None:
+    assert clf.category("situasi aman, tidak ada keributan")[0] is Category.OTHER
+    # but a missing thing is the logistics problem itself
+    assert clf.category("tinta tidak ada")[0] is Category.LOGISTICS
+
+
+def test_threats_are_not_facts(clf: Classifier) -> None:
+    facts, _ = clf.facts("mengancam akan membakar TPS dan membunuh petugas")
+    assert facts == Facts()
+    facts, _ = clf.facts("KPPS received death threats")
+    assert facts.deaths == 0
+
+
+# -- numbers ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "injuries"),
+    [
+        ("dua orang luka ringan", 2),
+        ("2 org luka", 2),
+        ("satu korban luka parah", 1),
+        ("korban luka 3 orang", 3),
+        ("three people injured", 3),
+        ("dua puluh lima orang terluka", 25),
+        ("warga terluka", 1),
+        ("luka", 1),
+    ],
+)
+def test_injury_counts(clf: Classifier, text: str, injuries: int) -> None:
+    facts, why = clf.facts(text)
+    assert facts.injuries == injuries, why
+
+
+@pytest.mark.parametrize(
+    ("text", "crowd"),
+    [
+        ("sekitar 300 orang massa", 300),
+        ("Massa kurang lebih 70 orang berkumpul", 70),
+        ("ratusan massa berkumpul", 300),
+        ("puluhan orang berkumpul", 30),
+        ("massa ±250 orang", 250),
+        ("About 500 people gathered", 500),
+        ("dua ratus lima puluh orang massa", 250),
+        ("massa datang, jumlahnya seratus lebih", 100),
+        ("1.500 orang massa", 1500),
+    ],
+)
+def test_crowd_sizes(clf: Classifier, text: str, crowd: int) -> None:
+    facts, why = clf.facts(text)
+    assert facts.crowd_size == crowd, why
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Surat suara kurang 25 lembar",  # a unit: things, not people
+        "TPS 300 banjir",  # a label
+        "bagi amplop 100 ribu ke 60 warga",  # counted people, but no crowd gathering
+        "air setinggi 50 cm",
+    ],
+)
+def test_numbers_that_are_not_crowds(clf: Classifier, text: str) -> None:
+    assert clf.facts(text)[0].crowd_size == 0
+
+
+def test_weapons_and_arson_from_text(clf: Classifier) -> None:
+    facts, why = clf.facts("pelaku bawa celurit, kantor PPS sengaja dibakar")
+    assert facts.weapons and facts.deliberate_fire, why
+    assert clf.facts("Api dari dapur merambat, rumah terbakar")[0].deliberate_fire is False
+    assert clf.facts("Api membakar bengkel")[0].deliberate_fire is False  # the fire burned it: no arsonist
+
+
+def test_device_words_are_not_people(clf: Classifier) -> None:
+    assert clf.facts("radio battery is dead")[0].deaths == 0
+    assert clf.facts("warga tewas")[0].deaths == 1
+
+
+# -- payload precedence ----------------------------------------------------------------------------
+def test_payload_facts_win_over_text(clf: Classifier) -> None:
+    a = assess(clf, "keributan, ada yg bawa celurit, dua orang luka", {"weapons": False, "injuries": 0})
+    assert (a.facts.weapons, a.facts.injuries) == (False, 0)
+    assert a.severity is Severity.HIGH  # violence's base, no floors
+    assert "no weapons from payload" in a.why and "no injuries from payload" in a.why
+    assert not any(line.startswith(("weapons from text", "injuries 2 from text")) for line in a.why)
+
+
+def test_text_fills_what_the_payload_left_out(clf: Classifier) -> None:
+    a = assess(clf, "ada yang bawa golok, 1 org luka", {"category": "violence"})
+    assert a.category is Category.VIOLENCE and a.severity is Severity.CRITICAL
+    assert a.facts.weapons and a.facts.injuries == 1
+    assert "category violence from device" in a.why
+    assert any(line.startswith("severity critical: weapons with injuries") for line in a.why)
+
+
+def test_payload_crowd_wins(clf: Classifier) -> None:
+    a = assess(clf, "massa berkumpul sekitar 300 orang", {"crowd_size": 40})
+    assert (a.category, a.severity, a.facts.crowd_size) == (Category.CROWD, Severity.MEDIUM, 40)
+
+
+def test_device_category_other_means_classify_the_text(clf: Classifier) -> None:
+    a = assess(clf, "pembagian sembako oleh timses", {"category": "other"})
+    assert a.category is Category.MONEY_POLITICS
+    assert "device said other" in a.why[0]
+
+
+def test_hoax_text_facts_raise_nothing(clf: Classifier) -> None:
+    a = assess(clf, "Video editan kotak suara dibakar beredar di Twitter")
+    assert (a.category, a.severity) == (Category.HOAX, Severity.LOW)
+
+
+# -- rawan and severity ----------------------------------------------------------------------------
+def test_rawan_steps_up_only_for_its_category(clf: Classifier) -> None:
+    assert assess(clf, "TPS terendam banjir", rawan=["flood"]).severity is Severity.HIGH
+    assert assess(clf, "TPS terendam banjir", rawan=["crowd", "remote"]).severity is Severity.MEDIUM
+    a = assess(clf, "dua orang luka", {"category": "traffic"}, rawan=["traffic"])
+    assert a.severity is Severity.CRITICAL
+    assert any(line.startswith("rawan traffic: one step up") for line in a.why)
+
+
+def test_rawan_never_goes_above_critical() -> None:
+    sev, why = severity_for(Category.FIRE, Facts(deliberate_fire=True), ["fire"], SeverityRules())
+    assert sev is Severity.CRITICAL
+    assert why[-1] == "rawan fire: already critical"
+
+
+@pytest.mark.parametrize(
+    ("category", "facts", "expected"),
+    [
+        (Category.MONEY_POLITICS, Facts(), Severity.LOW),
+        (Category.MONEY_POLITICS, Facts(weapons=True), Severity.HIGH),
+        (Category.MEDICAL, Facts(deaths=1), Severity.HIGH),
+        (Category.VIOLENCE, Facts(weapons=True, deaths=1), Severity.CRITICAL),
+        (Category.VIOLENCE, Facts(weapons=True, injuries=2), Severity.CRITICAL),
+        (Category.CROWD, Facts(crowd_size=49), Severity.MEDIUM),
+        (Category.CROWD, Facts(crowd_size=50), Severity.HIGH),
+        (Category.CROWD, Facts(crowd_size=200), Severity.CRITICAL),
+        (Category.OTHER, Facts(deliberate_fire=True), Severity.CRITICAL),
+        (Category.SILENT_POST, Facts(), Severity.MEDIUM),
+    ],
+)
+def test_fact_floors(category: Category, facts: Facts, expected: Severity) -> None:
+    assert severity_for(category, facts, [], SeverityRules())[0] is expected
+
+
+def test_floors_apply_before_the_rawan_step() -> None:
+    # crowd 60: medium -> high (floor), then rawan -> critical
+    sev, why = severity_for(Category.CROWD, Facts(crowd_size=60), ["crowd"], SeverityRules())
+    assert sev is Severity.CRITICAL
+    assert why == [
+        "severity medium: base for crowd",
+        "severity high: crowd 60 >= 50",
+        "rawan crowd: one step up to critical",
+    ]
+
+
+def test_custom_rules_from_a_policy_document() -> None:
+    rules = SeverityRules.model_validate({"base": {"hoax": "medium"}})
+    assert rules.base["hoax"] is Severity.MEDIUM
+
+
+def test_custom_rules() -> None:
+    rules = SeverityRules(base={"hoax": Severity.MEDIUM}, crowd_high=10, crowd_critical=20, rawan_step=2)
+    assert rules.base["hoax"] is Severity.MEDIUM and rules.base["violence"] is Severity.HIGH  # others keep defaults
+    assert severity_for(Category.HOAX, Facts(), ["hoax"], rules)[0] is Severity.CRITICAL
+    assert severity_for(Category.CROWD, Facts(crowd_size=20), [], rules)[0] is Severity.CRITICAL
+
+
+# -- facts merge -----------------------------------------------------------------------------------
+def test_facts_merge_takes_max_counts_and_any_flag() -> None:
+    a = Facts(injuries=2, weapons=True, crowd_size=30)
+    b = Facts(injuries=1, deaths=1, crowd_size=300, deliberate_fire=True)
+    assert a.merge(b) == Facts(injuries=2, deaths=1, weapons=True, crowd_size=300, deliberate_fire=True)
+    assert a.merge(b) == b.merge(a)
+    assert Facts().merge(Facts()) == Facts()
+
+
+# -- rules validation ------------------------------------------------------------------------------
+def test_severity_rules_refuse_an_unknown_base_category() -> None:
+    with pytest.raises(ValueError, match="violance"):
+        SeverityRules.model_validate({"base": {"violance": "high"}})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"base": {"flood": "urgent"}},
+        {"crowd_high": 0},
+        {"crowd_high": 300, "crowd_critical": 200},
+        {"rawan_step": -1},
+        {"surprise": 1},
+    ],
+)
+def test_severity_rules_refuse_bad_values(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        SeverityRules.model_validate(kwargs)
+
+
+def test_severity_rules_defaults_are_spec_section_5() -> None:
+    rules = SeverityRules()
+    assert (rules.crowd_high, rules.crowd_critical, rules.rawan_step) == (50, 200, 1)
+    assert {c.value for c in Category} == set(rules.base)
+    high = {k for k, v in rules.base.items() if v is Severity.HIGH}
+    low = {k for k, v in rules.base.items() if v is Severity.LOW}
+    assert high == {"violence", "fire"}
+    assert low == {"money_politics", "neutrality", "equipment", "traffic", "hoax", "other"}
+
+
+# -- lexicon files ---------------------------------------------------------------------------------
+def test_an_extra_lexicon_file_extends_the_defaults(tmp_path: Path) -> None:
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("categories:\n  flood:\n    groups:\n      core:\n        weight: 3\n        terms: [rembesan]\n")
+    clf = Classifier.from_files(*DEFAULT_LEXICON_FILES, extra)
+    assert clf.category("ada rembesan di TPS")[0] is Category.FLOOD
+    assert clf.category("Kotak suara hilang")[0] is Category.LOGISTICS  # defaults kept
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("categories:\n  flod:\n    groups: {core: {weight: 3, terms: [air]}}\n", "flod"),
+        ("categories:\n  flood:\n    groups: {core: {weight: -1, terms: [air]}}\n", "weight"),
+        ("categories:\n  flood:\n    requires: [nope]\n    groups: {core: {weight: 1, terms: [air]}}\n", "nope"),
+        ("scoring:\n  priority: [violence, typhoon]\n", "typhoon"),
+        ("facts:\n  numbers:\n    units: {dua: -2}\n", "negative"),
+        ("categories: [flood\n", "YAML"),
+        ("- just a list\n", "mapping"),
+    ],
+)
+def test_a_bad_lexicon_file_is_refused_with_its_problem(tmp_path: Path, content: str, problem: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    with pytest.raises(ValueError, match=problem) as err:
+        Classifier.from_files(*DEFAULT_LEXICON_FILES, bad)
+    assert "bad.yaml" in str(err.value)
+
+
+def test_a_missing_lexicon_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot be read"):
+        Classifier.from_files(tmp_path / "nope.yaml")
+
+
+def test_default_is_loaded_once() -> None:
+    assert Classifier.default() is Classifier.default()

@@ -112,6 +112,7 @@ class Engine:
 
     def __init__(self, store: Store, policy: EscalationPolicy, classifier: Classifier, clock: Clock) -> None:
         self.store, self.policy, self.classifier, self.clock = store, policy, classifier, clock
+        self._dirty_tps: dict[str, Tps] = {}  # announced once per transaction, by finish()
 
     # ------------------------------------------------------------------ field events
     def apply(self, r: Received) -> None:
@@ -540,10 +541,21 @@ class Engine:
         self._tps_changed(tps)
 
     def _tps_changed(self, tps: Tps) -> None:
-        tps.version = (tps.version or 0) + 1
         self.store.save_tps(tps)
-        self.store.emit(topics.INCIDENT_UPDATES, f"tps:{tps.tps_id}",
-                        {"type": "tps", "tps": public_tps(tps, self.store.open_at_tps(tps.tps_id), self.clock.now())})
+        self._dirty_tps[tps.tps_id] = tps
+
+    def finish(self) -> None:
+        """Announce each TPS that changed, once, with its final state (call before the commit)."""
+        if not self._dirty_tps:
+            return
+        now = self.clock.now()
+        open_by_tps = self.store.open_at_many(list(self._dirty_tps))
+        for tps in self._dirty_tps.values():
+            tps.version = (tps.version or 0) + 1
+            self.store.save_tps(tps)
+            self.store.emit(topics.INCIDENT_UPDATES, f"tps:{tps.tps_id}",
+                            {"type": "tps", "tps": public_tps(tps, open_by_tps[tps.tps_id], now)})
+        self._dirty_tps.clear()
 
 
 def tps_state(tps: Tps, open_incidents: list[Incident]) -> str:

@@ -102,6 +102,7 @@ class Dispatch:
         with Session(self.ctx.engine, expire_on_commit=False) as s:
             engine = Engine(SqlStore(s), policy, self.classifier, self.ctx.clock)
             result = fn(engine)
+            engine.finish()
             s.commit()
             return result
 
@@ -125,6 +126,8 @@ class Dispatch:
         received = [parse_record(r) for r in records]
 
         def apply_all(engine: Engine) -> None:
+            if isinstance(engine.store, SqlStore):
+                engine.store.preload_processed([r.event.event_id for r in received])
             for r in received:
                 engine.apply(r)
 

@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import or_
 from sqlmodel import Session, col, func, select
 
+from siaga import topics
 from siaga.audit import chain_hash, entry_content
 from siaga.clock import as_utc
 from siaga.models import Incident, IncidentReport, Outbox, Personnel, ProcessedEvent, TimelineEntry, Tps
@@ -36,6 +37,7 @@ class Store(Protocol):
     def save_incident(self, incident: Incident) -> None: ...
     def open_incident(self, tps_id: str, category: str, since: datetime) -> Incident | None: ...
     def open_at_tps(self, tps_id: str) -> list[Incident]: ...
+    def open_at_many(self, tps_ids: Sequence[str]) -> dict[str, list[Incident]]: ...
     def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]: ...
     def open_area(self, kecamatan: str, category: str) -> Incident | None: ...
     def due(self, now: datetime) -> list[Incident]: ...
@@ -102,6 +104,9 @@ class MemoryStore:
     def open_at_tps(self, tps_id: str) -> list[Incident]:
         return [i for i in self._open() if i.tps_id == tps_id]
 
+    def open_at_many(self, tps_ids: Sequence[str]) -> dict[str, list[Incident]]:
+        return {t: self.open_at_tps(t) for t in tps_ids}
+
     def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]:
         return sorted((i for i in self._open() if i.kecamatan == kecamatan and i.category == category
                        and i.tps_id is not None and as_utc(i.opened_at) >= since), key=lambda i: i.opened_at)
@@ -141,12 +146,26 @@ class SqlStore:
     def __init__(self, session: Session) -> None:
         self.s = session
         self.outbox: list[Outbox] = []
+        self._pending_updates: dict[str | None, Outbox] = {}  # key -> its not yet flushed update row
+        self._chain: dict[str, tuple[int, str]] = {}  # incident id -> (last seq, last hash)
+        self._processed: set[str] | None = None
+        self._checked: set[str] = set()
+
+    def preload_processed(self, event_ids: Sequence[str]) -> None:
+        """Learn in one query which of a batch's events were applied before."""
+        self._checked = set(event_ids)
+        self._processed = set(self.s.exec(select(ProcessedEvent.event_id).where(
+            col(ProcessedEvent.event_id).in_(list(event_ids)))).all())
 
     def processed(self, event_id: str) -> bool:
+        if self._processed is not None and event_id in self._checked:
+            return event_id in self._processed
         return self.s.get(ProcessedEvent, event_id) is not None
 
     def mark_processed(self, event_id: str, at: datetime) -> None:
         self.s.add(ProcessedEvent(event_id=event_id, processed_at=at))
+        if self._processed is not None:
+            self._processed.add(event_id)
 
     def tps(self, tps_id: str) -> Tps | None:
         return self.s.get(Tps, tps_id)
@@ -168,15 +187,14 @@ class SqlStore:
         return self.s.get(Incident, link.incident_id) if link else None
 
     def link_report(self, report_id: str, incident_id: str) -> None:
-        self.s.merge(IncidentReport(event_id=report_id, incident_id=incident_id))
+        self.s.add(IncidentReport(event_id=report_id, incident_id=incident_id))  # new: the report was never applied
 
     def add_incident(self, incident: Incident) -> None:
         self.s.add(incident)
-        self.s.flush()
+        self._chain[incident.id] = (0, "")  # a new incident's timeline starts here
 
     def save_incident(self, incident: Incident) -> None:
         self.s.add(incident)
-        self.s.flush()
 
     def open_incident(self, tps_id: str, category: str, since: datetime) -> Incident | None:
         q = (select(Incident).where(Incident.tps_id == tps_id, Incident.category == category,
@@ -185,8 +203,15 @@ class SqlStore:
         return self.s.exec(q).first()
 
     def open_at_tps(self, tps_id: str) -> list[Incident]:
-        q = select(Incident).where(Incident.tps_id == tps_id, col(Incident.status).in_(OPEN_STATUSES))
-        return list(self.s.exec(q).all())
+        return self.open_at_many([tps_id])[tps_id]
+
+    def open_at_many(self, tps_ids: Sequence[str]) -> dict[str, list[Incident]]:
+        found: dict[str, list[Incident]] = {t: [] for t in tps_ids}
+        for chunk in (list(tps_ids)[i:i + 500] for i in range(0, len(tps_ids), 500)):
+            q = select(Incident).where(col(Incident.tps_id).in_(chunk), col(Incident.status).in_(OPEN_STATUSES))
+            for inc in self.s.exec(q).all():
+                found[inc.tps_id or ""].append(inc)
+        return found
 
     def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]:
         q = (select(Incident).where(Incident.kecamatan == kecamatan, Incident.category == category,
@@ -210,19 +235,31 @@ class SqlStore:
         return list(self.s.exec(q.limit(2000)).all())
 
     def timeline(self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]) -> None:
-        last = self.s.exec(select(TimelineEntry).where(TimelineEntry.incident_id == incident.id)
-                           .order_by(col(TimelineEntry.seq).desc())).first()
-        prev = last.hash if last else ""
-        e = TimelineEntry(incident_id=incident.id, seq=(last.seq + 1) if last else 1, at=at, actor=actor,
-                          action=action, detail=detail, prev_hash=prev)
+        if incident.id not in self._chain:
+            last = self.s.exec(select(TimelineEntry.seq, TimelineEntry.hash)
+                               .where(TimelineEntry.incident_id == incident.id)
+                               .order_by(col(TimelineEntry.seq).desc())).first()
+            self._chain[incident.id] = (last[0], last[1]) if last else (0, "")
+        seq, prev = self._chain[incident.id]
+        e = TimelineEntry(incident_id=incident.id, seq=seq + 1, at=at, actor=actor, action=action, detail=detail,
+                          prev_hash=prev)
         e.hash = chain_hash(prev, entry_content(e))
+        self._chain[incident.id] = (e.seq, e.hash)
         self.s.add(e)
-        self.s.flush()
 
     def emit(self, topic: str, key: str | None, value: dict[str, Any]) -> None:
-        row = Outbox(topic=topic, key=key, value=orjson.dumps(value), created_at=_now_for_outbox())
+        body = orjson.dumps(value)
+        if topic == topics.INCIDENT_UPDATES:
+            # Updates carry the whole state of their key: within one transaction only the last counts.
+            pending = self._pending_updates.get(key)
+            if pending is not None:
+                pending.value = body
+                return
+        row = Outbox(topic=topic, key=key, value=body, created_at=_now_for_outbox())
         self.s.add(row)
         self.outbox.append(row)
+        if topic == topics.INCIDENT_UPDATES:
+            self._pending_updates[key] = row
 
 
 def _now_for_outbox() -> datetime:

@@ -192,6 +192,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Show or change the database's schema revision (every service start also upgrades to head)."""
+    from siaga.db import current_revision, downgrade, head_revision, make_engine, upgrade
+
+    engine = make_engine(get_settings().database_url)
+    if args.show:
+        print(f"current: {current_revision(engine) or 'none'}  head: {head_revision()}")
+    elif args.downgrade:
+        downgrade(engine, args.downgrade)
+    else:
+        upgrade(engine, args.revision)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="siaga", description="Siaga: live incident monitoring and escalation for "
                                 "election-day security operations. Configuration: SIAGA_* environment "
@@ -248,6 +262,13 @@ def parser() -> argparse.ArgumentParser:
         im.add_argument("--dispatch-url", default="http://127.0.0.1:8000", help="dispatch's base URL")
         im.add_argument("--admin-token", default=None, help="admin token (default: SIAGA_ADMIN_TOKEN)")
     ad.set_defaults(func=cmd_admin)
+
+    mg = sub.add_parser("migrate", help="upgrade (or show, or downgrade) the database schema",
+                        description="Apply the schema migrations to SIAGA_DATABASE_URL (docs/migrations.md).")
+    mg.add_argument("revision", nargs="?", default="head", help="revision to upgrade to (default head)")
+    mg.add_argument("--show", action="store_true", help="print the current and the newest revision, change nothing")
+    mg.add_argument("--downgrade", metavar="REVISION", help="downgrade to this revision ('base' drops every table)")
+    mg.set_defaults(func=cmd_migrate)
 
     au = sub.add_parser("audit", help="check the tamper-evident incident record")
     ausub = au.add_subparsers(dest="audit_command", required=True, metavar="TASK")

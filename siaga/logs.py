@@ -78,4 +78,5 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
         lg.handlers[:] = []
         lg.propagate = True
     install_token_redaction()
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # it logs an ERROR a reconnect during an outage
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

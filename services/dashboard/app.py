@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketState
 from services.dashboard.hub import ClientQueue, Frame, Hub, InvalidUpdate, batch_text
 from siaga import topics
 from siaga.auth import Principal, bearer, principal_for
-from siaga.bus import ConsumerLoop, Record
+from siaga.bus import BusUnavailable, ConsumerLoop, Record, dead_letter_value
 from siaga.clock import iso
 from siaga.runtime import Context
 from siaga.service import ServiceParts, build_app
@@ -111,8 +111,11 @@ class Dashboard:
             await self._consumer.stop()
 
     async def handle(self, records: list[Record]) -> None:
-        """Fold update messages into the hub. A message it cannot use is logged and skipped:
-        every dashboard reads every message, so dead-lettering here would file it N times."""
+        """Fold update messages into the hub. A message it cannot use goes to dead-letter and is skipped.
+
+        Every dashboard reads every message, so with N instances a poison update is filed N times;
+        the dead-letter record names topic, partition and offset, so the copies are easy to match.
+        """
         for record in records:
             if not record.value:
                 continue  # a compaction tombstone
@@ -124,12 +127,19 @@ class Dashboard:
             except (orjson.JSONDecodeError, InvalidUpdate) as exc:
                 INVALID.inc()
                 log.warning("dashboard: skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+                await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
                 continue
             if frame is not None:
                 DELTAS.labels(frame.type).inc()
         # Let the client senders run between batches: an in-process bus hands over records
         # without ever suspending, and the queues would fill before any frame went out.
         await asyncio.sleep(0)
+
+    async def _dead_letter(self, record: Record, reason: str) -> None:
+        try:
+            await self.ctx.bus.publish(topics.DEAD_LETTER, record.key, dead_letter_value(record, reason, "dashboard"))
+        except BusUnavailable:
+            log.warning("dashboard: dead-letter publish failed; the update stays skipped")
 
     async def _stats_ticker(self) -> None:
         while True:

@@ -188,6 +188,8 @@ class Engine:
         self._timeline(inc, f"device:{r.device_id}", "opened", {
             "report": ev.event_id, "category": inc.category, "severity": inc.severity, "why": inc.why,
             "policy_version": self.policy.version})
+        # Joining an open area incident first: its children's alerts are held back.
+        self._detect_spread(inc)
         severity = Severity(inc.severity)
         if severity is Severity.CRITICAL:
             self._escalate(inc, 2, reason="critical", also_tell=[1])
@@ -199,7 +201,6 @@ class Engine:
                 self._escalate(inc, 1, reason="backup_requested", actor=f"device:{r.device_id}",
                                note="needs_backup in report")
         self._changed(inc, tps)
-        self._detect_spread(inc)
 
     def _start_window(self, inc: Incident, severity: Severity, now: datetime) -> None:
         window = self.policy.window(severity)

@@ -32,6 +32,41 @@ def _as_owner(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+class PgServer:
+    """One PostgreSQL server in a temporary data directory; stop() and start() keep its data."""
+
+    def __init__(self) -> None:
+        self.data = tempfile.mkdtemp(prefix="siaga-test-pg-")
+        if os.geteuid() == 0:
+            shutil.chown(self.data, "postgres", "postgres")
+        self.port = _free_port()
+        subprocess.run(_as_owner([_bin("initdb"), "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8"]),
+                       check=True, stdout=subprocess.DEVNULL)
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.data} -h 127.0.0.1 -c fsync=off -c max_connections=200"
+        subprocess.run(_as_owner([_bin("pg_ctl"), "-D", self.data, "-l", f"{self.data}/server.log", "-w", "-t", "60",
+                                  "-o", opts, "start"]), check=True, stdout=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        subprocess.run(_as_owner([_bin("pg_ctl"), "-D", self.data, "-m", "fast", "stop"]), check=False,
+                       stdout=subprocess.DEVNULL)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+    def create_database(self) -> str:
+        """A new empty database; its SQLAlchemy URL."""
+        name = "t_" + uuid.uuid4().hex[:10]
+        admin = create_engine(self.url + "/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return f"{self.url}/{name}"
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A SQLAlchemy URL (without database name) of a running server."""
@@ -39,22 +74,12 @@ def postgres_server() -> Iterator[str]:
     if configured:
         yield configured.rstrip("/")
         return
-    data = tempfile.mkdtemp(prefix="siaga-test-pg-")
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
-    subprocess.run(_as_owner([_bin("initdb"), "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8"]),
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(_as_owner([_bin("pg_ctl"), "-D", data, "-l", f"{data}/server.log", "-w", "-t", "60", "-o",
-                              f"-p {port} -k {data} -h 127.0.0.1 -c fsync=off -c max_connections=200", "start"]),
-                   check=True, stdout=subprocess.DEVNULL)
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    server = PgServer()
+    server.start()
     try:
-        yield url
+        yield server.url
     finally:
-        subprocess.run(_as_owner([_bin("pg_ctl"), "-D", data, "-m", "fast", "stop"]), check=False,
-                       stdout=subprocess.DEVNULL)
-        shutil.rmtree(data, ignore_errors=True)
+        server.remove()
 
 
 @pytest.fixture

@@ -224,6 +224,18 @@ def test_spread_makes_an_area_incident_and_holds_back_the_childrens_alerts(w: Wo
     assert area_levels == {1, 2, 3}, "the area incident itself climbs when nobody acknowledges it"
 
 
+def test_a_critical_report_joining_an_open_area_incident_is_held_back(w: World) -> None:
+    for t in ("T1", "T2", "T3"):
+        w.report(t, "Bentrok antar pendukung", category="violence")
+    [area] = [i for i in w.store.incidents.values() if i.tps_id is None]
+    before = len(w.alerts())
+    w.report("T4", "Bentrok, bawa golok, 2 orang luka", category="violence", weapons=True, injuries=2)
+    child = w.only("T4")
+    assert (child.severity, child.level, child.parent_id) == ("critical", 2, area.id)
+    assert len(w.alerts()) == before
+    assert "alert_held_back" in w.actions(child.id)
+
+
 def test_spread_needs_three_distinct_tps(w: World) -> None:
     for _ in range(3):
         w.report("T1", "Warga diancam", category="intimidation")

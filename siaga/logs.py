@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +50,29 @@ def install_token_redaction(loggers: Iterable[str] = UVICORN_LOGGERS) -> RedactF
     return shared
 
 
+class Throttle(logging.Filter):
+    """At most one record a `interval_s` per logger and message for the named libraries.
+
+    aiokafka logs an ERROR for every reconnect attempt while the broker is down, several a second
+    per client; one a few seconds says the same.
+    """
+
+    def __init__(self, prefixes: tuple[str, ...] = ("aiokafka",), interval_s: float = 10.0) -> None:
+        super().__init__()
+        self.prefixes, self.interval_s = prefixes, interval_s
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.interval_s:
+            return False
+        self._last[key] = now
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -66,6 +90,7 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     """Configure the root and uvicorn loggers once per process."""
     handler = logging.StreamHandler()
     handler.addFilter(RedactFilter())
+    handler.addFilter(Throttle())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
@@ -78,5 +103,5 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
         lg.handlers[:] = []
         lg.propagate = True
     install_token_redaction()
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # it logs an ERROR a reconnect during an outage
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -48,3 +48,15 @@ def test_install_is_idempotent() -> None:
 @pytest.mark.parametrize("line", ["Authorization: Bearer abc.def-123", "POST /bot123456:AAE-xyz_9/sendMessage"])
 def test_redact_headers_and_bot_urls(line: str) -> None:
     assert "abc.def-123" not in redact(line) and "AAE-xyz_9" not in redact(line)
+
+
+def test_throttle_lets_one_repeat_through_per_interval() -> None:
+    from siaga.logs import Throttle
+
+    t = Throttle(interval_s=60)
+
+    def rec(name: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, "Unable connect to %s", ("node",), None)
+
+    assert [t.filter(rec("aiokafka.conn")) for _ in range(3)] == [True, False, False]
+    assert t.filter(rec("siaga.ingest")) and t.filter(rec("siaga.ingest")), "our own logs are never throttled"

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 
 class Category(StrEnum):
@@ -67,8 +67,15 @@ class Phase(StrEnum):
     CLOSED = "closed"
 
 
-Text = Annotated[str, StringConstraints(max_length=4000)]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+def _no_nul(v: str) -> str:
+    # PostgreSQL refuses NUL in text, and no device has a reason to send one.
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+Text = Annotated[str, StringConstraints(max_length=4000), AfterValidator(_no_nul)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True), AfterValidator(_no_nul)]
 
 
 class _Payload(BaseModel):

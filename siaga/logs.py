@@ -28,12 +28,12 @@ class RedactFilter(logging.Filter):
     """Scrubs tokens from a record's message and arguments: uvicorn prints query strings (`/ws?token=...`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        # Format first: an argument may be any object whose str() holds a token (httpx logs URL objects).
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: keep the raw parts, redacted
+            message = f"{record.msg} {record.args}"
+        record.msg, record.args = redact(message), ()
         return True
 
 
@@ -89,8 +89,8 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     """Configure the root and uvicorn loggers once per process."""
     handler = logging.StreamHandler()
+    handler.addFilter(Throttle())  # before redaction, which formats the message
     handler.addFilter(RedactFilter())
-    handler.addFilter(Throttle())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

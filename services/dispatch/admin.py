@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, HTTPException, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, model_validator
 from sqlmodel import Session, col, select
 
@@ -53,19 +54,23 @@ class TokenCreate(BaseModel):
 
 
 def _read_csv(text: str, header: list[str]) -> tuple[list[tuple[int, dict[str, str]]], list[dict[str, Any]]]:
+    """The rows (with their line numbers) and the rows refused for their shape; 422 for an unreadable file."""
     reader = csv.DictReader(io.StringIO(text))
-    fields = [f.strip() for f in (reader.fieldnames or [])]
-    missing = [h for h in header if h not in fields]
-    if missing:
-        raise HTTPException(422, f"the CSV header must be {','.join(header)}; missing {','.join(missing)}")
-    reader.fieldnames = fields
-    rows, refused = [], []
-    for row in reader:
-        line = reader.line_num
-        if None in row or any(v is None for v in row.values()):
-            refused.append({"line": line, "reason": f"expected {len(header)} columns"})
-            continue
-        rows.append((line, {k: (v or "").strip() for k, v in row.items()}))
+    rows: list[tuple[int, dict[str, str]]] = []
+    refused: list[dict[str, Any]] = []
+    try:
+        fields = [f.strip() for f in (reader.fieldnames or [])]
+        missing = [h for h in header if h not in fields]
+        if missing:
+            raise HTTPException(422, f"the CSV header must be {','.join(header)}; missing {','.join(missing)}")
+        reader.fieldnames = fields
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                refused.append({"line": reader.line_num, "reason": f"expected {len(header)} columns"})
+            else:
+                rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
+    except csv.Error as exc:
+        raise HTTPException(422, f"the CSV cannot be read at line {reader.line_num}: {exc}") from None
     return rows, refused
 
 
@@ -253,7 +258,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         return await asyncio.to_thread(rows)
 
     @router.delete("/tokens/{token_id}", summary="Revoke a token at once")
-    async def revoke_token(token_id: int, _: Admin) -> dict[str, Any]:
+    async def revoke_token(token_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], _: Admin) -> dict[str, Any]:
         def revoke() -> dict[str, Any]:
             with Session(ctx.engine) as s:
                 t = s.get(ApiToken, token_id)
@@ -279,8 +284,8 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         raw = await request.body()
         try:
             doc = yaml.safe_load(raw.decode("utf-8"))  # JSON is YAML too
-        except (UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise HTTPException(400, f"the policy is neither JSON nor YAML: {exc}") from None
+        except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
+            raise HTTPException(400, f"the policy is neither JSON nor YAML: {str(exc)[:300]}") from None
         if isinstance(doc, dict) and isinstance(doc.get("policy"), dict):
             doc = doc["policy"]  # accept what GET returned
         try:

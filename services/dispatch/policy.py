@@ -21,12 +21,13 @@ log = logging.getLogger("siaga.dispatch.policy")
 
 DEFAULT_FILE = Path(__file__).parent / "data" / "policy.yaml"
 STAKEHOLDERS = ("bpbd", "kpu", "bawaslu", "health")
+WEEK_MINUTES = 7 * 24 * 60  # no duration in the policy is longer (nor NaN, nor infinite)
 
 
 class SpreadRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    min_incidents: int = Field(default=3, ge=2)
-    window_minutes: float = Field(default=30, gt=0)
+    min_incidents: int = Field(default=3, ge=2, le=10000)
+    window_minutes: float = Field(default=30, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
     severity_step: int = Field(default=1, ge=0, le=3)
     level: int = Field(default=2, ge=1, le=3)
     categories_excluded: list[Category] = Field(default_factory=lambda: [Category.SILENT_POST, Category.OTHER])
@@ -41,12 +42,12 @@ class EscalationPolicy(BaseModel):
     severity: SeverityRules = Field(default_factory=SeverityRules)
     local_window_minutes: dict[Severity, float] = Field(
         default_factory=lambda: {Severity.LOW: 30, Severity.MEDIUM: 15, Severity.HIGH: 5})
-    late_grace_seconds: float = Field(default=30, ge=0)
+    late_grace_seconds: float = Field(default=30, ge=0, le=WEEK_MINUTES * 60, allow_inf_nan=False)
     ack_timeout_minutes: dict[int, float] = Field(default_factory=lambda: {1: 5, 2: 5, 3: 5})
-    reminder_minutes: float = Field(default=5, gt=0)
-    grouping_minutes: float = Field(default=30, ge=0)
+    reminder_minutes: float = Field(default=5, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
+    grouping_minutes: float = Field(default=30, ge=0, le=WEEK_MINUTES, allow_inf_nan=False)
     spread: SpreadRule = Field(default_factory=SpreadRule)
-    silent_post_minutes: float = Field(default=30, gt=0)
+    silent_post_minutes: float = Field(default=30, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
     operating_phases: list[Phase] = Field(
         default_factory=lambda: [Phase.OPENING, Phase.VOTING, Phase.COUNTING, Phase.TRANSPORT])
     stakeholders: dict[Category, list[str]] = Field(default_factory=dict)
@@ -58,8 +59,8 @@ class EscalationPolicy(BaseModel):
         missing = {Severity.LOW, Severity.MEDIUM, Severity.HIGH} - set(v)
         if missing:
             raise ValueError(f"needs a window for {sorted(m.value for m in missing)}")
-        if any(x <= 0 for x in v.values()):
-            raise ValueError("windows must be more than 0 minutes")
+        if not all(0 < x <= WEEK_MINUTES for x in v.values()):
+            raise ValueError(f"windows must be more than 0 and at most {WEEK_MINUTES} minutes")
         return v
 
     @field_validator("ack_timeout_minutes")
@@ -67,8 +68,8 @@ class EscalationPolicy(BaseModel):
     def _ack(cls, v: dict[int, float]) -> dict[int, float]:
         if set(v) != {1, 2, 3}:
             raise ValueError("needs an acknowledgement timeout for levels 1, 2 and 3")
-        if any(x <= 0 for x in v.values()):
-            raise ValueError("timeouts must be more than 0 minutes")
+        if not all(0 < x <= WEEK_MINUTES for x in v.values()):
+            raise ValueError(f"timeouts must be more than 0 and at most {WEEK_MINUTES} minutes")
         return v
 
     @field_validator("stakeholders")

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from services.dispatch.engine import NotAllowed, public_incident
 from services.dispatch.service import Dispatch
 from siaga.auth import Principal, Role, bearer, principal_for
-from siaga.clock import iso
+from siaga.clock import as_utc, iso
 from siaga.models import Incident, TimelineEntry, Tps
 from siaga.runtime import Context
 
@@ -64,7 +64,7 @@ def _list(ctx: Context, *, status: str | None, severity: str | None, kecamatan: 
         if kecamatan:
             q = q.where(Incident.kecamatan == kecamatan)
         if since:
-            q = q.where(Incident.updated_at >= since)
+            q = q.where(Incident.updated_at >= as_utc(since))  # no offset: taken as UTC
         rows = s.exec(q.order_by(col(Incident.updated_at).desc()).offset(offset).limit(limit)).all()
         names = dict(s.exec(select(Tps.tps_id, Tps.name).where(
             col(Tps.tps_id).in_({r.tps_id for r in rows if r.tps_id}))).all())
@@ -97,7 +97,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         kecamatan: str | None = None,
         since: Annotated[datetime | None, Query(description="Only incidents changed at or after this time")] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 500,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> dict[str, Any]:
         items = await asyncio.to_thread(_list, ctx, status=status, severity=severity, kecamatan=kecamatan,
                                         since=since, limit=limit, offset=offset)

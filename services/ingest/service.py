@@ -63,8 +63,23 @@ class TpsCache:
         return {i: self._map[i] for i in ids if i in self._map}
 
 
+MAX_DEPTH = 32
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deep the JSON value nests, counting no further than limit + 1."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        depth += 1
+        level = [v for x in level if isinstance(x, (dict, list)) for v in (x.values() if isinstance(x, dict) else x)]
+        level = [x for x in level if isinstance(x, (dict, list))]
+    return depth
+
+
 def _validation_problem(raw: dict[str, Any]) -> FieldEvent | Rejection:
     """The valid event, or the first problem with the field that has it (payload fields as payload.x)."""
+    if _depth(raw, MAX_DEPTH) > MAX_DEPTH:
+        return Rejection(None, 0, "payload", f"nests deeper than {MAX_DEPTH} levels")
     try:
         ev = FieldEvent.model_validate(raw)
     except ValidationError as exc:

@@ -98,7 +98,7 @@ def telegram_router(ctx: Context, *, routing: Callable[[], AlertRouting], action
             raise HTTPException(403, "wrong or missing X-Telegram-Bot-Api-Secret-Token header")
         try:
             update = TelegramUpdate.model_validate(await request.json())
-        except (ValueError, ValidationError) as exc:
+        except (ValueError, ValidationError, RecursionError) as exc:
             raise HTTPException(422, "not a Telegram Update (JSON with update_id)") from exc
         query = update.callback_query
         if query is None:

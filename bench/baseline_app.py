@@ -20,8 +20,12 @@ producer: AIOKafkaProducer | None = None
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     global producer
-    producer = AIOKafkaProducer(bootstrap_servers=os.environ["SIAGA_KAFKA_BOOTSTRAP"], enable_idempotence=True,
-                                acks="all", linger_ms=int(os.environ.get("BENCH_LINGER_MS", "5")))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=os.environ["SIAGA_KAFKA_BOOTSTRAP"],
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=int(os.environ.get("BENCH_LINGER_MS", "5")),
+    )
     await producer.start()
     yield
     await producer.stop()

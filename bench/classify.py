@@ -29,7 +29,13 @@ def main() -> None:
     a = ap.parse_args()
     cases = texts()
     clf, rules = Classifier.default(), SeverityRules()
-    naive = {"banjir": "flood", "bentrok": "violence", "massa": "crowd", "ancam": "intimidation", "uang": "money_politics"}
+    naive = {
+        "banjir": "flood",
+        "bentrok": "violence",
+        "massa": "crowd",
+        "ancam": "intimidation",
+        "uang": "money_politics",
+    }
 
     def run_naive() -> None:
         for c in cases:
@@ -39,9 +45,15 @@ def main() -> None:
     def run_siaga() -> None:
         for c in cases:
             p = dict(c.get("payload") or {})  # type: ignore[call-overload]
-            clf.assess(description=str(c["description"]), category=Category(p["category"]) if p.get("category") else None, injuries=p.get("injuries"),
-                       weapons=p.get("weapons"), crowd_size=p.get("crowd_size"), rawan=list(c.get("rawan") or []),  # type: ignore[call-overload]
-                       rules=rules)
+            clf.assess(
+                description=str(c["description"]),
+                category=Category(p["category"]) if p.get("category") else None,
+                injuries=p.get("injuries"),
+                weapons=p.get("weapons"),
+                crowd_size=p.get("crowd_size"),
+                rawan=list(c.get("rawan") or []),  # type: ignore[call-overload]
+                rules=rules,
+            )
 
     rows = []
     for name, fn in (("naive dict lookup (baseline)", run_naive), ("siaga assess()", run_siaga)):
@@ -53,8 +65,9 @@ def main() -> None:
                 fn()
             best = min(best, time.perf_counter() - t0)
         per = best / (a.rounds * len(cases))
-        rows.append({"what": name, "reports": len(cases), "us_per_report": round(per * 1e6, 1),
-                     "reports_per_s": round(1 / per)})
+        rows.append(
+            {"what": name, "reports": len(cases), "us_per_report": round(per * 1e6, 1), "reports_per_s": round(1 / per)}
+        )
     for r in rows:
         r["vs_baseline"] = f"{r['us_per_report'] / rows[0]['us_per_report']:.0f}x slower"
     print(table(rows, ["what", "reports", "us_per_report", "reports_per_s", "vs_baseline"]))

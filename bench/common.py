@@ -57,8 +57,9 @@ def server(args: list[str], env: dict[str, str], *, ready_path: str = "/healthz"
     """A server process on a free port (args get --port appended), stopped at the end."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="siaga-bench-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen([*args, "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [*args, "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + 60
@@ -104,15 +105,39 @@ def seed(db_url: str, n_tps: int = 100) -> tuple[str, list[str]]:
 
 
 def loadgen(url: str, *, token: str, tps: list[str], batch: int, concurrency: int, duration: float) -> dict[str, Any]:
-    out = subprocess.run([PY, "-m", "bench.loadgen", "--url", url, "--token", token, "--tps", ",".join(tps[:50]),
-                          "--batch", str(batch), "--concurrency", str(concurrency), "--duration", str(duration)],
-                         cwd=ROOT, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            PY,
+            "-m",
+            "bench.loadgen",
+            "--url",
+            url,
+            "--token",
+            token,
+            "--tps",
+            ",".join(tps[:50]),
+            "--batch",
+            str(batch),
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def write(name: str, doc: dict[str, Any]) -> Path:

@@ -33,8 +33,15 @@ def events(n: int, tps: list[str]) -> list[tuple[str, bytes]]:
     now = datetime.now(UTC)
     out: list[tuple[str, bytes]] = []
     reports: dict[str, str] = {}
-    texts = ["Genset mati", "Surat suara kurang", "Warga ribut di depan TPS", "Ada pembagian amplop",
-             "HT rusak", "Banjir setinggi lutut", "Petugas KPPS pingsan"]
+    texts = [
+        "Genset mati",
+        "Surat suara kurang",
+        "Warga ribut di depan TPS",
+        "Ada pembagian amplop",
+        "HT rusak",
+        "Banjir setinggi lutut",
+        "Petugas KPPS pingsan",
+    ]
     for i in range(n):
         t = tps[i % len(tps)]
         at = (now - timedelta(seconds=n - i)).isoformat()
@@ -59,15 +66,20 @@ async def publish(bootstrap: str, topic: str, items: list[tuple[str, bytes]]) ->
     bus = KafkaBus(bootstrap, partitions={topic: 12})
     await bus.start()
     for i in range(0, len(items), 1000):
-        await bus.publish_many(topic, items[i:i + 1000])
+        await bus.publish_many(topic, items[i : i + 1000])
     await bus.stop()
 
 
 async def bare_consumer(bootstrap: str, topic: str, n: int) -> float:
     from aiokafka import AIOKafkaConsumer
 
-    c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="bench-bare-" + uuid.uuid4().hex[:6],
-                         enable_auto_commit=False, auto_offset_reset="earliest")
+    c = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id="bench-bare-" + uuid.uuid4().hex[:6],
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await c.start()
     got = 0
     started = time.perf_counter()
@@ -105,8 +117,14 @@ def main() -> None:
         say("baseline: a bare consumer that reads and commits")
         bare = asyncio.run(bare_consumer(bootstrap, topic, len(items)))
         say(f"  {len(items) / bare:.0f} events/s")
-        env = dict(os.environ, SIAGA_KAFKA_BOOTSTRAP=bootstrap, SIAGA_TOPIC_PREFIX=prefix, SIAGA_ACCESS_LOG="false",
-                   SIAGA_LOG_LEVEL="WARNING", SIAGA_DATABASE_URL=f"sqlite:///{db}")
+        env = dict(
+            os.environ,
+            SIAGA_KAFKA_BOOTSTRAP=bootstrap,
+            SIAGA_TOPIC_PREFIX=prefix,
+            SIAGA_ACCESS_LOG="false",
+            SIAGA_LOG_LEVEL="WARNING",
+            SIAGA_DATABASE_URL=f"sqlite:///{db}",
+        )
         say("siaga dispatch (no notifier)")
         started = time.perf_counter()
         with server([SIAGA, "dispatch", "--no-notifier"], env) as url:
@@ -128,12 +146,26 @@ def main() -> None:
             finished = time.perf_counter()
             elapsed = finished - started
             steady = (len(items) - first_done) / max(finished - first_at, 1e-9)
-    rows = [{"what": "bare consumer (baseline)", "events": len(items), "seconds": round(bare, 2),
-             "events_per_s": round(len(items) / bare)},
-            {"what": "siaga dispatch, incl. start-up", "events": len(items), "seconds": round(elapsed, 2),
-             "events_per_s": round(len(items) / elapsed)},
-            {"what": "siaga dispatch, once consuming", "events": len(items) - int(first_done),
-             "seconds": round(finished - first_at, 2), "events_per_s": round(steady)}]
+    rows = [
+        {
+            "what": "bare consumer (baseline)",
+            "events": len(items),
+            "seconds": round(bare, 2),
+            "events_per_s": round(len(items) / bare),
+        },
+        {
+            "what": "siaga dispatch, incl. start-up",
+            "events": len(items),
+            "seconds": round(elapsed, 2),
+            "events_per_s": round(len(items) / elapsed),
+        },
+        {
+            "what": "siaga dispatch, once consuming",
+            "events": len(items) - int(first_done),
+            "seconds": round(finished - first_at, 2),
+            "events_per_s": round(steady),
+        },
+    ]
     for r in rows:
         r["vs_baseline"] = f"{r['events_per_s'] / rows[0]['events_per_s']:.2f}x"
     print(table(rows, ["what", "events", "seconds", "events_per_s", "vs_baseline"]))

@@ -26,14 +26,23 @@ def main() -> None:
     a = ap.parse_args()
     rows = []
     with broker() as bootstrap:
-        base_env = dict(os.environ, SIAGA_KAFKA_BOOTSTRAP=bootstrap, SIAGA_ACCESS_LOG="false",
-                        SIAGA_LOG_LEVEL="WARNING", SIAGA_DEVICE_RATE_PER_S="1000000", SIAGA_DEVICE_BURST="1000000")
+        base_env = dict(
+            os.environ,
+            SIAGA_KAFKA_BOOTSTRAP=bootstrap,
+            SIAGA_ACCESS_LOG="false",
+            SIAGA_LOG_LEVEL="WARNING",
+            SIAGA_DEVICE_RATE_PER_S="1000000",
+            SIAGA_DEVICE_BURST="1000000",
+        )
         prefix = unique("bench")
         env = dict(base_env, BENCH_TOPIC=prefix + "baseline")
         _create_topic(bootstrap, prefix + "baseline")
         say("baseline: bare send_and_wait route, single events")
-        with server([PY, "-m", "uvicorn", "bench.baseline_app:app", "--no-access-log", "--log-level", "warning"],
-                    env, ready_path="/openapi.json") as url:
+        with server(
+            [PY, "-m", "uvicorn", "bench.baseline_app:app", "--no-access-log", "--log-level", "warning"],
+            env,
+            ready_path="/openapi.json",
+        ) as url:
             r = loadgen(url, token="none", tps=["x"], batch=1, concurrency=a.concurrency, duration=a.duration)
         rows.append({"what": "baseline single", **r})
         say(f"  {r['events_per_s']} events/s")

@@ -18,9 +18,13 @@ import httpx
 
 
 def _event(tps_id: str) -> dict[str, object]:
-    return {"event_id": str(uuid.uuid4()), "type": "incident.reported", "tps_id": tps_id,
-            "occurred_at": datetime.now(UTC).isoformat(),
-            "payload": {"description": "Genset mati, TPS gelap", "category": "equipment", "injuries": 0}}
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": "incident.reported",
+        "tps_id": tps_id,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "payload": {"description": "Genset mati, TPS gelap", "category": "equipment", "injuries": 0},
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -30,7 +34,9 @@ def percentile(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def run(url: str, token: str, tps: list[str], *, batch: int, concurrency: int, duration: float) -> dict[str, object]:
+async def run(
+    url: str, token: str, tps: list[str], *, batch: int, concurrency: int, duration: float
+) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     path = "/v1/events/batch" if batch > 1 else "/v1/events"
     latencies: list[float] = []
@@ -62,9 +68,15 @@ async def run(url: str, token: str, tps: list[str], *, batch: int, concurrency: 
         started = time.perf_counter()
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return {"requests": sum(statuses.values()), "events": events, "seconds": round(elapsed, 2),
-            "events_per_s": round(events / elapsed, 1), "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2), "statuses": dict(statuses)}
+    return {
+        "requests": sum(statuses.values()),
+        "events": events,
+        "seconds": round(elapsed, 2),
+        "events_per_s": round(events / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "statuses": dict(statuses),
+    }
 
 
 def main() -> None:
@@ -76,8 +88,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds to run")
     a = ap.parse_args()
-    result = asyncio.run(run(a.url, a.token, a.tps.split(","), batch=a.batch, concurrency=a.concurrency,
-                             duration=a.duration))
+    result = asyncio.run(
+        run(a.url, a.token, a.tps.split(","), batch=a.batch, concurrency=a.concurrency, duration=a.duration)
+    )
     print(json.dumps(result))
 
 

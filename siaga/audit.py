@@ -25,8 +25,14 @@ def chain_hash(prev_hash: str, entry: dict[str, Any]) -> str:
 
 
 def entry_content(e: TimelineEntry) -> dict[str, Any]:
-    return {"incident_id": e.incident_id, "seq": e.seq, "at": iso(e.at), "actor": e.actor,
-            "action": e.action, "detail": e.detail}
+    return {
+        "incident_id": e.incident_id,
+        "seq": e.seq,
+        "at": iso(e.at),
+        "actor": e.actor,
+        "action": e.action,
+        "detail": e.detail,
+    }
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,12 @@ def verify(engine: Engine) -> AuditResult:
             elif chain_hash(prev, entry_content(e)) != e.hash:
                 problem = "its content does not match its hash (the entry was changed)"
             if problem:
-                return AuditResult(False, n, incidents, f"BROKEN: incident {e.incident_id}, timeline entry "
-                                   f"{e.seq} ({e.action} by {e.actor} at {iso(e.at)}): {problem}")
+                return AuditResult(
+                    False,
+                    n,
+                    incidents,
+                    f"BROKEN: incident {e.incident_id}, timeline entry "
+                    f"{e.seq} ({e.action} by {e.actor} at {iso(e.at)}): {problem}",
+                )
             prev, expected_seq = e.hash, expected_seq + 1
     return AuditResult(True, n, incidents, f"intact: {n} timeline entries of {incidents} incidents verified")

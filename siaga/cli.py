@@ -19,8 +19,9 @@ log = logging.getLogger("siaga")
 def _serve(app: Any, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=get_settings().access_log,
-                timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app, host=host, port=port, log_config=None, access_log=get_settings().access_log, timeout_graceful_shutdown=10
+    )
 
 
 def _context(settings: Settings) -> Any:
@@ -111,11 +112,18 @@ def _demo_part(ctx: Any, *, port: int, speed: float) -> Any:
                     pass
                 await asyncio.sleep(0.1)
             setup = await load_demo(client, dispatch_url=base, admin_token=ctx.settings.admin_token)
-        operator = await asyncio.to_thread(issue_api_token, ctx.engine, name="demo operator", role=Role.OPERATOR,
-                                           now=ctx.clock.now())
+        operator = await asyncio.to_thread(
+            issue_api_token, ctx.engine, name="demo operator", role=Role.OPERATOR, now=ctx.clock.now()
+        )
         print(f"\n  Siaga demo: open http://127.0.0.1:{port}/?token={operator}\n", flush=True)
-        await run_day(ingest_url=base, tokens_by_tps=setup.tokens_by_tps, speed=speed, seed=None,
-                      stop_event=stop_event, progress=lambda line: log.info("simulator: %s", line))
+        await run_day(
+            ingest_url=base,
+            tokens_by_tps=setup.tokens_by_tps,
+            speed=speed,
+            seed=None,
+            stop_event=stop_event,
+            progress=lambda line: log.info("simulator: %s", line),
+        )
 
     async def start() -> None:
         tasks.append(asyncio.create_task(run(), name="demo"))
@@ -132,8 +140,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
     """Run the whole system in one process, with the Serang demo unless --no-demo."""
     if not os.environ.get("SIAGA_ADMIN_TOKEN"):
         os.environ["SIAGA_ADMIN_TOKEN"] = "adm_" + secrets.token_urlsafe(24)
-        print("  SIAGA_ADMIN_TOKEN was not set: this run's admin token is in the environment of this process "
-              "only; set it yourself to use the admin API.", flush=True)
+        print(
+            "  SIAGA_ADMIN_TOKEN was not set: this run's admin token is in the environment of this process "
+            "only; set it yourself to use the admin API.",
+            flush=True,
+        )
     get_settings.cache_clear()
     settings = get_settings()
     if args.public_url:
@@ -160,9 +171,14 @@ def cmd_admin(args: argparse.Namespace) -> int:
     if args.admin_command == "device":
         token = new_token("dev")
         with Session(ctx.engine) as s:
-            d = Device(device_id="dev_" + secrets.token_hex(8), personnel_id=args.personnel_id,
-                       token_hash=hash_token(token), tps_ids=args.tps or [], kecamatan=args.kecamatan or [],
-                       created_at=ctx.clock.now())
+            d = Device(
+                device_id="dev_" + secrets.token_hex(8),
+                personnel_id=args.personnel_id,
+                token_hash=hash_token(token),
+                tps_ids=args.tps or [],
+                kecamatan=args.kecamatan or [],
+                created_at=ctx.clock.now(),
+            )
             s.add(d)
             s.commit()
             print(f"{d.device_id} {token}")
@@ -175,8 +191,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
         if not token:
             print("needs --admin-token or SIAGA_ADMIN_TOKEN", file=sys.stderr)
             return 2
-        r = httpx.post(args.dispatch_url.rstrip("/") + path, content=Path(args.file).read_bytes(), timeout=120,
-                       headers={"Content-Type": "text/csv", "Authorization": f"Bearer {token}"})
+        r = httpx.post(
+            args.dispatch_url.rstrip("/") + path,
+            content=Path(args.file).read_bytes(),
+            timeout=120,
+            headers={"Content-Type": "text/csv", "Authorization": f"Bearer {token}"},
+        )
         print(r.text)
         return 0 if r.status_code == 200 else 1
     return 2
@@ -207,35 +227,56 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="siaga", description="Siaga: live incident monitoring and escalation for "
-                                "election-day security operations. Configuration: SIAGA_* environment "
-                                "variables (docs/configuration.md).")
+    p = argparse.ArgumentParser(
+        prog="siaga",
+        description="Siaga: live incident monitoring and escalation for "
+        "election-day security operations. Configuration: SIAGA_* environment "
+        "variables (docs/configuration.md).",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    dev = sub.add_parser("dev", help="run ingest, dispatch and dashboard in one process, with the Serang demo",
-                         description="All three services on one port. Embedded defaults (in-process bus, SQLite "
-                         "file siaga.db) unless SIAGA_KAFKA_BOOTSTRAP or SIAGA_DATABASE_URL are set.")
+    dev = sub.add_parser(
+        "dev",
+        help="run ingest, dispatch and dashboard in one process, with the Serang demo",
+        description="All three services on one port. Embedded defaults (in-process bus, SQLite "
+        "file siaga.db) unless SIAGA_KAFKA_BOOTSTRAP or SIAGA_DATABASE_URL are set.",
+    )
     dev.add_argument("--port", type=int, default=8000, help="port to serve on (default 8000)")
     dev.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     dev.add_argument("--no-demo", action="store_true", help="start empty: no Serang data, no simulator")
-    dev.add_argument("--speed", type=float, default=60.0,
-                     help="demo speed-up: simulated seconds per real second (default 60: a day in 24 minutes)")
+    dev.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="demo speed-up: simulated seconds per real second (default 60: a day in 24 minutes)",
+    )
     dev.add_argument("--public-url", default=None, help="URL of the dashboard for alert links (default: this port)")
     dev.set_defaults(func=cmd_dev)
 
-    for name, text in (("ingest", "the field-device API"), ("dispatch", "registry, operator API, escalation "
-                       "engine and (unless --no-notifier) the notifier"), ("dashboard", "the live dashboard")):
+    for name, text in (
+        ("ingest", "the field-device API"),
+        ("dispatch", "registry, operator API, escalation engine and (unless --no-notifier) the notifier"),
+        ("dashboard", "the live dashboard"),
+    ):
         sp = sub.add_parser(name, help=f"run {text} as its own process", description=f"Run {text}.")
-        sp.add_argument("--port", type=int, default={"ingest": 8001, "dispatch": 8002, "dashboard": 8003}[name],
-                        help="port to serve on")
+        sp.add_argument(
+            "--port",
+            type=int,
+            default={"ingest": 8001, "dispatch": 8002, "dashboard": 8003}[name],
+            help="port to serve on",
+        )
         sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
         if name == "dispatch":
-            sp.add_argument("--no-notifier", action="store_true",
-                            help="do not run the notifier here (run `siaga notifier` instead)")
+            sp.add_argument(
+                "--no-notifier", action="store_true", help="do not run the notifier here (run `siaga notifier` instead)"
+            )
         sp.set_defaults(func=cmd_service)
 
-    nt = sub.add_parser("notifier", help="run the alert notifier alone",
-                        description="Consume siaga.alerts and deliver alerts (Telegram, WhatsApp, Slack, webhook).")
+    nt = sub.add_parser(
+        "notifier",
+        help="run the alert notifier alone",
+        description="Consume siaga.alerts and deliver alerts (Telegram, WhatsApp, Slack, webhook).",
+    )
     nt.add_argument("--port", type=int, default=8004, help="port for /healthz, /metrics and the Telegram webhook")
     nt.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     nt.set_defaults(func=cmd_notifier)
@@ -263,8 +304,11 @@ def parser() -> argparse.ArgumentParser:
         im.add_argument("--admin-token", default=None, help="admin token (default: SIAGA_ADMIN_TOKEN)")
     ad.set_defaults(func=cmd_admin)
 
-    mg = sub.add_parser("migrate", help="upgrade (or show, or downgrade) the database schema",
-                        description="Apply the schema migrations to SIAGA_DATABASE_URL (docs/migrations.md).")
+    mg = sub.add_parser(
+        "migrate",
+        help="upgrade (or show, or downgrade) the database schema",
+        description="Apply the schema migrations to SIAGA_DATABASE_URL (docs/migrations.md).",
+    )
     mg.add_argument("revision", nargs="?", default="head", help="revision to upgrade to (default head)")
     mg.add_argument("--show", action="store_true", help="print the current and the newest revision, change nothing")
     mg.add_argument("--downgrade", metavar="REVISION", help="downgrade to this revision ('base' drops every table)")

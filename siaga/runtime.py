@@ -41,8 +41,12 @@ def make_bus(settings: Settings) -> Bus:
     if settings.kafka_bootstrap:
         from siaga.bus.kafka import KafkaBus
 
-        bus = KafkaBus(settings.kafka_bootstrap, partitions=partitions, client_id=settings.kafka_client_id,
-                       publish_timeout_s=settings.kafka_publish_timeout_s)
+        bus = KafkaBus(
+            settings.kafka_bootstrap,
+            partitions=partitions,
+            client_id=settings.kafka_client_id,
+            publish_timeout_s=settings.kafka_publish_timeout_s,
+        )
     else:
         from siaga.bus.memory import MemoryBus
 

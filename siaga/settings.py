@@ -54,9 +54,7 @@ class Settings(BaseSettings):
         default=None, description="Escalation policy YAML. Unset: the packaged default policy."
     )
     tick_interval_s: float = Field(default=1.0, description="How often dispatch checks deadlines.")
-    notifier_in_dispatch: bool = Field(
-        default=True, description="Run the alert notifier inside the dispatch process."
-    )
+    notifier_in_dispatch: bool = Field(default=True, description="Run the alert notifier inside the dispatch process.")
     public_url: str = Field(
         default="http://localhost:8000", description="Where the dashboard is reached; used in alert links."
     )
@@ -81,8 +79,9 @@ class Settings(BaseSettings):
         default="", description="Base URL of dispatch's operator API as the browser reaches it ('' = same origin)."
     )
     cors_origins: str = Field(
-        default="", description="Comma-separated origins allowed to call the API from a browser (the dashboard's, "
-        "when it is served from another origin than dispatch)."
+        default="",
+        description="Comma-separated origins allowed to call the API from a browser (the dashboard's, "
+        "when it is served from another origin than dispatch).",
     )
     ws_replay_buffer: int = Field(default=20000, description="Deltas each dashboard keeps for resume.")
     ws_client_queue: int = Field(default=2000, description="Deltas queued per client before it gets a snapshot.")

@@ -98,8 +98,15 @@ def _tps_row(row: dict[str, str]) -> Tps | str:
     unknown = [w for w in rawan if w not in RAWAN_WORDS]
     if unknown:
         return f"rawan {unknown} unknown; use categories or 'remote', separated by ';'"
-    return Tps(tps_id=row["tps_id"], name=row["name"], kecamatan=row["kecamatan"], desa=row["desa"],
-               lat=coords[0], lon=coords[1], rawan=rawan)
+    return Tps(
+        tps_id=row["tps_id"],
+        name=row["name"],
+        kecamatan=row["kecamatan"],
+        desa=row["desa"],
+        lat=coords[0],
+        lon=coords[1],
+        rawan=rawan,
+    )
 
 
 def build_router(dispatch: Dispatch) -> APIRouter:
@@ -115,10 +122,22 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         except UnicodeDecodeError:
             raise HTTPException(422, "the CSV must be UTF-8 text") from None
 
-    @router.post("/tps/import", response_model=ImportResult, summary="Import or update the TPS registry (CSV)",
-                 openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"},
-                                "example": "tps_id,name,kecamatan,desa,lat,lon,rawan\n"
-                                           "SRG-CKD-001,TPS 001,Cikande,Cikande,-6.18,106.34,flood;remote\n"}}}})
+    @router.post(
+        "/tps/import",
+        response_model=ImportResult,
+        summary="Import or update the TPS registry (CSV)",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "text/csv": {
+                        "schema": {"type": "string"},
+                        "example": "tps_id,name,kecamatan,desa,lat,lon,rawan\n"
+                        "SRG-CKD-001,TPS 001,Cikande,Cikande,-6.18,106.34,flood;remote\n",
+                    }
+                }
+            }
+        },
+    )
     async def import_tps(request: Request, _: Admin) -> ImportResult:
         rows, refused = _read_csv(await csv_body(request), TPS_HEADER)
         good: list[Tps] = []
@@ -147,10 +166,22 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         await dispatch.transact(upsert)
         return ImportResult(imported=len(good), refused=sorted(refused, key=lambda r: r["line"]))
 
-    @router.post("/personnel/import", response_model=ImportResult, summary="Import or update the roster (CSV)",
-                 openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"},
-                                "example": "personnel_id,name,unit,role,tps_ids\n"
-                                           "POL-0001,Bripka Ahmad,Polsek Cikande,pam_tps,SRG-CKD-001;SRG-CKD-002\n"}}}})
+    @router.post(
+        "/personnel/import",
+        response_model=ImportResult,
+        summary="Import or update the roster (CSV)",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "text/csv": {
+                        "schema": {"type": "string"},
+                        "example": "personnel_id,name,unit,role,tps_ids\n"
+                        "POL-0001,Bripka Ahmad,Polsek Cikande,pam_tps,SRG-CKD-001;SRG-CKD-002\n",
+                    }
+                }
+            }
+        },
+    )
     async def import_personnel(request: Request, _: Admin) -> ImportResult:
         rows, refused = _read_csv(await csv_body(request), PERSONNEL_HEADER)
 
@@ -167,7 +198,8 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                     refused.append({"line": line, "reason": f"unknown TPS {unknown[:5]}"})
                 else:
                     person = s.get(Personnel, row["personnel_id"]) or Personnel(
-                        personnel_id=row["personnel_id"], name=row["name"])
+                        personnel_id=row["personnel_id"], name=row["name"]
+                    )
                     person.name, person.unit, person.role = row["name"], row["unit"], row["role"]
                     person.tps_ids = tps_ids
                     s.add(person)
@@ -200,13 +232,23 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                     if unknown:
                         raise HTTPException(422, [{"field": "kecamatan", "message": f"no TPS in {unknown}"}])
                 token = new_token("dev")
-                device = Device(device_id="dev_" + secrets.token_hex(8), personnel_id=body.personnel_id,
-                                token_hash=hash_token(token), tps_ids=body.tps_ids, kecamatan=body.kecamatan,
-                                created_at=ctx.clock.now())
+                device = Device(
+                    device_id="dev_" + secrets.token_hex(8),
+                    personnel_id=body.personnel_id,
+                    token_hash=hash_token(token),
+                    tps_ids=body.tps_ids,
+                    kecamatan=body.kecamatan,
+                    created_at=ctx.clock.now(),
+                )
                 s.add(device)
                 s.commit()
-                return {"device_id": device.device_id, "token": token, "personnel_id": body.personnel_id,
-                        "tps_ids": body.tps_ids, "kecamatan": body.kecamatan}
+                return {
+                    "device_id": device.device_id,
+                    "token": token,
+                    "personnel_id": body.personnel_id,
+                    "tps_ids": body.tps_ids,
+                    "kecamatan": body.kecamatan,
+                }
 
         return await asyncio.to_thread(issue)
 
@@ -214,9 +256,17 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     async def list_devices(_: Admin) -> list[dict[str, Any]]:
         def rows() -> list[dict[str, Any]]:
             with Session(ctx.engine) as s:
-                return [{"device_id": d.device_id, "personnel_id": d.personnel_id, "tps_ids": d.tps_ids,
-                         "kecamatan": d.kecamatan, "created_at": iso(d.created_at), "revoked_at": iso(d.revoked_at)}
-                        for d in s.exec(select(Device)).all()]
+                return [
+                    {
+                        "device_id": d.device_id,
+                        "personnel_id": d.personnel_id,
+                        "tps_ids": d.tps_ids,
+                        "kecamatan": d.kecamatan,
+                        "created_at": iso(d.created_at),
+                        "revoked_at": iso(d.revoked_at),
+                    }
+                    for d in s.exec(select(Device)).all()
+                ]
 
         return await asyncio.to_thread(rows)
 
@@ -239,8 +289,9 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         def issue() -> dict[str, Any]:
             token = new_token(body.role.value[:3])
             with Session(ctx.engine) as s:
-                row = ApiToken(name=body.name, role=body.role.value, token_hash=hash_token(token),
-                               created_at=ctx.clock.now())
+                row = ApiToken(
+                    name=body.name, role=body.role.value, token_hash=hash_token(token), created_at=ctx.clock.now()
+                )
                 s.add(row)
                 s.commit()
                 s.refresh(row)
@@ -252,8 +303,16 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     async def list_tokens(_: Admin) -> list[dict[str, Any]]:
         def rows() -> list[dict[str, Any]]:
             with Session(ctx.engine) as s:
-                return [{"id": t.id, "name": t.name, "role": t.role, "created_at": iso(t.created_at),
-                         "revoked_at": iso(t.revoked_at)} for t in s.exec(select(ApiToken)).all()]
+                return [
+                    {
+                        "id": t.id,
+                        "name": t.name,
+                        "role": t.role,
+                        "created_at": iso(t.created_at),
+                        "revoked_at": iso(t.revoked_at),
+                    }
+                    for t in s.exec(select(ApiToken)).all()
+                ]
 
         return await asyncio.to_thread(rows)
 
@@ -276,10 +335,18 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         policy = await asyncio.to_thread(dispatch.policies.current)
         return {"version": policy.version, "policy": policy.document()}
 
-    @router.put("/policy", summary="Replace the escalation policy (validated; no restart needed)",
-                openapi_extra={"requestBody": {"content": {
+    @router.put(
+        "/policy",
+        summary="Replace the escalation policy (validated; no restart needed)",
+        openapi_extra={
+            "requestBody": {
+                "content": {
                     "application/json": {"schema": {"type": "object"}},
-                    "application/yaml": {"schema": {"type": "string"}}}}})
+                    "application/yaml": {"schema": {"type": "string"}},
+                }
+            }
+        },
+    )
     async def put_policy(request: Request, who: Admin) -> dict[str, Any]:
         raw = await request.body()
         try:
@@ -295,4 +362,3 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         return {"version": policy.version, "policy": policy.document()}
 
     return router
-

@@ -38,10 +38,16 @@ def build(ctx: Context, *, with_notifier: bool | None = None) -> ServiceParts:
             await notifier.stop()
         await dispatch.stop()
 
-    return ServiceParts("dispatch", router, start, stop, openapi_tags=[
-        {"name": "incidents", "description": "The operator API: watch, acknowledge, escalate, resolve, annotate."},
-        {"name": "admin", "description": "Registry, roster, devices, tokens and the escalation policy."},
-    ])
+    return ServiceParts(
+        "dispatch",
+        router,
+        start,
+        stop,
+        openapi_tags=[
+            {"name": "incidents", "description": "The operator API: watch, acknowledge, escalate, resolve, annotate."},
+            {"name": "admin", "description": "Registry, roster, devices, tokens and the escalation policy."},
+        ],
+    )
 
 
 def create_app(ctx: Context, *, with_notifier: bool | None = None) -> FastAPI:

@@ -97,14 +97,23 @@ def public_incident(inc: Incident, tps: Tps | None = None) -> dict[str, Any]:
 
 def _facts_of(inc: Incident) -> Facts:
     f = inc.facts or {}
-    return Facts(injuries=int(f.get("injuries", 0)), deaths=int(f.get("deaths", 0)),
-                 weapons=bool(f.get("weapons", False)), crowd_size=int(f.get("crowd_size", 0)),
-                 deliberate_fire=bool(f.get("deliberate_fire", False)))
+    return Facts(
+        injuries=int(f.get("injuries", 0)),
+        deaths=int(f.get("deaths", 0)),
+        weapons=bool(f.get("weapons", False)),
+        crowd_size=int(f.get("crowd_size", 0)),
+        deliberate_fire=bool(f.get("deliberate_fire", False)),
+    )
 
 
 def _facts_dict(f: Facts) -> dict[str, Any]:
-    return {"injuries": f.injuries, "deaths": f.deaths, "weapons": f.weapons, "crowd_size": f.crowd_size,
-            "deliberate_fire": f.deliberate_fire}
+    return {
+        "injuries": f.injuries,
+        "deaths": f.deaths,
+        "weapons": f.weapons,
+        "crowd_size": f.crowd_size,
+        "deliberate_fire": f.deliberate_fire,
+    }
 
 
 class Engine:
@@ -135,18 +144,26 @@ class Engine:
             assert isinstance(payload, IncidentResolved)
             inc = self._incident_for(payload.report_id)
             if inc.status != "resolved":
-                self._resolve(inc, actor=f"device:{r.device_id}", resolution=payload.resolution,
-                              at=ev.occurred_at)
+                self._resolve(inc, actor=f"device:{r.device_id}", resolution=payload.resolution, at=ev.occurred_at)
         elif ev.type is EventType.BACKUP_REQUESTED:
             assert isinstance(payload, BackupRequested)
             inc = self._incident_for(payload.report_id)
             if inc.status == "resolved":
-                self._timeline(inc, f"device:{r.device_id}", "backup_ignored",
-                               {"reason": payload.reason, "why": "the incident is already resolved"})
+                self._timeline(
+                    inc,
+                    f"device:{r.device_id}",
+                    "backup_ignored",
+                    {"reason": payload.reason, "why": "the incident is already resolved"},
+                )
                 self._changed(inc)
             else:
-                self._escalate(inc, min(inc.level + 1, 3), reason="backup_requested",
-                               actor=f"device:{r.device_id}", note=payload.reason)
+                self._escalate(
+                    inc,
+                    min(inc.level + 1, 3),
+                    reason="backup_requested",
+                    actor=f"device:{r.device_id}",
+                    note=payload.reason,
+                )
         elif ev.type is EventType.CHECKIN:
             assert isinstance(payload, Checkin)
             self._checkin(r, tps, payload)
@@ -164,9 +181,15 @@ class Engine:
     def _report(self, r: Received, tps: Tps, p: IncidentReported) -> None:
         ev, now = r.event, self.clock.now()
         device_category = None if p.category in (None, Category.OTHER) else p.category
-        a = self.classifier.assess(description=p.description, category=device_category, injuries=p.injuries,
-                                   weapons=p.weapons, crowd_size=p.crowd_size, rawan=tps.rawan or [],
-                                   rules=self.policy.severity)
+        a = self.classifier.assess(
+            description=p.description,
+            category=device_category,
+            injuries=p.injuries,
+            weapons=p.weapons,
+            crowd_size=p.crowd_size,
+            rawan=tps.rawan or [],
+            rules=self.policy.severity,
+        )
         occurred = as_utc(ev.occurred_at)
         since = occurred - timedelta(minutes=self.policy.grouping_minutes)
         existing = self.store.open_incident(tps.tps_id, a.category.value, since)
@@ -174,20 +197,46 @@ class Engine:
             self._merge(existing, r, a.facts, a.why, tps)
             self.store.link_report(ev.event_id, existing.id)
             if p.needs_backup and existing.status != "resolved":
-                self._escalate(existing, min(existing.level + 1, 3), reason="backup_requested",
-                               actor=f"device:{r.device_id}", note="needs_backup in report")
+                self._escalate(
+                    existing,
+                    min(existing.level + 1, 3),
+                    reason="backup_requested",
+                    actor=f"device:{r.device_id}",
+                    note="needs_backup in report",
+                )
             return
         inc = Incident(
-            id=_short_id("INC", ev.event_id), tps_id=tps.tps_id, kecamatan=tps.kecamatan,
-            category=a.category.value, severity=a.severity.value, level=0, status="open", reports=1,
-            report_ids=[ev.event_id], opened_at=occurred, received_at=now, facts=_facts_dict(a.facts),
-            why=list(a.why), description=p.description, policy_version=self.policy.version, updated_at=now,
+            id=_short_id("INC", ev.event_id),
+            tps_id=tps.tps_id,
+            kecamatan=tps.kecamatan,
+            category=a.category.value,
+            severity=a.severity.value,
+            level=0,
+            status="open",
+            reports=1,
+            report_ids=[ev.event_id],
+            opened_at=occurred,
+            received_at=now,
+            facts=_facts_dict(a.facts),
+            why=list(a.why),
+            description=p.description,
+            policy_version=self.policy.version,
+            updated_at=now,
         )
         self.store.add_incident(inc)
         self.store.link_report(ev.event_id, inc.id)
-        self._timeline(inc, f"device:{r.device_id}", "opened", {
-            "report": ev.event_id, "category": inc.category, "severity": inc.severity, "why": inc.why,
-            "policy_version": self.policy.version})
+        self._timeline(
+            inc,
+            f"device:{r.device_id}",
+            "opened",
+            {
+                "report": ev.event_id,
+                "category": inc.category,
+                "severity": inc.severity,
+                "why": inc.why,
+                "policy_version": self.policy.version,
+            },
+        )
         # Joining an open area incident first: its children's alerts are held back.
         self._detect_spread(inc)
         severity = Severity(inc.severity)
@@ -198,8 +247,9 @@ class Engine:
             if severity.rank >= Severity.HIGH.rank:
                 self._tell_stakeholders(inc, "opened at high severity")
             if p.needs_backup:
-                self._escalate(inc, 1, reason="backup_requested", actor=f"device:{r.device_id}",
-                               note="needs_backup in report")
+                self._escalate(
+                    inc, 1, reason="backup_requested", actor=f"device:{r.device_id}", note="needs_backup in report"
+                )
         self._changed(inc, tps)
 
     def _start_window(self, inc: Incident, severity: Severity, now: datetime) -> None:
@@ -220,13 +270,16 @@ class Engine:
         before = Severity(inc.severity)
         after, sev_why = severity_for(Category(inc.category), merged, tps.rawan or [], self.policy.severity)
         after = after.at_least(before)  # merging never lowers what was already decided
-        self._timeline(inc, f"device:{r.device_id}", "report_merged",
-                       {"report": r.event.event_id, "reports": inc.reports, "why": why})
+        self._timeline(
+            inc,
+            f"device:{r.device_id}",
+            "report_merged",
+            {"report": r.event.event_id, "reports": inc.reports, "why": why},
+        )
         if after is not before:
             inc.severity = after.value
             inc.why = [*inc.why, *sev_why]
-            self._timeline(inc, SYSTEM, "severity_raised", {"from": before.value, "to": after.value,
-                                                             "why": sev_why})
+            self._timeline(inc, SYSTEM, "severity_raised", {"from": before.value, "to": after.value, "why": sev_why})
             self._severity_rose(inc, after, now)
         self._changed(inc, tps)
 
@@ -273,8 +326,11 @@ class Engine:
             for inc in self.store.open_at_tps(tps.tps_id):
                 if inc.category == Category.SILENT_POST.value:
                     inside = occurred <= as_utc(inc.opened_at)
-                    text = (f"backlog shows a check-in at {iso(occurred)}, inside the silent period" if inside
-                            else f"the post checked in again at {iso(occurred)}")
+                    text = (
+                        f"backlog shows a check-in at {iso(occurred)}, inside the silent period"
+                        if inside
+                        else f"the post checked in again at {iso(occurred)}"
+                    )
                     self._resolve(inc, actor=SYSTEM, resolution=text, at=occurred)
         self._tps_changed(tps)
 
@@ -327,16 +383,25 @@ class Engine:
             last = iso(tps.last_checkin_at) or "never"
             severity, why = severity_for(Category.SILENT_POST, Facts(), tps.rawan or [], self.policy.severity)
             inc = Incident(
-                id=_short_id("SIL", tps.tps_id, iso(now) or ""), tps_id=tps.tps_id, kecamatan=tps.kecamatan,
-                category=Category.SILENT_POST.value, severity=severity.value, opened_at=now, received_at=now,
-                why=[f"no check-in from the TPS's personnel for {self.policy.silent_post_minutes:g} minutes "
-                     f"(last: {last})", *why],
-                description="Pos diam: personel belum melapor", policy_version=self.policy.version,
-                updated_at=now, reports=0,
+                id=_short_id("SIL", tps.tps_id, iso(now) or ""),
+                tps_id=tps.tps_id,
+                kecamatan=tps.kecamatan,
+                category=Category.SILENT_POST.value,
+                severity=severity.value,
+                opened_at=now,
+                received_at=now,
+                why=[
+                    f"no check-in from the TPS's personnel for {self.policy.silent_post_minutes:g} minutes "
+                    f"(last: {last})",
+                    *why,
+                ],
+                description="Pos diam: personel belum melapor",
+                policy_version=self.policy.version,
+                updated_at=now,
+                reports=0,
             )
             self.store.add_incident(inc)
-            self._timeline(inc, SYSTEM, "opened", {"category": inc.category, "severity": inc.severity,
-                                                   "why": inc.why})
+            self._timeline(inc, SYSTEM, "opened", {"category": inc.category, "severity": inc.severity, "why": inc.why})
             self._start_window(inc, severity, now)
             self._changed(inc, tps)
             self._tps_changed(tps)
@@ -377,14 +442,16 @@ class Engine:
         self._note(inc, actor=actor, text=text, at=self.clock.now())
         return inc
 
-    def record_delivery(self, incident_id: str, *, key: str, channel: str, recipient: str, outcome: str,
-                        detail: str) -> None:
+    def record_delivery(
+        self, incident_id: str, *, key: str, channel: str, recipient: str, outcome: str, detail: str
+    ) -> None:
         """Put an alert's delivery result on the incident's timeline (and a failure on the dashboard)."""
         inc = self.store.incident(incident_id)
         if inc is None:
             return
-        self._timeline(inc, f"notifier:{channel}", f"alert_{outcome}",
-                       {"key": key, "recipient": recipient, "detail": detail})
+        self._timeline(
+            inc, f"notifier:{channel}", f"alert_{outcome}", {"key": key, "recipient": recipient, "detail": detail}
+        )
         if outcome == "failed":
             inc.last_alert_failure = f"{channel} {recipient}: {detail}"[:500]
         self._changed(inc)
@@ -396,16 +463,28 @@ class Engine:
         return inc
 
     # ------------------------------------------------------------------ the ladder
-    def _escalate(self, inc: Incident, level: int, *, reason: str, actor: str = SYSTEM, note: str = "",
-                  also_tell: list[int] | None = None) -> None:
+    def _escalate(
+        self,
+        inc: Incident,
+        level: int,
+        *,
+        reason: str,
+        actor: str = SYSTEM,
+        note: str = "",
+        also_tell: list[int] | None = None,
+    ) -> None:
         now = self.clock.now()
         before = inc.level
         inc.level = max(inc.level, min(level, 3))
         inc.status = "escalated"
         inc.escalate_at = None
         inc.ack_deadline = now + self.policy.ack_timeout(inc.level)
-        self._timeline(inc, actor, "escalated", {"from": before, "to": inc.level, "reason": reason,
-                                                 "to_whom": LEVEL_NAMES[inc.level], "note": note})
+        self._timeline(
+            inc,
+            actor,
+            "escalated",
+            {"from": before, "to": inc.level, "reason": reason, "to_whom": LEVEL_NAMES[inc.level], "note": note},
+        )
         for lv in sorted({*(also_tell or []), inc.level}):
             if 0 < lv <= inc.level:
                 self._alert(inc, lv, reason=reason)
@@ -429,8 +508,7 @@ class Engine:
         inc.escalate_at = None
         inc.ack_deadline = None
         on_site = inc.level == 0
-        self._timeline(inc, actor, "resolved", {"resolution": resolution, "on_site": on_site,
-                                                "occurred_at": iso(at)})
+        self._timeline(inc, actor, "resolved", {"resolution": resolution, "on_site": on_site, "occurred_at": iso(at)})
         self._changed(inc)
 
     def _note(self, inc: Incident, *, actor: str, text: str, at: datetime) -> None:
@@ -447,15 +525,17 @@ class Engine:
         self._emit_alert(inc, level=level, audience="police", stakeholder=None, reminder=reminder, reason=reason)
 
     def _tell_stakeholders(self, inc: Incident, why: str) -> None:
-        names = [s for s in self.policy.stakeholders.get(Category(inc.category), [])
-                 if s not in (inc.stakeholders_told or [])]
+        names = [
+            s
+            for s in self.policy.stakeholders.get(Category(inc.category), [])
+            if s not in (inc.stakeholders_told or [])
+        ]
         if not names or self._held_back(inc, "stakeholders"):
             return
         inc.stakeholders_told = [*(inc.stakeholders_told or []), *names]
         self._timeline(inc, SYSTEM, "stakeholders_told", {"stakeholders": names, "why": why})
         for name in names:
-            self._emit_alert(inc, level=inc.level, audience="stakeholder", stakeholder=name, reminder=0,
-                             reason=why)
+            self._emit_alert(inc, level=inc.level, audience="stakeholder", stakeholder=name, reminder=0, reason=why)
 
     def _held_back(self, inc: Incident, what: str) -> bool:
         """Children of an open area incident keep their alerts: the area incident speaks for them."""
@@ -467,14 +547,25 @@ class Engine:
         self._timeline(inc, SYSTEM, "alert_held_back", {"what": what, "area_incident": parent.id})
         return True
 
-    def _emit_alert(self, inc: Incident, *, level: int, audience: str, stakeholder: str | None, reminder: int,
-                    reason: str) -> None:
+    def _emit_alert(
+        self, inc: Incident, *, level: int, audience: str, stakeholder: str | None, reminder: int, reason: str
+    ) -> None:
         who = stakeholder or audience
-        self.store.emit(topics.ALERTS, inc.id, {
-            "alert_id": f"{inc.id}:{level}:{who}:{reminder}", "incident_id": inc.id, "level": level,
-            "audience": audience, "stakeholder": stakeholder, "reminder": reminder, "reason": reason,
-            "created_at": iso(self.clock.now()), "incident": public_incident(inc, self._tps_of(inc)),
-        })
+        self.store.emit(
+            topics.ALERTS,
+            inc.id,
+            {
+                "alert_id": f"{inc.id}:{level}:{who}:{reminder}",
+                "incident_id": inc.id,
+                "level": level,
+                "audience": audience,
+                "stakeholder": stakeholder,
+                "reminder": reminder,
+                "reason": reason,
+                "created_at": iso(self.clock.now()),
+                "incident": public_incident(inc, self._tps_of(inc)),
+            },
+        )
 
     # ------------------------------------------------------------------ spread
     def _detect_spread(self, inc: Incident) -> None:
@@ -486,25 +577,35 @@ class Engine:
             self._adopt(area, inc)
             return
         since = as_utc(inc.opened_at) - timedelta(minutes=rule.window_minutes)
-        siblings = [i for i in self.store.open_in_kecamatan(inc.kecamatan, inc.category, since)
-                    if i.parent_id is None]
+        siblings = [i for i in self.store.open_in_kecamatan(inc.kecamatan, inc.category, since) if i.parent_id is None]
         if len({i.tps_id for i in siblings}) < rule.min_incidents:
             return
         now = self.clock.now()
         worst = max((Severity(i.severity) for i in siblings), key=lambda s: s.rank)
         severity = worst.step_up(rule.severity_step)
         area = Incident(
-            id=_short_id("AREA", inc.kecamatan, inc.category, siblings[0].id), tps_id=None,
-            kecamatan=inc.kecamatan, category=inc.category, severity=severity.value, level=0, status="open",
-            reports=len(siblings), opened_at=min(as_utc(i.opened_at) for i in siblings), received_at=now,
-            why=[f"spread: {len(siblings)} open {inc.category} incidents in kecamatan {inc.kecamatan} within "
-                 f"{rule.window_minutes:g} minutes", f"severity {severity.value}: one step above {worst.value}"],
-            description=f"{len(siblings)} TPS di kecamatan {inc.kecamatan}", policy_version=self.policy.version,
-            updated_at=now, children=[],
+            id=_short_id("AREA", inc.kecamatan, inc.category, siblings[0].id),
+            tps_id=None,
+            kecamatan=inc.kecamatan,
+            category=inc.category,
+            severity=severity.value,
+            level=0,
+            status="open",
+            reports=len(siblings),
+            opened_at=min(as_utc(i.opened_at) for i in siblings),
+            received_at=now,
+            why=[
+                f"spread: {len(siblings)} open {inc.category} incidents in kecamatan {inc.kecamatan} within "
+                f"{rule.window_minutes:g} minutes",
+                f"severity {severity.value}: one step above {worst.value}",
+            ],
+            description=f"{len(siblings)} TPS di kecamatan {inc.kecamatan}",
+            policy_version=self.policy.version,
+            updated_at=now,
+            children=[],
         )
         self.store.add_incident(area)
-        self._timeline(area, SYSTEM, "opened", {"category": area.category, "severity": area.severity,
-                                                "why": area.why})
+        self._timeline(area, SYSTEM, "opened", {"category": area.category, "severity": area.severity, "why": area.why})
         for child in siblings:
             self._adopt(area, child, announce=False)
         self._escalate(area, rule.level, reason="spread", also_tell=list(range(1, rule.level)))
@@ -554,8 +655,11 @@ class Engine:
         for tps in self._dirty_tps.values():
             tps.version = (tps.version or 0) + 1
             self.store.save_tps(tps)
-            self.store.emit(topics.INCIDENT_UPDATES, f"tps:{tps.tps_id}",
-                            {"type": "tps", "tps": public_tps(tps, open_by_tps[tps.tps_id], now)})
+            self.store.emit(
+                topics.INCIDENT_UPDATES,
+                f"tps:{tps.tps_id}",
+                {"type": "tps", "tps": public_tps(tps, open_by_tps[tps.tps_id], now)},
+            )
         self._dirty_tps.clear()
 
 
@@ -574,9 +678,18 @@ def tps_state(tps: Tps, open_incidents: list[Incident]) -> str:
 
 def public_tps(tps: Tps, open_incidents: list[Incident], now: datetime) -> dict[str, Any]:
     return {
-        "tps_id": tps.tps_id, "name": tps.name, "kecamatan": tps.kecamatan, "desa": tps.desa,
-        "lat": tps.lat, "lon": tps.lon, "rawan": list(tps.rawan or []), "phase": tps.phase,
-        "state": tps_state(tps, open_incidents), "assigned": tps.assigned,
-        "checked_in": coverage(tps, now, CHECKIN_FRESH), "last_checkin_at": iso(tps.last_checkin_at),
-        "open_incidents": len(open_incidents), "version": tps.version,
+        "tps_id": tps.tps_id,
+        "name": tps.name,
+        "kecamatan": tps.kecamatan,
+        "desa": tps.desa,
+        "lat": tps.lat,
+        "lon": tps.lon,
+        "rawan": list(tps.rawan or []),
+        "phase": tps.phase,
+        "state": tps_state(tps, open_incidents),
+        "assigned": tps.assigned,
+        "checked_in": coverage(tps, now, CHECKIN_FRESH),
+        "last_checkin_at": iso(tps.last_checkin_at),
+        "open_incidents": len(open_incidents),
+        "version": tps.version,
     }

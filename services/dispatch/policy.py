@@ -41,7 +41,8 @@ class EscalationPolicy(BaseModel):
     version: int = 0
     severity: SeverityRules = Field(default_factory=SeverityRules)
     local_window_minutes: dict[Severity, float] = Field(
-        default_factory=lambda: {Severity.LOW: 30, Severity.MEDIUM: 15, Severity.HIGH: 5})
+        default_factory=lambda: {Severity.LOW: 30, Severity.MEDIUM: 15, Severity.HIGH: 5}
+    )
     late_grace_seconds: float = Field(default=30, ge=0, le=WEEK_MINUTES * 60, allow_inf_nan=False)
     ack_timeout_minutes: dict[int, float] = Field(default_factory=lambda: {1: 5, 2: 5, 3: 5})
     reminder_minutes: float = Field(default=5, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
@@ -49,7 +50,8 @@ class EscalationPolicy(BaseModel):
     spread: SpreadRule = Field(default_factory=SpreadRule)
     silent_post_minutes: float = Field(default=30, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
     operating_phases: list[Phase] = Field(
-        default_factory=lambda: [Phase.OPENING, Phase.VOTING, Phase.COUNTING, Phase.TRANSPORT])
+        default_factory=lambda: [Phase.OPENING, Phase.VOTING, Phase.COUNTING, Phase.TRANSPORT]
+    )
     stakeholders: dict[Category, list[str]] = Field(default_factory=dict)
     alerts: dict[str, Any] | None = None
 
@@ -105,8 +107,7 @@ def parse_policy(doc: Any) -> EscalationPolicy:
     try:
         policy = EscalationPolicy.model_validate({k: v for k, v in doc.items() if k != "version"})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or 'policy'}: {e['msg']}" for e in exc.errors()[:10])
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'policy'}: {e['msg']}" for e in exc.errors()[:10])
         raise PolicyError(problems) from exc
     if policy.alerts:
         from services.dispatch.notifier import AlertRouting

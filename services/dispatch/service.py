@@ -179,8 +179,11 @@ class Dispatch:
     async def resolve(self, incident_id: str, *, actor: str, resolution: str) -> None:
         await self.transact(lambda e: e.resolve(incident_id, actor=actor, resolution=resolution))
 
-    async def delivery(self, incident_id: str, *, key: str, channel: str, recipient: str, outcome: str,
-                       detail: str) -> None:
-        await self.transact(lambda e: e.record_delivery(incident_id, key=key, channel=channel,
-                                                         recipient=recipient, outcome=outcome, detail=detail))
-
+    async def delivery(
+        self, incident_id: str, *, key: str, channel: str, recipient: str, outcome: str, detail: str
+    ) -> None:
+        await self.transact(
+            lambda e: e.record_delivery(
+                incident_id, key=key, channel=channel, recipient=recipient, outcome=outcome, detail=detail
+            )
+        )

@@ -42,8 +42,9 @@ class Store(Protocol):
     def open_area(self, kecamatan: str, category: str) -> Incident | None: ...
     def due(self, now: datetime) -> list[Incident]: ...
     def silent_candidates(self, phases: Sequence[str], seen_before: datetime) -> list[Tps]: ...
-    def timeline(self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]) -> None:
-        ...
+    def timeline(
+        self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]
+    ) -> None: ...
     def emit(self, topic: str, key: str | None, value: dict[str, Any]) -> None: ...
 
 
@@ -97,8 +98,9 @@ class MemoryStore:
         return [i for i in self.incidents.values() if i.status in OPEN_STATUSES]
 
     def open_incident(self, tps_id: str, category: str, since: datetime) -> Incident | None:
-        found = [i for i in self._open() if i.tps_id == tps_id and i.category == category
-                 and as_utc(i.opened_at) >= since]
+        found = [
+            i for i in self._open() if i.tps_id == tps_id and i.category == category and as_utc(i.opened_at) >= since
+        ]
         return max(found, key=lambda i: as_utc(i.opened_at)) if found else None
 
     def open_at_tps(self, tps_id: str) -> list[Incident]:
@@ -108,27 +110,54 @@ class MemoryStore:
         return {t: self.open_at_tps(t) for t in tps_ids}
 
     def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]:
-        return sorted((i for i in self._open() if i.kecamatan == kecamatan and i.category == category
-                       and i.tps_id is not None and as_utc(i.opened_at) >= since), key=lambda i: i.opened_at)
+        return sorted(
+            (
+                i
+                for i in self._open()
+                if i.kecamatan == kecamatan
+                and i.category == category
+                and i.tps_id is not None
+                and as_utc(i.opened_at) >= since
+            ),
+            key=lambda i: i.opened_at,
+        )
 
     def open_area(self, kecamatan: str, category: str) -> Incident | None:
-        return next((i for i in self._open() if i.tps_id is None and i.kecamatan == kecamatan
-                     and i.category == category), None)
+        return next(
+            (i for i in self._open() if i.tps_id is None and i.kecamatan == kecamatan and i.category == category), None
+        )
 
     def due(self, now: datetime) -> list[Incident]:
-        return [i for i in self._open()
-                if (i.escalate_at is not None and as_utc(i.escalate_at) <= now)
-                or (i.ack_deadline is not None and as_utc(i.ack_deadline) <= now)]
+        return [
+            i
+            for i in self._open()
+            if (i.escalate_at is not None and as_utc(i.escalate_at) <= now)
+            or (i.ack_deadline is not None and as_utc(i.ack_deadline) <= now)
+        ]
 
     def silent_candidates(self, phases: Sequence[str], seen_before: datetime) -> list[Tps]:
-        return [t for t in self.tps_rows.values() if t.phase in phases and not t.silent and t.assigned > 0
-                and t.last_seen_at is not None and as_utc(t.last_seen_at) <= seen_before]
+        return [
+            t
+            for t in self.tps_rows.values()
+            if t.phase in phases
+            and not t.silent
+            and t.assigned > 0
+            and t.last_seen_at is not None
+            and as_utc(t.last_seen_at) <= seen_before
+        ]
 
     def timeline(self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]) -> None:
         entries = self.entries.setdefault(incident.id, [])
         prev = entries[-1].hash if entries else ""
-        e = TimelineEntry(incident_id=incident.id, seq=len(entries) + 1, at=at, actor=actor, action=action,
-                          detail=detail, prev_hash=prev)
+        e = TimelineEntry(
+            incident_id=incident.id,
+            seq=len(entries) + 1,
+            at=at,
+            actor=actor,
+            action=action,
+            detail=detail,
+            prev_hash=prev,
+        )
         e.hash = chain_hash(prev, entry_content(e))
         entries.append(e)
 
@@ -154,8 +183,9 @@ class SqlStore:
     def preload_processed(self, event_ids: Sequence[str]) -> None:
         """Learn in one query which of a batch's events were applied before."""
         self._checked = set(event_ids)
-        self._processed = set(self.s.exec(select(ProcessedEvent.event_id).where(
-            col(ProcessedEvent.event_id).in_(list(event_ids)))).all())
+        self._processed = set(
+            self.s.exec(select(ProcessedEvent.event_id).where(col(ProcessedEvent.event_id).in_(list(event_ids)))).all()
+        )
 
     def processed(self, event_id: str) -> bool:
         if self._processed is not None and event_id in self._checked:
@@ -197,9 +227,16 @@ class SqlStore:
         self.s.add(incident)
 
     def open_incident(self, tps_id: str, category: str, since: datetime) -> Incident | None:
-        q = (select(Incident).where(Incident.tps_id == tps_id, Incident.category == category,
-                                    col(Incident.status).in_(OPEN_STATUSES), Incident.opened_at >= since)
-             .order_by(col(Incident.opened_at).desc()))
+        q = (
+            select(Incident)
+            .where(
+                Incident.tps_id == tps_id,
+                Incident.category == category,
+                col(Incident.status).in_(OPEN_STATUSES),
+                Incident.opened_at >= since,
+            )
+            .order_by(col(Incident.opened_at).desc())
+        )
         return self.s.exec(q).first()
 
     def open_at_tps(self, tps_id: str) -> list[Incident]:
@@ -207,42 +244,63 @@ class SqlStore:
 
     def open_at_many(self, tps_ids: Sequence[str]) -> dict[str, list[Incident]]:
         found: dict[str, list[Incident]] = {t: [] for t in tps_ids}
-        for chunk in (list(tps_ids)[i:i + 500] for i in range(0, len(tps_ids), 500)):
+        for chunk in (list(tps_ids)[i : i + 500] for i in range(0, len(tps_ids), 500)):
             q = select(Incident).where(col(Incident.tps_id).in_(chunk), col(Incident.status).in_(OPEN_STATUSES))
             for inc in self.s.exec(q).all():
                 found[inc.tps_id or ""].append(inc)
         return found
 
     def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]:
-        q = (select(Incident).where(Incident.kecamatan == kecamatan, Incident.category == category,
-                                    col(Incident.tps_id).is_not(None), col(Incident.status).in_(OPEN_STATUSES),
-                                    Incident.opened_at >= since).order_by(col(Incident.opened_at)))
+        q = (
+            select(Incident)
+            .where(
+                Incident.kecamatan == kecamatan,
+                Incident.category == category,
+                col(Incident.tps_id).is_not(None),
+                col(Incident.status).in_(OPEN_STATUSES),
+                Incident.opened_at >= since,
+            )
+            .order_by(col(Incident.opened_at))
+        )
         return list(self.s.exec(q).all())
 
     def open_area(self, kecamatan: str, category: str) -> Incident | None:
-        q = select(Incident).where(Incident.kecamatan == kecamatan, Incident.category == category,
-                                   col(Incident.tps_id).is_(None), col(Incident.status).in_(OPEN_STATUSES))
+        q = select(Incident).where(
+            Incident.kecamatan == kecamatan,
+            Incident.category == category,
+            col(Incident.tps_id).is_(None),
+            col(Incident.status).in_(OPEN_STATUSES),
+        )
         return self.s.exec(q).first()
 
     def due(self, now: datetime) -> list[Incident]:
-        q = select(Incident).where(col(Incident.status).in_(OPEN_STATUSES),
-                                   or_(col(Incident.escalate_at) <= now, col(Incident.ack_deadline) <= now))
+        q = select(Incident).where(
+            col(Incident.status).in_(OPEN_STATUSES),
+            or_(col(Incident.escalate_at) <= now, col(Incident.ack_deadline) <= now),
+        )
         return list(self.s.exec(q.limit(500)).all())
 
     def silent_candidates(self, phases: Sequence[str], seen_before: datetime) -> list[Tps]:
-        q = select(Tps).where(col(Tps.phase).in_(list(phases)), Tps.silent == False,  # noqa: E712
-                              Tps.assigned > 0, col(Tps.last_seen_at) <= seen_before)
+        q = select(Tps).where(
+            col(Tps.phase).in_(list(phases)),
+            Tps.silent == False,  # noqa: E712
+            Tps.assigned > 0,
+            col(Tps.last_seen_at) <= seen_before,
+        )
         return list(self.s.exec(q.limit(2000)).all())
 
     def timeline(self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]) -> None:
         if incident.id not in self._chain:
-            last = self.s.exec(select(TimelineEntry.seq, TimelineEntry.hash)
-                               .where(TimelineEntry.incident_id == incident.id)
-                               .order_by(col(TimelineEntry.seq).desc())).first()
+            last = self.s.exec(
+                select(TimelineEntry.seq, TimelineEntry.hash)
+                .where(TimelineEntry.incident_id == incident.id)
+                .order_by(col(TimelineEntry.seq).desc())
+            ).first()
             self._chain[incident.id] = (last[0], last[1]) if last else (0, "")
         seq, prev = self._chain[incident.id]
-        e = TimelineEntry(incident_id=incident.id, seq=seq + 1, at=at, actor=actor, action=action, detail=detail,
-                          prev_hash=prev)
+        e = TimelineEntry(
+            incident_id=incident.id, seq=seq + 1, at=at, actor=actor, action=action, detail=detail, prev_hash=prev
+        )
         e.hash = chain_hash(prev, entry_content(e))
         self._chain[incident.id] = (e.seq, e.hash)
         self.s.add(e)
@@ -278,4 +336,3 @@ def coverage(tps: Tps, now: datetime, fresh: timedelta) -> int:
 
 def count_incidents(session: Session) -> int:
     return int(session.exec(select(func.count()).select_from(Incident)).one())
-

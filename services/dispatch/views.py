@@ -25,8 +25,9 @@ def requires(role: Role) -> Any:
         ctx: Context = request.app.state.ctx
         token = bearer(request.headers.get("authorization"))
         if token is None:
-            raise HTTPException(401, "missing token: send Authorization: Bearer <token>",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "missing token: send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
+            )
         who = await asyncio.to_thread(principal_for, ctx.engine, token, ctx.settings.admin_token)
         if who is None:
             raise HTTPException(401, "unknown or revoked token", headers={"WWW-Authenticate": "Bearer"})
@@ -53,8 +54,16 @@ class EscalateBody(BaseModel):
     note: str = Field(default="", max_length=4000)
 
 
-def _list(ctx: Context, *, status: str | None, severity: str | None, kecamatan: str | None,
-          since: datetime | None, limit: int, offset: int) -> list[dict[str, Any]]:
+def _list(
+    ctx: Context,
+    *,
+    status: str | None,
+    severity: str | None,
+    kecamatan: str | None,
+    since: datetime | None,
+    limit: int,
+    offset: int,
+) -> list[dict[str, Any]]:
     with Session(ctx.engine) as s:
         q = select(Incident)
         if status:
@@ -66,8 +75,9 @@ def _list(ctx: Context, *, status: str | None, severity: str | None, kecamatan: 
         if since:
             q = q.where(Incident.updated_at >= as_utc(since))  # no offset: taken as UTC
         rows = s.exec(q.order_by(col(Incident.updated_at).desc()).offset(offset).limit(limit)).all()
-        names = dict(s.exec(select(Tps.tps_id, Tps.name).where(
-            col(Tps.tps_id).in_({r.tps_id for r in rows if r.tps_id}))).all())
+        names = dict(
+            s.exec(select(Tps.tps_id, Tps.name).where(col(Tps.tps_id).in_({r.tps_id for r in rows if r.tps_id}))).all()
+        )
     return [public_incident(r) | {"tps_name": names.get(r.tps_id or "")} for r in rows]
 
 
@@ -77,11 +87,14 @@ def _one(ctx: Context, incident_id: str) -> dict[str, Any] | None:
         if inc is None:
             return None
         tps = s.get(Tps, inc.tps_id) if inc.tps_id else None
-        entries = s.exec(select(TimelineEntry).where(TimelineEntry.incident_id == incident_id)
-                         .order_by(col(TimelineEntry.seq))).all()
+        entries = s.exec(
+            select(TimelineEntry).where(TimelineEntry.incident_id == incident_id).order_by(col(TimelineEntry.seq))
+        ).all()
     doc = public_incident(inc, tps)
-    doc["timeline"] = [{"seq": e.seq, "at": iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail,
-                        "hash": e.hash} for e in entries]
+    doc["timeline"] = [
+        {"seq": e.seq, "at": iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail, "hash": e.hash}
+        for e in entries
+    ]
     return doc
 
 
@@ -99,8 +112,9 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=10000)] = 500,
         offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> dict[str, Any]:
-        items = await asyncio.to_thread(_list, ctx, status=status, severity=severity, kecamatan=kecamatan,
-                                        since=since, limit=limit, offset=offset)
+        items = await asyncio.to_thread(
+            _list, ctx, status=status, severity=severity, kecamatan=kecamatan, since=since, limit=limit, offset=offset
+        )
         return {"items": items, "count": len(items)}
 
     @router.get("/{incident_id}", summary="One incident with its timeline")
@@ -133,8 +147,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     @router.post("/{incident_id}/resolve", summary="Resolve")
     async def resolve(incident_id: str, who: Operator, body: ResolveBody | None = None) -> dict[str, Any]:
         text = body.resolution if body else ""
-        return await act(incident_id, lambda e: e.resolve(incident_id, actor=f"operator:{who.name}",
-                                                          resolution=text))
+        return await act(incident_id, lambda e: e.resolve(incident_id, actor=f"operator:{who.name}", resolution=text))
 
     @router.post("/{incident_id}/notes", summary="Add a note to the timeline")
     async def note(incident_id: str, who: Operator, body: NoteBody) -> dict[str, Any]:

@@ -29,8 +29,11 @@ log = logging.getLogger("siaga.ingest")
 REQUESTS = Counter("siaga_ingest_requests_total", "Ingest HTTP requests by route and status", ["route", "status"])
 EVENTS = Counter("siaga_ingest_events_total", "Field events by outcome", ["outcome"])
 REJECTED = Counter("siaga_ingest_rejected_total", "Refused field events by reason", ["reason"])
-BUS_LATENCY = Histogram("siaga_ingest_bus_seconds", "Time for the broker to acknowledge a publish",
-                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+BUS_LATENCY = Histogram(
+    "siaga_ingest_bus_seconds",
+    "Time for the broker to acknowledge a publish",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 
 
 class RejectedEvent(BaseModel):
@@ -97,8 +100,9 @@ class Ingest:
     async def authenticate(self, request: Request) -> Device | JSONResponse:
         token = bearer(request.headers.get("authorization"))
         if token is None:
-            return _problem(401, "missing device token: send Authorization: Bearer <token>",
-                            {"WWW-Authenticate": "Bearer"})
+            return _problem(
+                401, "missing device token: send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"}
+            )
         device = await asyncio.to_thread(device_for, self.ctx.engine, token)
         if device is None:
             return _problem(401, "unknown or revoked device token", {"WWW-Authenticate": "Bearer"})
@@ -142,8 +146,14 @@ class Ingest:
         now = self.ctx.clock.now()
         s = self.ctx.settings
         judged: Judged = await asyncio.to_thread(
-            judge, raws, device=device, tps=self.tps, engine=self.ctx.engine, now=now,
-            future_skew_s=s.future_skew_s, max_age_s=s.max_age_s,
+            judge,
+            raws,
+            device=device,
+            tps=self.tps,
+            engine=self.ctx.engine,
+            now=now,
+            future_skew_s=s.future_skew_s,
+            max_age_s=s.max_age_s,
         )
         for r in judged.rejected:
             REJECTED.labels(_reason(r)).inc()
@@ -155,8 +165,7 @@ class Ingest:
             except BusUnavailable as exc:
                 log.warning("bus unavailable, answering 503: %s", exc)
                 REJECTED.labels("bus_unavailable").inc(len(items))
-                return _problem(503, "the event bus cannot take events right now; retry later",
-                                {"Retry-After": "5"})
+                return _problem(503, "the event bus cannot take events right now; retry later", {"Retry-After": "5"})
             BUS_LATENCY.observe(time.perf_counter() - started)
             try:
                 await asyncio.to_thread(remember, self.ctx.engine, judged.fresh, device_id=device.device_id, now=now)
@@ -170,16 +179,20 @@ class Ingest:
             r = judged.rejected[0]
             detail = r.message if r.status in (403, 404, 409) else [{"field": r.field, "message": r.message}]
             return _problem(r.status, detail)
-        return JSONResponse(status_code=202, content={
-            "accepted": [ev.event_id for ev, _ in judged.fresh],
-            "duplicates": judged.duplicates,
-            "rejected": [r.public() for r in judged.rejected],
-        })
+        return JSONResponse(
+            status_code=202,
+            content={
+                "accepted": [ev.event_id for ev, _ in judged.fresh],
+                "duplicates": judged.duplicates,
+                "rejected": [r.public() for r in judged.rejected],
+            },
+        )
 
 
 def _reason(r: Rejection) -> str:
     return {401: "unauthorized", 403: "not_assigned", 404: "unknown_tps", 409: "conflict"}.get(
-        r.status, f"invalid_{r.field.split('.')[0]}")
+        r.status, f"invalid_{r.field.split('.')[0]}"
+    )
 
 
 def build(ctx: Context) -> ServiceParts:
@@ -188,7 +201,10 @@ def build(ctx: Context) -> ServiceParts:
     router = APIRouter(tags=["field events"])
 
     @router.post(
-        "/v1/events", status_code=202, responses=RESPONSES, summary="Post one field event",
+        "/v1/events",
+        status_code=202,
+        responses=RESPONSES,
+        summary="Post one field event",
         openapi_extra=json_body(inline_schema(FieldEvent), {"incident report": EXAMPLE}),
         description="One event from a field device. Answered 202 only once the event is durably on the bus; "
         "a repeated event_id with the same content is answered as a duplicate.",
@@ -197,7 +213,10 @@ def build(ctx: Context) -> ServiceParts:
         return await ingest.handle(request, batch=False)
 
     @router.post(
-        "/v1/events/batch", status_code=202, responses=RESPONSES, summary="Post up to 500 field events",
+        "/v1/events/batch",
+        status_code=202,
+        responses=RESPONSES,
+        summary="Post up to 500 field events",
         openapi_extra=json_body(BATCH_SCHEMA, {"backlog": {"events": [EXAMPLE]}}),
         description="A backlog from a device that was offline. Each event is judged on its own: `rejected` "
         "lists the refused ones with the field and why. Only an unreadable body or an unavailable bus fails "
@@ -206,8 +225,11 @@ def build(ctx: Context) -> ServiceParts:
     async def post_batch(request: Request) -> JSONResponse:
         return await ingest.handle(request, batch=True)
 
-    return ServiceParts("ingest", router, openapi_tags=[
-        {"name": "field events", "description": "What field devices post (SPEC section 4)."}])
+    return ServiceParts(
+        "ingest",
+        router,
+        openapi_tags=[{"name": "field events", "description": "What field devices post (SPEC section 4)."}],
+    )
 
 
 def create_app(ctx: Context) -> FastAPI:

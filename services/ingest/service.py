@@ -119,12 +119,19 @@ def judge(
             continue
         ev = problem
         if ev.occurred_at > now + timedelta(seconds=future_skew_s):
-            out.rejected.append(Rejection(ev.event_id, index, "occurred_at",
-                                          f"is more than {future_skew_s // 60} minutes ahead of the server clock"))
+            out.rejected.append(
+                Rejection(
+                    ev.event_id,
+                    index,
+                    "occurred_at",
+                    f"is more than {future_skew_s // 60} minutes ahead of the server clock",
+                )
+            )
             continue
         if ev.occurred_at < now - timedelta(seconds=max_age_s):
-            out.rejected.append(Rejection(ev.event_id, index, "occurred_at",
-                                          f"is more than {max_age_s // 3600} hours old"))
+            out.rejected.append(
+                Rejection(ev.event_id, index, "occurred_at", f"is more than {max_age_s // 3600} hours old")
+            )
             continue
         candidates.append((index, ev, content_hash(raw)))
 
@@ -135,8 +142,9 @@ def judge(
         if kec is None:
             out.rejected.append(Rejection(ev.event_id, index, "tps_id", f"unknown TPS {ev.tps_id!r}", 404))
         elif ev.tps_id not in device.tps_ids and kec not in device.kecamatan:
-            out.rejected.append(Rejection(ev.event_id, index, "tps_id",
-                                          f"this device is not assigned to TPS {ev.tps_id!r}", 403))
+            out.rejected.append(
+                Rejection(ev.event_id, index, "tps_id", f"this device is not assigned to TPS {ev.tps_id!r}", 403)
+            )
         else:
             allowed.append((index, ev, digest))
 
@@ -155,8 +163,9 @@ def judge(
         elif prior == digest:
             out.duplicates.append(ev.event_id)
         else:
-            out.rejected.append(Rejection(ev.event_id, index, "event_id",
-                                          "was already used for an event with different content", 409))
+            out.rejected.append(
+                Rejection(ev.event_id, index, "event_id", "was already used for an event with different content", 409)
+            )
     return out
 
 
@@ -164,8 +173,7 @@ def remember(engine: Engine, events: Sequence[tuple[FieldEvent, str]], *, device
     """Record event ids the bus acknowledged, so a retry is answered as a duplicate."""
     if not events:
         return
-    rows = [SeenEvent(event_id=ev.event_id, content_hash=h, device_id=device_id, received_at=now)
-            for ev, h in events]
+    rows = [SeenEvent(event_id=ev.event_id, content_hash=h, device_id=device_id, received_at=now) for ev, h in events]
     try:
         with Session(engine) as s:
             s.add_all(rows)
@@ -182,11 +190,13 @@ def remember(engine: Engine, events: Sequence[tuple[FieldEvent, str]], *, device
 
 
 def bus_value(ev: FieldEvent, *, device_id: str, received_at: datetime) -> bytes:
-    return orjson.dumps({
-        "event": ev.model_dump(mode="json"),
-        "device_id": device_id,
-        "received_at": received_at.isoformat().replace("+00:00", "Z"),
-    })
+    return orjson.dumps(
+        {
+            "event": ev.model_dump(mode="json"),
+            "device_id": device_id,
+            "received_at": received_at.isoformat().replace("+00:00", "Z"),
+        }
+    )
 
 
 class TokenBuckets:

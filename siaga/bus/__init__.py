@@ -204,8 +204,7 @@ class ConsumerLoop:
                 failure = exc
                 break
         if len(records) > 1:
-            log.warning("consumer %s: batch of %d failed (%r); retrying one by one", self.name, len(records),
-                        failure)
+            log.warning("consumer %s: batch of %d failed (%r); retrying one by one", self.name, len(records), failure)
         for record in records:
             await self._handle_one(record)
 
@@ -226,8 +225,14 @@ class ConsumerLoop:
                 attempt += 1
                 reason = f"{type(exc).__name__}: {exc}"[:2000]
                 await asyncio.sleep(0.05 * (attempt + 1))
-        log.error("consumer %s: %s[%d]@%d to dead-letter: %s", self.name, record.topic, record.partition,
-                  record.offset, reason)
+        log.error(
+            "consumer %s: %s[%d]@%d to dead-letter: %s",
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+        )
         while True:
             try:
                 await self.bus.publish(topics.DEAD_LETTER, record.key, dead_letter_value(record, reason, self.name))
@@ -264,8 +269,9 @@ class PrefixedBus(Bus):
         await self.inner.publish_many(self.prefix + topic, items, timeout_s=timeout_s)
 
     def consumer(self, topics_: Sequence[str], group: str | None, *, broadcast: bool = False) -> ConsumerSource:
-        inner = self.inner.consumer([self.prefix + t for t in topics_], None if group is None else self.prefix + group,
-                                    broadcast=broadcast)
+        inner = self.inner.consumer(
+            [self.prefix + t for t in topics_], None if group is None else self.prefix + group, broadcast=broadcast
+        )
         return _UnprefixedSource(inner, self.prefix)
 
 
@@ -287,5 +293,6 @@ class _UnprefixedSource(ConsumerSource):
         return [Record(r.topic[cut:], r.key, r.value, r.partition, r.offset, r.headers) for r in out]
 
     async def commit(self, records: Sequence[Record]) -> None:
-        await self.inner.commit([Record(self.prefix + r.topic, r.key, r.value, r.partition, r.offset, r.headers)
-                                 for r in records])
+        await self.inner.commit(
+            [Record(self.prefix + r.topic, r.key, r.value, r.partition, r.offset, r.headers) for r in records]
+        )

@@ -19,8 +19,13 @@ from tests.plugins.system import SystemProcs, tps_rows
 
 
 def _report(tps_id: str, text: str, **payload: object) -> dict[str, object]:
-    return {"event_id": str(uuid.uuid4()), "type": "incident.reported", "tps_id": tps_id,
-            "occurred_at": datetime.now(UTC).isoformat(), "payload": {"description": text, **payload}}
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": "incident.reported",
+        "tps_id": tps_id,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "payload": {"description": text, **payload},
+    }
 
 
 async def _event_reaches_dashboard(sysm: SystemProcs) -> float:
@@ -35,8 +40,9 @@ async def _event_reaches_dashboard(sysm: SystemProcs) -> float:
         ev = _report("T0001", "Genset mati, TPS gelap", category="equipment")
         async with httpx.AsyncClient() as client:
             started = time.perf_counter()
-            r = await client.post(sysm.urls["ingest"] + "/v1/events", json=ev,
-                                  headers={"Authorization": f"Bearer {device}"})
+            r = await client.post(
+                sysm.urls["ingest"] + "/v1/events", json=ev, headers={"Authorization": f"Bearer {device}"}
+            )
             assert r.status_code == 202, r.text
             assert r.json()["accepted"] == [ev["event_id"]]
             while True:

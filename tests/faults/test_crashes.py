@@ -39,8 +39,15 @@ N = 240  # reports, one per TPS
 class Poster(threading.Thread):
     """Posts one report per TPS at a steady pace; retries each until ingest answers 202."""
 
-    def __init__(self, sysm: SystemProcs, token: str, tps_ids: list[str], *, rate: float = 40.0,
-                 payload: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        sysm: SystemProcs,
+        token: str,
+        tps_ids: list[str],
+        *,
+        rate: float = 40.0,
+        payload: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(daemon=True)
         self.sysm, self.token, self.tps_ids, self.rate = sysm, token, tps_ids, rate
         self.payload = payload or {"description": "Genset mati, TPS gelap", "category": "equipment"}
@@ -51,13 +58,21 @@ class Poster(threading.Thread):
     def run(self) -> None:
         with httpx.Client(timeout=10) as client:
             for tps_id in self.tps_ids:
-                ev = {"event_id": str(uuid.uuid4()), "type": "incident.reported", "tps_id": tps_id,
-                      "occurred_at": datetime.now(UTC).isoformat(), "payload": self.payload}
+                ev = {
+                    "event_id": str(uuid.uuid4()),
+                    "type": "incident.reported",
+                    "tps_id": tps_id,
+                    "occurred_at": datetime.now(UTC).isoformat(),
+                    "payload": self.payload,
+                }
                 deadline = time.monotonic() + 120
                 while time.monotonic() < deadline:
                     try:
-                        r = client.post(self.sysm.urls["ingest"] + "/v1/events", json=ev,
-                                        headers={"Authorization": f"Bearer {self.token}"})
+                        r = client.post(
+                            self.sysm.urls["ingest"] + "/v1/events",
+                            json=ev,
+                            headers={"Authorization": f"Bearer {self.token}"},
+                        )
                         self.statuses[r.status_code] = self.statuses.get(r.status_code, 0) + 1
                         if r.status_code == 202:
                             self.accepted.add(ev["event_id"])  # type: ignore[arg-type]
@@ -97,8 +112,13 @@ def loaded(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Callable[..., tuple
     """A system on Kafka with N TPS, a device and an operator token, started as the test asks."""
     systems: list[SystemProcs] = []
 
-    def make(*names: str, env: dict[str, str] | None = None, kafka: str | None = None,
-             database_url: str | None = None, spread_out: bool = False) -> tuple[SystemProcs, str, str]:
+    def make(
+        *names: str,
+        env: dict[str, str] | None = None,
+        kafka: str | None = None,
+        database_url: str | None = None,
+        spread_out: bool = False,
+    ) -> tuple[SystemProcs, str, str]:
         sysm = SystemProcs(tmp_path, kafka=kafka or kafka_bootstrap, env=env, database_url=database_url)
         systems.append(sysm)
         sysm.start(*names)
@@ -136,8 +156,10 @@ def test_kill_9_under_load_loses_nothing_and_doubles_nothing(loaded: Any, victim
     poster = _run_with_fault(sysm, device, crash)
     incidents = settle(sysm, op, len(poster.accepted))
     lost, doubled = lost_and_doubled(poster, incidents)
-    print(f"kill -9 {victim}: accepted={len(poster.accepted)} retries={poster.retries} statuses={poster.statuses} "
-          f"lost={lost} doubled={doubled}")
+    print(
+        f"kill -9 {victim}: accepted={len(poster.accepted)} retries={poster.retries} statuses={poster.statuses} "
+        f"lost={lost} doubled={doubled}"
+    )
     assert len(poster.accepted) == N
     assert (lost, doubled) == (0, 0)
 
@@ -181,11 +203,18 @@ def test_kill_9_of_the_notifier_mid_retry_loses_no_alert_and_sends_none_twice(lo
     hook = FakeWebhook(secret="s3cret", dedupe=True)
     with hook:
         hook.script(*([500] * 10000))  # the receiver fails until told otherwise: deliveries are mid-retry
-        env = {"SIAGA_NOTIFIER_IN_DISPATCH": "false", "SIAGA_WEBHOOK_URL": hook.hook_url,
-               "SIAGA_WEBHOOK_SECRET": "s3cret"}
-        sysm, device, op = loaded("dispatch", "ingest", "dashboard", "notifier", env=env, spread_out=True)
-        critical = {"description": "Bentrok, bawa golok, 2 orang luka", "category": "violence", "weapons": True,
-                    "injuries": 2}
+        env = {
+            "SIAGA_NOTIFIER_IN_DISPATCH": "false",
+            "SIAGA_WEBHOOK_URL": hook.hook_url,
+            "SIAGA_WEBHOOK_SECRET": "s3cret",
+        }
+        sysm, device, _op = loaded("dispatch", "ingest", "dashboard", "notifier", env=env, spread_out=True)
+        critical = {
+            "description": "Bentrok, bawa golok, 2 orang luka",
+            "category": "violence",
+            "weapons": True,
+            "injuries": 2,
+        }
         poster = Poster(sysm, device, [f"T{i:04d}" for i in range(20)], rate=20, payload=critical)
         poster.start()
         poster.join(60)
@@ -201,8 +230,10 @@ def test_kill_9_of_the_notifier_mid_retry_loses_no_alert_and_sends_none_twice(lo
             time.sleep(0.3)
         time.sleep(2.0)
         keys = [r.json()["idempotency_key"] for r in hook.requests if r.accepted]
-        print(f"kill -9 notifier: {len(hook.requests)} requests, {len(set(keys))} distinct keys, "
-              f"{len(hook.delivered)} delivered after dedupe, expected {expected}")
+        print(
+            f"kill -9 notifier: {len(hook.requests)} requests, {len(set(keys))} distinct keys, "
+            f"{len(hook.delivered)} delivered after dedupe, expected {expected}"
+        )
         assert len(hook.delivered) == expected, "lost alerts"
         assert len(set(keys)) == expected
 

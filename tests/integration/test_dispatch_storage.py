@@ -47,11 +47,17 @@ class Rig:
     def dispatch(self) -> Dispatch:
         return Dispatch(self.context())
 
-    def record(self, type_: str, tps_id: str, payload: dict[str, Any], *, event_id: str | None = None,
-               ago_min: float = 0) -> Record:
+    def record(
+        self, type_: str, tps_id: str, payload: dict[str, Any], *, event_id: str | None = None, ago_min: float = 0
+    ) -> Record:
         self.offset += 1
-        ev = {"event_id": event_id or str(uuid.uuid4()), "type": type_, "tps_id": tps_id,
-              "occurred_at": iso(self.clock.now() - timedelta(minutes=ago_min)), "payload": payload}
+        ev = {
+            "event_id": event_id or str(uuid.uuid4()),
+            "type": type_,
+            "tps_id": tps_id,
+            "occurred_at": iso(self.clock.now() - timedelta(minutes=ago_min)),
+            "payload": payload,
+        }
         value = orjson.dumps({"event": ev, "device_id": "d1", "received_at": iso(self.clock.now())})
         return Record(topics.FIELD_EVENTS, tps_id, value, 0, self.offset)
 
@@ -101,8 +107,9 @@ async def test_pending_deadline_survives_a_restart_and_fires_once(db_url: str) -
     rig = Rig(db_url)
     first = rig.dispatch()
     await _seed(first, "T1")
-    await first.handle([rig.record("incident.reported", "T1", {"description": "Kotak suara belum tiba",
-                                                                "category": "logistics"})])
+    await first.handle(
+        [rig.record("incident.reported", "T1", {"description": "Kotak suara belum tiba", "category": "logistics"})]
+    )
     del first  # the process is gone; only the database remains
     rig.clock.advance(minutes=16)
     second = rig.dispatch()
@@ -138,8 +145,9 @@ async def test_poison_message_goes_to_dead_letter_and_the_consumer_goes_on(db_ur
     await d.start()
     try:
         await rig.bus.publish(topics.FIELD_EVENTS, "T1", b"{not an event")
-        await rig.bus.publish(topics.FIELD_EVENTS, "T1",
-                              rig.record("incident.resolved", "T1", {"report_id": "never-seen"}).value)
+        await rig.bus.publish(
+            topics.FIELD_EVENTS, "T1", rig.record("incident.resolved", "T1", {"report_id": "never-seen"}).value
+        )
         good = rig.record("incident.reported", "T1", {"description": "genset mati", "category": "equipment"})
         await rig.bus.publish(topics.FIELD_EVENTS, "T1", good.value)
         for _ in range(100):
@@ -160,14 +168,20 @@ async def test_audit_chain_detects_a_modified_row(db_url: str) -> None:
     d = rig.dispatch()
     await _seed(d, "T1")
     rid = str(uuid.uuid4())
-    await d.handle([rig.record("incident.reported", "T1", {"description": "genset mati", "category": "equipment"},
-                               event_id=rid)])
+    await d.handle(
+        [rig.record("incident.reported", "T1", {"description": "genset mati", "category": "equipment"}, event_id=rid)]
+    )
     await d.handle([rig.record("incident.update", "T1", {"report_id": rid, "note": "teknisi datang"})])
     iid = rig.incidents()[0].id
     await d.acknowledge(iid, actor="operator:ops")
     assert verify(rig.ctx.engine).ok
     with rig.ctx.engine.begin() as c:
-        c.execute(text("UPDATE timelineentry SET actor = 'operator:someone-else' "
-                       "WHERE incident_id = :i AND action = 'acknowledged'"), {"i": iid})
+        c.execute(
+            text(
+                "UPDATE timelineentry SET actor = 'operator:someone-else' "
+                "WHERE incident_id = :i AND action = 'acknowledged'"
+            ),
+            {"i": iid},
+        )
     result = verify(rig.ctx.engine)
     assert not result.ok and iid in result.message and "acknowledged" in result.message

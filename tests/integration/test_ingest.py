@@ -32,8 +32,9 @@ class Rig:
     engine: Any
     prefix: str
 
-    async def post(self, body: Any, *, token: str | None = "default", batch: bool = False,
-                   raw: bytes | None = None) -> httpx.Response:
+    async def post(
+        self, body: Any, *, token: str | None = "default", batch: bool = False, raw: bytes | None = None
+    ) -> httpx.Response:
         headers = {"Content-Type": "application/json"}
         tok = self.token if token == "default" else token
         if tok:
@@ -59,17 +60,26 @@ class Rig:
 
 
 def event(tps_id: str = "T1", **kw: Any) -> dict[str, Any]:
-    ev: dict[str, Any] = {"event_id": str(uuid.uuid4()), "type": "incident.reported", "tps_id": tps_id,
-                          "occurred_at": datetime.now(UTC).isoformat(),
-                          "payload": {"description": "HT rusak", "category": "equipment"}}
+    ev: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "type": "incident.reported",
+        "tps_id": tps_id,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "payload": {"description": "HT rusak", "category": "equipment"},
+    }
     ev.update(kw)
     return ev
 
 
 async def _rig(tmp_path: Path, kafka: str | None, **settings_kw: Any) -> AsyncIterator[Rig]:
     prefix = f"ing{uuid.uuid4().hex[:6]}."
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'ingest.db'}", kafka_bootstrap=kafka,
-                        topic_prefix=prefix, kafka_publish_timeout_s=3, **settings_kw)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'ingest.db'}",
+        kafka_bootstrap=kafka,
+        topic_prefix=prefix,
+        kafka_publish_timeout_s=3,
+        **settings_kw,
+    )
     ctx = make_context(settings, bus=make_bus(settings))
     token, gateway = new_token("dev"), new_token("dev")
     with Session(ctx.engine) as s:
@@ -77,8 +87,7 @@ async def _rig(tmp_path: Path, kafka: str | None, **settings_kw: Any) -> AsyncIt
         s.add(Tps(tps_id="T2", name="TPS 2", kecamatan="Cikande"))
         s.add(Tps(tps_id="K1", name="TPS K1", kecamatan="Kopo"))
         s.add(Device(device_id="d1", token_hash=hash_token(token), tps_ids=["T1"], created_at=datetime.now(UTC)))
-        s.add(Device(device_id="gw", token_hash=hash_token(gateway), kecamatan=["Kopo"],
-                     created_at=datetime.now(UTC)))
+        s.add(Device(device_id="gw", token_hash=hash_token(gateway), kecamatan=["Kopo"], created_at=datetime.now(UTC)))
         s.commit()
     app = create_app(ctx)
     await ctx.bus.start()
@@ -142,24 +151,29 @@ async def test_gateway_posts_for_its_kecamatan_only(rig: Rig) -> None:
     assert (await rig.post(event("T1"), token=rig.gateway)).status_code == 403
 
 
-@pytest.mark.parametrize("mutate,field", [
-    (lambda e: e["payload"].update(injuries="many"), "payload.injuries"),
-    (lambda e: e["payload"].update(injuries=-1), "payload.injuries"),
-    (lambda e: e["payload"].update(weapons="yes"), "payload.weapons"),
-    (lambda e: e["payload"].update(category="alien"), "payload.category"),
-    (lambda e: e.update(type="incident.exploded"), "type"),
-    (lambda e: e.pop("event_id"), "event_id"),
-    (lambda e: e.update(occurred_at="yesterday"), "occurred_at"),
-    (lambda e: e.update(occurred_at="2024-11-27T08:00:00"), "occurred_at"),
-    (lambda e: e.update(occurred_at=(datetime.now(UTC) + timedelta(minutes=11)).isoformat()), "occurred_at"),
-    (lambda e: e.update(occurred_at=(datetime.now(UTC) - timedelta(hours=49)).isoformat()), "occurred_at"),
-    (lambda e: e.update(type="incident.resolved", payload={}), "payload.report_id"),
-    (lambda e: e.update(type="checkin", payload={"personnel_id": "p", "status": "sleeping"}), "payload.status"),
-    (lambda e: e.update(type="checkin", payload={"personnel_id": "p", "status": "on_duty", "battery": 101}),
-     "payload.battery"),
-    (lambda e: e.update(type="tps.status", payload={"phase": "party"}), "payload.phase"),
-    (lambda e: e.update(extra=1), "extra"),
-])
+@pytest.mark.parametrize(
+    "mutate,field",
+    [
+        (lambda e: e["payload"].update(injuries="many"), "payload.injuries"),
+        (lambda e: e["payload"].update(injuries=-1), "payload.injuries"),
+        (lambda e: e["payload"].update(weapons="yes"), "payload.weapons"),
+        (lambda e: e["payload"].update(category="alien"), "payload.category"),
+        (lambda e: e.update(type="incident.exploded"), "type"),
+        (lambda e: e.pop("event_id"), "event_id"),
+        (lambda e: e.update(occurred_at="yesterday"), "occurred_at"),
+        (lambda e: e.update(occurred_at="2024-11-27T08:00:00"), "occurred_at"),
+        (lambda e: e.update(occurred_at=(datetime.now(UTC) + timedelta(minutes=11)).isoformat()), "occurred_at"),
+        (lambda e: e.update(occurred_at=(datetime.now(UTC) - timedelta(hours=49)).isoformat()), "occurred_at"),
+        (lambda e: e.update(type="incident.resolved", payload={}), "payload.report_id"),
+        (lambda e: e.update(type="checkin", payload={"personnel_id": "p", "status": "sleeping"}), "payload.status"),
+        (
+            lambda e: e.update(type="checkin", payload={"personnel_id": "p", "status": "on_duty", "battery": 101}),
+            "payload.battery",
+        ),
+        (lambda e: e.update(type="tps.status", payload={"phase": "party"}), "payload.phase"),
+        (lambda e: e.update(extra=1), "extra"),
+    ],
+)
 async def test_invalid_event_422_names_the_field(rig: Rig, mutate: Any, field: str) -> None:
     ev = event()
     mutate(ev)
@@ -185,8 +199,11 @@ async def test_batch_judges_each_event_on_its_own(rig: Rig) -> None:
     body = r.json()
     assert body["accepted"] == [good["event_id"]]
     assert body["duplicates"] == [dup["event_id"]]
-    assert [(x["index"], x["field"]) for x in body["rejected"]] == [(2, "payload.injuries"), (3, "tps_id"),
-                                                                     (4, "tps_id")]
+    assert [(x["index"], x["field"]) for x in body["rejected"]] == [
+        (2, "payload.injuries"),
+        (3, "tps_id"),
+        (4, "tps_id"),
+    ]
     assert len(await rig.on_bus(2)) == 2
 
 

@@ -40,18 +40,39 @@ class PgServer:
         if os.geteuid() == 0:
             shutil.chown(self.data, "postgres", "postgres")
         self.port = _free_port()
-        subprocess.run(_as_owner([_bin("initdb"), "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8"]),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_owner([_bin("initdb"), "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.data} -h 127.0.0.1 -c fsync=off -c max_connections=200"
-        subprocess.run(_as_owner([_bin("pg_ctl"), "-D", self.data, "-l", f"{self.data}/server.log", "-w", "-t", "60",
-                                  "-o", opts, "start"]), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_owner(
+                [
+                    _bin("pg_ctl"),
+                    "-D",
+                    self.data,
+                    "-l",
+                    f"{self.data}/server.log",
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    opts,
+                    "start",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     def stop(self) -> None:
-        subprocess.run(_as_owner([_bin("pg_ctl"), "-D", self.data, "-m", "fast", "stop"]), check=False,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_owner([_bin("pg_ctl"), "-D", self.data, "-m", "fast", "stop"]), check=False, stdout=subprocess.DEVNULL
+        )
 
     def remove(self) -> None:
         self.stop()

@@ -7,6 +7,7 @@ restart any of them.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -34,21 +35,24 @@ def free_port() -> int:
 
 
 class SystemProcs:
-    def __init__(self, workdir: Path, *, kafka: str | None, env: dict[str, str] | None = None,
-                 database_url: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, kafka: str | None, env: dict[str, str] | None = None, database_url: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.kafka = kafka
         self.admin = "adm_" + uuid.uuid4().hex
         self.env = dict(os.environ)
         self.env.pop("SIAGA_KAFKA_BOOTSTRAP", None)
-        self.env.update({
-            "SIAGA_ADMIN_TOKEN": self.admin,
-            "SIAGA_DATABASE_URL": database_url or f"sqlite:///{workdir / 'siaga.db'}",
-            "SIAGA_TICK_INTERVAL_S": "0.2",
-            "SIAGA_KAFKA_PUBLISH_TIMEOUT_S": "3",
-            "SIAGA_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}.",
-            "PYTHONUNBUFFERED": "1",
-        })
+        self.env.update(
+            {
+                "SIAGA_ADMIN_TOKEN": self.admin,
+                "SIAGA_DATABASE_URL": database_url or f"sqlite:///{workdir / 'siaga.db'}",
+                "SIAGA_TICK_INTERVAL_S": "0.2",
+                "SIAGA_KAFKA_PUBLISH_TIMEOUT_S": "3",
+                "SIAGA_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}.",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if kafka:
             self.env["SIAGA_KAFKA_BOOTSTRAP"] = kafka
         self.env.update(env or {})
@@ -70,8 +74,9 @@ class SystemProcs:
         if name == "dev":
             args.append("--no-demo")
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115  (kept open for the child)
-        self.procs[name] = subprocess.Popen(args, cwd=self.workdir, env=self.env, stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            args, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         url = f"http://127.0.0.1:{port}"
         if name == "dev":
             self.urls.update(ingest=url, dispatch=url, dashboard=url)
@@ -107,10 +112,8 @@ class SystemProcs:
 
     def stop(self) -> None:
         for proc in self.procs.values():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for proc in self.procs.values():
             try:
                 proc.wait(15)
@@ -127,26 +130,42 @@ class SystemProcs:
         w = csv.DictWriter(buf, ["tps_id", "name", "kecamatan", "desa", "lat", "lon", "rawan"])
         w.writeheader()
         w.writerows(rows)
-        r = httpx.post(self.urls["dispatch"] + "/v1/admin/tps/import", content=buf.getvalue().encode(),
-                       headers={**self.admin_headers(), "Content-Type": "text/csv"}, timeout=30)
+        r = httpx.post(
+            self.urls["dispatch"] + "/v1/admin/tps/import",
+            content=buf.getvalue().encode(),
+            headers={**self.admin_headers(), "Content-Type": "text/csv"},
+            timeout=30,
+        )
         r.raise_for_status()
         return dict(r.json())
 
     def device(self, tps_ids: list[str]) -> str:
-        r = httpx.post(self.urls["dispatch"] + "/v1/admin/devices", json={"personnel_id": "P1", "tps_ids": tps_ids},
-                       headers=self.admin_headers(), timeout=30)
+        r = httpx.post(
+            self.urls["dispatch"] + "/v1/admin/devices",
+            json={"personnel_id": "P1", "tps_ids": tps_ids},
+            headers=self.admin_headers(),
+            timeout=30,
+        )
         r.raise_for_status()
         return str(r.json()["token"])
 
     def token(self, role: str) -> str:
-        r = httpx.post(self.urls["dispatch"] + "/v1/admin/tokens", json={"name": f"test-{role}", "role": role},
-                       headers=self.admin_headers(), timeout=30)
+        r = httpx.post(
+            self.urls["dispatch"] + "/v1/admin/tokens",
+            json={"name": f"test-{role}", "role": role},
+            headers=self.admin_headers(),
+            timeout=30,
+        )
         r.raise_for_status()
         return str(r.json()["token"])
 
     def incidents(self, token: str) -> list[dict[str, Any]]:
-        r = httpx.get(self.urls["dispatch"] + "/v1/incidents", params={"limit": 10000},
-                      headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        r = httpx.get(
+            self.urls["dispatch"] + "/v1/incidents",
+            params={"limit": 10000},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
         r.raise_for_status()
         return list(r.json()["items"])
 
@@ -161,8 +180,18 @@ class SystemProcs:
 
 
 def tps_rows(n: int, kecamatan: str = "Cikande", prefix: str = "T") -> list[dict[str, Any]]:
-    return [{"tps_id": f"{prefix}{i:04d}", "name": f"TPS {i:03d}", "kecamatan": kecamatan, "desa": "Desa",
-             "lat": f"{-6.1 - i * 0.001:.5f}", "lon": f"{106.2 + i * 0.001:.5f}", "rawan": ""} for i in range(n)]
+    return [
+        {
+            "tps_id": f"{prefix}{i:04d}",
+            "name": f"TPS {i:03d}",
+            "kecamatan": kecamatan,
+            "desa": "Desa",
+            "lat": f"{-6.1 - i * 0.001:.5f}",
+            "lon": f"{106.2 + i * 0.001:.5f}",
+            "rawan": "",
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture

@@ -220,7 +220,9 @@ async def test_admin_revoke_odd_ids(rig: Rig, kind: str, ident: str) -> None:
     assert r.status_code in (404, 422), r.text[:300]
 
 
-finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)  # 1e300 and inf: explicit cases in test_hostile_input.py
+finite = st.floats(
+    -1e6, 1e6, allow_nan=False, allow_infinity=False
+)  # 1e300 and inf: explicit cases in test_hostile_input.py
 policy_values = (
     st.none()
     | st.booleans()

@@ -307,9 +307,7 @@ async def test_nul_in_text_is_refused_naming_the_field(rig: Rig) -> None:
     assert "NUL" in r.json()["detail"][0]["message"]
 
 
-@pytest.mark.parametrize(
-    "text", ["🗳️👮‍♂️🌊", "\u202etpircs\u202c", "ＳＥＲＡＮＧ", "e\u0301", "\ufeffbom", "\U0010ffff"]
-)
+@pytest.mark.parametrize("text", ["🗳️👮‍♂️🌊", "\u202etpircs\u202c", "ＳＥＲＡＮＧ", "e\u0301", "\ufeffbom", "\U0010ffff"])
 async def test_odd_but_valid_unicode_in_text_is_accepted(rig: Rig, text: str) -> None:
     r = await post(rig, with_payload(description=text))
     assert r.status_code == 202, r.text[:300]

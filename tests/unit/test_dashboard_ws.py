@@ -23,10 +23,10 @@ from websockets.frames import Opcode
 from websockets.uri import parse_uri
 
 from services.dashboard.app import Dashboard, create_app
-from siaga.logs import install_token_redaction
 from siaga import topics
 from siaga.auth import Role, issue_api_token
 from siaga.bus.memory import MemoryBus
+from siaga.logs import install_token_redaction
 from siaga.models import ApiToken
 from siaga.runtime import Context, make_context
 from siaga.settings import Settings

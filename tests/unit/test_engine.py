@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -31,14 +32,21 @@ class World:
         self.add_tps("F1", "Tanara", rawan=["flood"])
 
     def add_tps(self, tps_id: str, kecamatan: str, rawan: list[str] | None = None) -> None:
-        self.store.save_tps(Tps(tps_id=tps_id, name=f"TPS {tps_id}", kecamatan=kecamatan, rawan=rawan or [],
-                                assigned=2))
+        self.store.save_tps(
+            Tps(tps_id=tps_id, name=f"TPS {tps_id}", kecamatan=kecamatan, rawan=rawan or [], assigned=2)
+        )
 
-    def post(self, type_: str, tps_id: str, payload: dict[str, Any], *, ago_min: float = 0.0,
-             event_id: str | None = None) -> str:
+    def post(
+        self, type_: str, tps_id: str, payload: dict[str, Any], *, ago_min: float = 0.0, event_id: str | None = None
+    ) -> str:
         eid = event_id or str(uuid.uuid4())
-        ev = FieldEvent(event_id=eid, type=type_, tps_id=tps_id,  # type: ignore[arg-type]
-                        occurred_at=self.clock.now() - timedelta(minutes=ago_min), payload=payload)
+        ev = FieldEvent(
+            event_id=eid,
+            type=type_,
+            tps_id=tps_id,  # type: ignore[arg-type]
+            occurred_at=self.clock.now() - timedelta(minutes=ago_min),
+            payload=payload,
+        )
         self.engine.apply(Received(ev, "dev_test", self.clock.now()))
         return eid
 
@@ -103,8 +111,13 @@ def test_windows_follow_severity(w: World) -> None:
 
 def test_backlog_resolved_inside_window_never_escalates_even_when_late(w: World) -> None:
     rid = str(uuid.uuid4())
-    w.post("incident.reported", "T1", {"description": "Tinta belum datang", "category": "logistics"},
-           ago_min=20, event_id=rid)
+    w.post(
+        "incident.reported",
+        "T1",
+        {"description": "Tinta belum datang", "category": "logistics"},
+        ago_min=20,
+        event_id=rid,
+    )
     w.post("incident.resolved", "T1", {"report_id": rid, "resolution": "tinta diantar"}, ago_min=10)
     w.after(minutes=5)
     inc = w.only("T1")
@@ -276,8 +289,13 @@ def test_a_closed_tps_does_not_fall_silent(w: World) -> None:
 
 def test_a_redelivered_event_changes_nothing(w: World) -> None:
     eid = str(uuid.uuid4())
-    ev = FieldEvent(event_id=eid, type="incident.reported", tps_id="T1",  # type: ignore[arg-type]
-                    occurred_at=w.clock.now(), payload={"description": "genset mati", "category": "equipment"})
+    ev = FieldEvent(
+        event_id=eid,
+        type="incident.reported",
+        tps_id="T1",  # type: ignore[arg-type]
+        occurred_at=w.clock.now(),
+        payload={"description": "genset mati", "category": "equipment"},
+    )
     w.engine.apply(Received(ev, "d", w.clock.now()))
     w.engine.apply(Received(ev, "d", w.clock.now()))
     assert w.only("T1").reports == 1
@@ -311,5 +329,4 @@ def test_timeline_is_a_hash_chain(w: World) -> None:
     w.post("incident.update", "T1", {"report_id": rid, "note": "teknisi dipanggil"})
     entries = w.store.entries[w.only("T1").id]
     assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
-    assert all(b.prev_hash == a.hash for a, b in zip(entries, entries[1:], strict=False))
-
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))

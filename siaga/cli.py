@@ -187,15 +187,15 @@ def cmd_admin(args: argparse.Namespace) -> int:
         import httpx
 
         path = "/v1/admin/tps/import" if args.admin_command == "import-tps" else "/v1/admin/personnel/import"
-        token = args.admin_token or settings.admin_token
-        if not token:
+        admin_token: str | None = args.admin_token or settings.admin_token
+        if not admin_token:
             print("needs --admin-token or SIAGA_ADMIN_TOKEN", file=sys.stderr)
             return 2
         r = httpx.post(
             args.dispatch_url.rstrip("/") + path,
             content=Path(args.file).read_bytes(),
             timeout=120,
-            headers={"Content-Type": "text/csv", "Authorization": f"Bearer {token}"},
+            headers={"Content-Type": "text/csv", "Authorization": f"Bearer {admin_token}"},
         )
         print(r.text)
         return 0 if r.status_code == 200 else 1

@@ -41,10 +41,10 @@ class EscalationPolicy(BaseModel):
     version: int = 0
     severity: SeverityRules = Field(default_factory=SeverityRules)
     local_window_minutes: dict[Severity, float] = Field(
-        default_factory=lambda: {Severity.LOW: 30, Severity.MEDIUM: 15, Severity.HIGH: 5}
+        default_factory=lambda: {Severity.LOW: 30.0, Severity.MEDIUM: 15.0, Severity.HIGH: 5.0}
     )
     late_grace_seconds: float = Field(default=30, ge=0, le=WEEK_MINUTES * 60, allow_inf_nan=False)
-    ack_timeout_minutes: dict[int, float] = Field(default_factory=lambda: {1: 5, 2: 5, 3: 5})
+    ack_timeout_minutes: dict[int, float] = Field(default_factory=lambda: {1: 5.0, 2: 5.0, 3: 5.0})
     reminder_minutes: float = Field(default=5, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
     grouping_minutes: float = Field(default=30, ge=0, le=WEEK_MINUTES, allow_inf_nan=False)
     spread: SpreadRule = Field(default_factory=SpreadRule)

@@ -72,7 +72,7 @@ class OutboxRelay:
 
     def _delete(self, ids: list[int]) -> None:
         with Session(self.ctx.engine) as s:
-            s.exec(delete(Outbox).where(col(Outbox.id).in_(ids)))  # type: ignore[call-overload]
+            s.exec(delete(Outbox).where(col(Outbox.id).in_(ids)))
             s.commit()
 
     async def _publish(self, rows: list[Outbox]) -> None:

@@ -45,23 +45,68 @@ def parse_record(record: Record) -> Received:
 
 
 class OutboxRelay:
-    """Publishes what transactions left in the outbox, in order, then deletes it."""
+    """Publishes what transactions left in the outbox, in order, and removes what was published.
+
+    The fast path: right after a commit, the transaction's own rows are published from memory and
+    their ids are deleted by the next transaction (no extra round trips). When the bus cannot take
+    them, the rows stay in the table and `flush()` publishes them from there once it can; until
+    then every commit goes that way too, so order is kept.
+    """
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._lock = asyncio.Lock()
+        self._published: list[int] = []  # ids published but not yet deleted
+        self._backlog = True  # rows of an earlier run may wait in the table
+
+    def take_published(self) -> list[int]:
+        """Ids to delete in the caller's transaction (they are on the bus)."""
+        ids, self._published = self._published, []
+        return ids
+
+    def give_back(self, ids: list[int]) -> None:
+        """Ids taken for a transaction that did not commit: still to delete."""
+        self._published[:0] = ids
+
+    async def maintain(self) -> None:
+        """Periodic care: publish a backlog, or delete what was published while nothing else committed."""
+        if self._backlog:
+            await self.flush()
+        elif self._published:
+            async with self._lock:
+                done = self.take_published()
+                await asyncio.to_thread(self._delete, done)
+
+    async def after_commit(self, rows: list[Outbox]) -> None:
+        if self._backlog:
+            await self.flush()
+            return
+        async with self._lock:
+            try:
+                await self._publish(rows)
+            except BusUnavailable as exc:
+                log.warning("outbox: bus unavailable (%s); %d messages wait", exc, len(rows))
+                self._backlog = True
+                return
+            self._published.extend(r.id for r in rows if r.id is not None)
 
     async def flush(self) -> int:
+        """Publish everything the table holds, oldest first (the backlog lasts until it is empty)."""
         async with self._lock:
+            done = self.take_published()
+            if done:
+                await asyncio.to_thread(self._delete, done)
             total = 0
             while True:
                 rows = await asyncio.to_thread(self._take)
                 if not rows:
+                    self._backlog = False
                     return total
                 try:
                     await self._publish(rows)
                 except BusUnavailable as exc:
                     log.warning("outbox: bus unavailable (%s); %d messages wait", exc, len(rows))
+                    self._backlog = True
                     return total
                 await asyncio.to_thread(self._delete, [r.id for r in rows if r.id is not None])
                 total += len(rows)
@@ -72,7 +117,7 @@ class OutboxRelay:
 
     def _delete(self, ids: list[int]) -> None:
         with Session(self.ctx.engine) as s:
-            s.exec(delete(Outbox).where(col(Outbox.id).in_(ids)))
+            delete_outbox(s, ids)
             s.commit()
 
     async def _publish(self, rows: list[Outbox]) -> None:
@@ -82,6 +127,11 @@ class OutboxRelay:
         for topic, items in by_topic.items():
             await self.ctx.bus.publish_many(topic, items)
             RELAYED.labels(topic).inc(len(items))
+
+
+def delete_outbox(s: Session, ids: list[int]) -> None:
+    for i in range(0, len(ids), 500):
+        s.exec(delete(Outbox).where(col(Outbox.id).in_(ids[i : i + 500])))
 
 
 class Dispatch:
@@ -97,28 +147,35 @@ class Dispatch:
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ transactions
-    def _run(self, fn: Callable[[Engine], T]) -> T:
+    def _run(self, fn: Callable[[Engine], T], published: list[int]) -> tuple[T, list[Outbox]]:
         policy = self.policies.current()
         with Session(self.ctx.engine, expire_on_commit=False) as s:
-            engine = Engine(SqlStore(s), policy, self.classifier, self.ctx.clock)
+            store = SqlStore(s)
+            engine = Engine(store, policy, self.classifier, self.ctx.clock)
             result = fn(engine)
             engine.finish()
+            delete_outbox(s, published)  # what earlier transactions put on the bus
             s.commit()
-            return result
+            return result, store.outbox
 
     async def transact(self, fn: Callable[[Engine], T], *, attempts: int = 5) -> T:
-        """Run fn on an engine in one transaction (retried when another writer won a race)."""
+        """Run fn on an engine in one transaction (retried when another writer won a race), then publish."""
         for attempt in range(attempts):
+            published = self.relay.take_published()
             try:
                 async with self._lock:
-                    result = await asyncio.to_thread(self._run, fn)
+                    result, rows = await asyncio.to_thread(self._run, fn, published)
+                    await self.relay.after_commit(rows)  # in the lock: messages go out in commit order
                 break
             except (StaleDataError, OperationalError) as exc:
+                self.relay.give_back(published)  # not deleted after all: next time
                 if attempt == attempts - 1:
                     raise
                 log.info("transaction lost a race (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(0.05 * (attempt + 1))
-        await self.relay.flush()
+            except BaseException:
+                self.relay.give_back(published)
+                raise
         return result
 
     # ------------------------------------------------------------------ the bus
@@ -166,7 +223,7 @@ class Dispatch:
                 n = await self.transact(lambda e: e.tick())
                 if n:
                     TICKS.inc(n)
-                await self.relay.flush()
+                await self.relay.maintain()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -73,7 +73,7 @@ def cmd_notifier(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_dev_app(settings: Settings, *, demo: bool, port: int, speed: float = 60.0) -> Any:
+def build_dev_app(settings: Settings, *, demo: bool, port: int, speed: float = 30.0) -> Any:
     """All three services in one app on one port (the in-process bus unless Kafka is configured)."""
     from services.dashboard.app import build as dashboard_build
     from services.dispatch.app import build as dispatch_build
@@ -116,6 +116,8 @@ def _demo_part(ctx: Any, *, port: int, speed: float) -> Any:
             issue_api_token, ctx.engine, name="demo operator", role=Role.OPERATOR, now=ctx.clock.now()
         )
         print(f"\n  Siaga demo: open http://127.0.0.1:{port}/?token={operator}\n", flush=True)
+        # One process serves and simulates: fewer in-flight requests and sparser check-ins than a real
+        # day keep the demo lively on a laptop (`siaga simulate` against a real deployment has neither).
         await run_day(
             ingest_url=base,
             tokens_by_tps=setup.tokens_by_tps,
@@ -123,6 +125,8 @@ def _demo_part(ctx: Any, *, port: int, speed: float) -> Any:
             seed=None,
             stop_event=stop_event,
             progress=lambda line: log.info("simulator: %s", line),
+            concurrency=16,
+            checkin_minutes=(25.0, 40.0),
         )
 
     async def start() -> None:
@@ -145,6 +149,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
             "only; set it yourself to use the admin API.",
             flush=True,
         )
+    if not args.no_demo and "SIAGA_ACCESS_LOG" not in os.environ:
+        os.environ["SIAGA_ACCESS_LOG"] = "false"  # hundreds of simulated devices would drown the terminal
     get_settings.cache_clear()
     settings = get_settings()
     if args.public_url:
@@ -247,8 +253,8 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--speed",
         type=float,
-        default=60.0,
-        help="demo speed-up: simulated seconds per real second (default 60: a day in 24 minutes)",
+        default=30.0,
+        help="demo speed-up: simulated seconds per real second (default 30: a day in 48 minutes)",
     )
     dev.add_argument("--public-url", default=None, help="URL of the dashboard for alert links (default: this port)")
     dev.set_defaults(func=cmd_dev)

@@ -104,4 +104,6 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
         lg.propagate = True
     install_token_redaction()
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request of every client
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from sqlalchemy import insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -173,18 +174,20 @@ def remember(engine: Engine, events: Sequence[tuple[FieldEvent, str]], *, device
     """Record event ids the bus acknowledged, so a retry is answered as a duplicate."""
     if not events:
         return
-    rows = [SeenEvent(event_id=ev.event_id, content_hash=h, device_id=device_id, received_at=now) for ev, h in events]
+    rows = [
+        {"event_id": ev.event_id, "content_hash": h, "device_id": device_id, "received_at": now} for ev, h in events
+    ]
+    # Plain inserts: building 500 ORM objects costs more than judging the whole batch.
+    table = SeenEvent.__table__  # type: ignore[attr-defined]
     try:
-        with Session(engine) as s:
-            s.add_all(rows)
-            s.commit()
+        with engine.begin() as conn:
+            conn.execute(insert(table), rows)
     except IntegrityError:
         # Another ingest instance took the same id at the same moment: store the rest one by one.
         for row in rows:
             try:
-                with Session(engine) as s:
-                    s.add(row)
-                    s.commit()
+                with engine.begin() as conn:
+                    conn.execute(insert(table), [row])
             except IntegrityError:
                 pass
 

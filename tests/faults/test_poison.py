@@ -23,12 +23,12 @@ from tests.plugins.system import SystemProcs, tps_rows
 pytestmark = pytest.mark.kafka
 
 
-async def _dead_letters(bus: KafkaBus, topic: str, want: int, timeout: float = 30.0) -> list[Record]:
+async def _dead_letters(bus: KafkaBus, topic: str, want: int, within_s: float = 30.0) -> list[Record]:
     source = bus.consumer([topic], None, broadcast=True)
     await source.start()
     got: list[Record] = []
     try:
-        end = time.monotonic() + timeout
+        end = time.monotonic() + within_s
         while time.monotonic() < end and len(got) < want:
             got.extend(await source.fetch(100, 0.5))
     finally:

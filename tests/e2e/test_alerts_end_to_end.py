@@ -30,9 +30,14 @@ HOOK_SECRET = "tg-callback-secret"
 def alerting(tmp_path: Path, kafka_bootstrap: str) -> Iterator[tuple[SystemProcs, FakeWebhook, FakeTelegram]]:
     hook, tg = FakeWebhook(secret=SECRET), FakeTelegram(token=BOT)
     with hook, tg:
-        env = {"SIAGA_WEBHOOK_URL": hook.hook_url, "SIAGA_WEBHOOK_SECRET": SECRET,
-               "SIAGA_TELEGRAM_BOT_TOKEN": BOT, "SIAGA_TELEGRAM_CHAT_ID": CHAT, "SIAGA_TELEGRAM_API_BASE": tg.url,
-               "SIAGA_TELEGRAM_WEBHOOK_SECRET": HOOK_SECRET}
+        env = {
+            "SIAGA_WEBHOOK_URL": hook.hook_url,
+            "SIAGA_WEBHOOK_SECRET": SECRET,
+            "SIAGA_TELEGRAM_BOT_TOKEN": BOT,
+            "SIAGA_TELEGRAM_CHAT_ID": CHAT,
+            "SIAGA_TELEGRAM_API_BASE": tg.url,
+            "SIAGA_TELEGRAM_WEBHOOK_SECRET": HOOK_SECRET,
+        }
         sysm = SystemProcs(tmp_path, kafka=kafka_bootstrap, env=env)
         sysm.start()
         try:
@@ -54,9 +59,13 @@ def test_critical_report_reaches_webhook_and_telegram_and_a_button_acknowledges(
     sysm, hook, tg = alerting
     sysm.import_tps(tps_rows(1))
     device, op = sysm.device(["T0000"]), sysm.token("operator")
-    ev = {"event_id": str(uuid.uuid4()), "type": "incident.reported", "tps_id": "T0000",
-          "occurred_at": datetime.now(UTC).isoformat(),
-          "payload": {"description": "Bentrok massa, ada yang membawa golok, 2 orang luka"}}
+    ev = {
+        "event_id": str(uuid.uuid4()),
+        "type": "incident.reported",
+        "tps_id": "T0000",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "payload": {"description": "Bentrok massa, ada yang membawa golok, 2 orang luka"},
+    }
     started = time.monotonic()
     r = httpx.post(sysm.urls["ingest"] + "/v1/events", json=ev, headers={"Authorization": f"Bearer {device}"})
     assert r.status_code == 202
@@ -80,18 +89,31 @@ def test_critical_report_reaches_webhook_and_telegram_and_a_button_acknowledges(
     ack = next(b for b in buttons if "ack" in b["callback_data"])
 
     incident_id = hook.delivered[0].json()["incident"]["id"]
-    update = {"update_id": 1, "callback_query": {
-        "id": "cbq-1", "from": {"id": 42, "is_bot": False, "first_name": "Kabagops", "username": "kabagops"},
-        "message": {"message_id": 7, "chat": {"id": int(CHAT), "type": "supergroup"}, "date": int(time.time())},
-        "chat_instance": "x", "data": ack["callback_data"]}}
-    refused = httpx.post(sysm.urls["dispatch"] + "/v1/telegram/webhook", json=update,
-                         headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"})
+    update = {
+        "update_id": 1,
+        "callback_query": {
+            "id": "cbq-1",
+            "from": {"id": 42, "is_bot": False, "first_name": "Kabagops", "username": "kabagops"},
+            "message": {"message_id": 7, "chat": {"id": int(CHAT), "type": "supergroup"}, "date": int(time.time())},
+            "chat_instance": "x",
+            "data": ack["callback_data"],
+        },
+    }
+    refused = httpx.post(
+        sysm.urls["dispatch"] + "/v1/telegram/webhook",
+        json=update,
+        headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"},
+    )
     assert refused.status_code == 403
-    r = httpx.post(sysm.urls["dispatch"] + "/v1/telegram/webhook", json=update,
-                   headers={"X-Telegram-Bot-Api-Secret-Token": HOOK_SECRET})
+    r = httpx.post(
+        sysm.urls["dispatch"] + "/v1/telegram/webhook",
+        json=update,
+        headers={"X-Telegram-Bot-Api-Secret-Token": HOOK_SECRET},
+    )
     assert r.status_code == 200, r.text
-    inc = httpx.get(sysm.urls["dispatch"] + f"/v1/incidents/{incident_id}",
-                    headers={"Authorization": f"Bearer {op}"}).json()
+    inc = httpx.get(
+        sysm.urls["dispatch"] + f"/v1/incidents/{incident_id}", headers={"Authorization": f"Bearer {op}"}
+    ).json()
     assert inc["status"] == "acknowledged"
     actions = [(e["actor"], e["action"]) for e in inc["timeline"]]
     assert any(a == "acknowledged" and actor.startswith("telegram:") for actor, a in actions)

@@ -56,12 +56,19 @@ def test_poison_on_every_topic_is_dead_lettered_and_consumers_go_on(tmp_path: Pa
                     url = sysm.urls["dashboard"].replace("http://", "ws://") + f"/ws?token={viewer}"
                     async with websockets.connect(url, max_size=2**26) as ws:
                         json.loads(await ws.recv())
-                        ev = {"event_id": str(uuid.uuid4()), "type": "incident.reported", "tps_id": "T0001",
-                              "occurred_at": datetime.now(UTC).isoformat(),
-                              "payload": {"description": "bentrok, bawa golok, 2 orang luka"}}
+                        ev = {
+                            "event_id": str(uuid.uuid4()),
+                            "type": "incident.reported",
+                            "tps_id": "T0001",
+                            "occurred_at": datetime.now(UTC).isoformat(),
+                            "payload": {"description": "bentrok, bawa golok, 2 orang luka"},
+                        }
                         async with httpx.AsyncClient() as c:
-                            r = await c.post(sysm.urls["ingest"] + "/v1/events", json=ev,
-                                             headers={"Authorization": f"Bearer {device}"})
+                            r = await c.post(
+                                sysm.urls["ingest"] + "/v1/events",
+                                json=ev,
+                                headers={"Authorization": f"Bearer {device}"},
+                            )
                             assert r.status_code == 202
                         seen = False
                         end = time.monotonic() + 20

@@ -195,9 +195,14 @@ async def test_each_message_goes_out_once_and_the_outbox_drains(db_url: str) -> 
     for t in ("T1", "T2", "T1"):
         await d.handle([rig.record("incident.reported", t, {"description": "genset mati", "category": "equipment"})])
         await d.relay.maintain()
-    sent = [(m["type"], (m.get("incident") or m.get("tps") or {}).get("version"),
-             (m.get("incident") or {}).get("id") or (m.get("tps") or {}).get("tps_id"))
-            for m in rig.published(topics.INCIDENT_UPDATES)]
+    sent = [
+        (
+            m["type"],
+            (m.get("incident") or m.get("tps") or {}).get("version"),
+            (m.get("incident") or {}).get("id") or (m.get("tps") or {}).get("tps_id"),
+        )
+        for m in rig.published(topics.INCIDENT_UPDATES)
+    ]
     assert len(sent) == len(set(sent)), "a message was published twice"
     with Session(rig.ctx.engine) as s:
         assert s.exec(select(Outbox)).all() == []

@@ -33,11 +33,26 @@ def _context(settings: Settings) -> Any:
 def cmd_service(args: argparse.Namespace) -> int:
     """Run one service (ingest, dispatch, dashboard) as its own process."""
     settings = get_settings()
+    if args.command == "ingest" and args.workers > 1:
+        # Ingest keeps no state of its own: N worker processes share the port (a load balancer in one box).
+        import uvicorn
+
+        _context(settings)  # migrate once, before the workers start
+        uvicorn.run(
+            "siaga.cli:ingest_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=settings.access_log,
+        )
+        return 0
     ctx = _context(settings)
     if args.command == "ingest":
-        from services.ingest.app import create_app as ingest_app
+        from services.ingest.app import create_app as ingest_create
 
-        app = ingest_app(ctx)
+        app = ingest_create(ctx)
     elif args.command == "dispatch":
         from services.dispatch.app import create_app as dispatch_app
 
@@ -48,6 +63,16 @@ def cmd_service(args: argparse.Namespace) -> int:
         app = dashboard_app(ctx)
     _serve(app, args.host, args.port)
     return 0
+
+
+def ingest_app() -> Any:
+    """The ingest app for this process (uvicorn's factory for --workers)."""
+    from services.ingest.app import create_app
+    from siaga.logs import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_format, settings.log_level)
+    return create_app(_context(settings))
 
 
 def cmd_notifier(args: argparse.Namespace) -> int:
@@ -272,6 +297,10 @@ def parser() -> argparse.ArgumentParser:
             help="port to serve on",
         )
         sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+        if name == "ingest":
+            sp.add_argument(
+                "--workers", type=int, default=1, help="worker processes sharing the port (ingest is stateless)"
+            )
         if name == "dispatch":
             sp.add_argument(
                 "--no-notifier", action="store_true", help="do not run the notifier here (run `siaga notifier` instead)"

@@ -98,7 +98,9 @@ def cmd_notifier(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_dev_app(settings: Settings, *, demo: bool, port: int, speed: float = 30.0) -> Any:
+def build_dev_app(
+    settings: Settings, *, demo: bool, port: int, speed: float = 20.0, start_at: str | None = None
+) -> Any:
     """All three services in one app on one port (the in-process bus unless Kafka is configured)."""
     from services.dashboard.app import build as dashboard_build
     from services.dispatch.app import build as dispatch_build
@@ -108,59 +110,65 @@ def build_dev_app(settings: Settings, *, demo: bool, port: int, speed: float = 3
     ctx = _context(settings)
     parts = [dispatch_build(ctx), ingest_build(ctx), dashboard_build(ctx)]
     if demo:
-        parts.append(_demo_part(ctx, port=port, speed=speed))
+        parts.append(_demo_part(ctx, port=port, speed=speed, start_at=start_at))
     return build_app(ctx, parts, title="Siaga (dev: ingest + dispatch + dashboard)")
 
 
-def _demo_part(ctx: Any, *, port: int, speed: float) -> Any:
+def _demo_part(ctx: Any, *, port: int, speed: float, start_at: str | None) -> Any:
+    """The Serang demo: a day-scaled policy, an operator link, and the field simulator as its own process."""
     from fastapi import APIRouter
 
     from siaga.service import ServiceParts
 
     tasks: list[asyncio.Task[None]] = []
-    stop_event = asyncio.Event()
+    children: list[asyncio.subprocess.Process] = []
 
     async def run() -> None:
-        import httpx
-
         from siaga.auth import Role, issue_api_token
-        from siaga.demo import load_demo
-        from siaga.simulator import run_day
+        from siaga.demo import scaled_policy
 
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient(timeout=60) as client:
-            for _ in range(100):
-                try:
-                    if (await client.get(base + "/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-            setup = await load_demo(client, dispatch_url=base, admin_token=ctx.settings.admin_token)
+        dispatch = ctx.extras["dispatch"]
+        # A sped-up day needs a sped-up policy, or no window would close before the day ends.
+        doc = scaled_policy(dispatch.policies.current().document(), speed)
+        await asyncio.to_thread(dispatch.policies.put, doc, by=f"demo (durations / {speed:g})")
         operator = await asyncio.to_thread(
             issue_api_token, ctx.engine, name="demo operator", role=Role.OPERATOR, now=ctx.clock.now()
         )
         print(f"\n  Siaga demo: open http://127.0.0.1:{port}/?token={operator}\n", flush=True)
-        # One process serves and simulates: fewer in-flight requests and sparser check-ins than a real
-        # day keep the demo lively on a laptop (`siaga simulate` against a real deployment has neither).
-        await run_day(
-            ingest_url=base,
-            tokens_by_tps=setup.tokens_by_tps,
-            speed=speed,
-            seed=None,
-            stop_event=stop_event,
-            progress=lambda line: log.info("simulator: %s", line),
-            concurrency=16,
-            checkin_minutes=(25.0, 40.0),
-        )
+        base = f"http://127.0.0.1:{port}"
+        # The simulator runs in a process of its own, so serving and simulating each get a core.
+        args = [
+            sys.executable,
+            "-c",
+            "from siaga.cli import main; main()",
+            "simulate",
+            "--ingest-url",
+            base,
+            "--dispatch-url",
+            base,
+            "--setup",
+            "--speed",
+            f"{speed:g}",
+            "--checkin-minutes",
+            "20-35",
+        ]
+        if start_at:
+            args += ["--start-at", start_at]
+        children.append(await asyncio.create_subprocess_exec(*args, env=dict(os.environ)))
 
     async def start() -> None:
         tasks.append(asyncio.create_task(run(), name="demo"))
 
     async def stop() -> None:
-        stop_event.set()
         for t in tasks:
             t.cancel()
+        for child in children:
+            if child.returncode is None:
+                child.terminate()
+                try:
+                    await asyncio.wait_for(child.wait(), 10)
+                except TimeoutError:
+                    child.kill()
 
     return ServiceParts("demo", APIRouter(), start, stop)
 
@@ -182,7 +190,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         settings.public_url = args.public_url
     elif "SIAGA_PUBLIC_URL" not in os.environ:
         settings.public_url = f"http://127.0.0.1:{args.port}"
-    app = build_dev_app(settings, demo=not args.no_demo, port=args.port, speed=args.speed)
+    app = build_dev_app(settings, demo=not args.no_demo, port=args.port, speed=args.speed, start_at=args.start_at)
     _serve(app, args.host, args.port)
     return 0
 
@@ -278,8 +286,15 @@ def parser() -> argparse.ArgumentParser:
     dev.add_argument(
         "--speed",
         type=float,
-        default=30.0,
-        help="demo speed-up: simulated seconds per real second (default 30: a day in 48 minutes)",
+        default=20.0,
+        help="demo speed-up: simulated seconds per real second (default 20: a day in about 45 minutes); "
+        "the policy's durations are divided by it too",
+    )
+    dev.add_argument(
+        "--start-at",
+        default=None,
+        metavar="HH:MM",
+        help="simulated time of day (WIB) the demo starts at; default 05:30",
     )
     dev.add_argument("--public-url", default=None, help="URL of the dashboard for alert links (default: this port)")
     dev.set_defaults(func=cmd_dev)

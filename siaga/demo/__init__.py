@@ -188,3 +188,34 @@ async def _post_csv(client: httpx.AsyncClient, url: str, path: Path, auth: dict[
         raise DemoLoadError(f"{step}: HTTP {resp.status_code}: {resp.text[:300]}")
     answer: dict[str, Any] = resp.json()
     return answer
+
+
+# Durations of the escalation policy (paths into the policy document), in minutes or seconds.
+POLICY_DURATIONS: list[tuple[str, ...]] = [
+    ("local_window_minutes",),
+    ("late_grace_seconds",),
+    ("ack_timeout_minutes",),
+    ("reminder_minutes",),
+    ("grouping_minutes",),
+    ("spread", "window_minutes"),
+    ("silent_post_minutes",),
+]
+
+
+def scaled_policy(doc: dict[str, Any], speed: float) -> dict[str, Any]:
+    """The policy document with every duration divided by `speed`.
+
+    A sped-up day needs a sped-up policy: at speed 30 a simulated 15-minute window lasts 30 real
+    seconds, so escalations and silent posts show when they would on the day.
+    """
+    out = {**doc, "spread": dict(doc.get("spread") or {})}
+    for path in POLICY_DURATIONS:
+        holder: dict[str, Any] = out
+        for key in path[:-1]:
+            holder = holder[key]
+        value = holder.get(path[-1])
+        if isinstance(value, dict):
+            holder[path[-1]] = {k: v / speed for k, v in value.items()}
+        elif isinstance(value, int | float):
+            holder[path[-1]] = value / speed
+    return out

@@ -23,6 +23,17 @@ from siaga.simulator.fleet import TokensByTps
 from siaga.simulator.load import run_load
 
 
+def _minutes_range(text: str) -> tuple[float, float]:
+    low, _, high = text.partition("-")
+    try:
+        lo, hi = float(low), float(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN-MAX minutes, e.g. 10-20") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError("needs 0 < MIN <= MAX")
+    return lo, hi
+
+
 def add_simulate_parser(subparsers: Any) -> None:
     """Add the `simulate` sub-command to an argparse CLI (its handler: run_simulate)."""
     p = subparsers.add_parser(
@@ -106,6 +117,13 @@ def add_simulate_parser(subparsers: Any) -> None:
         type=float,
         default=5.0,
         help="seconds between progress lines; default 5",
+    )
+    p.add_argument(
+        "--checkin-minutes",
+        type=_minutes_range,
+        default=(10.0, 20.0),
+        metavar="MIN-MAX",
+        help="day mode: each person checks in every MIN to MAX simulated minutes; default 10-20",
     )
     p.add_argument("--json-out", type=Path, default=None, help="write the final statistics to this JSON file")
     # `handler` is the documented name; `func` is what siaga.cli dispatches on.
@@ -216,6 +234,7 @@ async def _simulate(args: argparse.Namespace, rows: list[TpsRow], seed: int) -> 
             start_at=args.start_at,
             stop_event=stop,
             progress_every_s=args.progress_every,
+            checkin_minutes=args.checkin_minutes,
         )
     if args.json_out:
         args.json_out.write_text(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")

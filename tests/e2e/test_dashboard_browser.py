@@ -1,6 +1,5 @@
 """The command-center page in Debian's headless chromium, offline, against a real dashboard server.
 
-SIAGA_SCREENSHOT=1 saves docs/img/dashboard.png (the picture in the docs). Waits use Playwright's
 `expect`, not `wait_for_function`: the page's Content-Security-Policy forbids eval, and stays on.
 """
 
@@ -9,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -211,12 +209,6 @@ async def test_page_draws_the_map_feed_and_queue_and_acknowledges(tmp_path: Path
         await page.wait_for_selector('#feed li:first-child[data-id="INC-9001"]', timeout=10_000)
         await page.wait_for_selector('#queue .card:first-child[data-id="INC-9001"]')
         assert "Kekerasan" in (await page.text_content('#feed li[data-id="INC-9001"]') or "")
-
-        if os.environ.get("SIAGA_SCREENSHOT") == "1":
-            out = ROOT / "docs" / "img" / "dashboard.png"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            await page.wait_for_timeout(300)
-            await page.screenshot(path=str(out))
 
         # the operator acknowledges it from the queue
         await page.click('#queue [data-id="INC-9001"] button[data-action="ack"]')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +45,41 @@ def broker() -> Iterator[str]:
         yield os.environ["SIAGA_KAFKA_BOOTSTRAP"]
         return
     port = free_port()
-    env = dict(os.environ, SIAGA_KAFKA_PORT=str(port), SIAGA_KAFKA_HOME=tempfile.mkdtemp(prefix="siaga-bench-kafka-"))
+    home = tempfile.mkdtemp(prefix="siaga-bench-kafka-")
+    env = dict(os.environ, SIAGA_KAFKA_PORT=str(port), SIAGA_KAFKA_HOME=home)
     say(f"starting a Kafka broker on 127.0.0.1:{port}")
     subprocess.run(["bash", str(ROOT / "infra/kafka/broker.sh"), "start"], env=env, check=True)
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run(["bash", str(ROOT / "infra/kafka/broker.sh"), "stop"], env=env, check=False)
+        stopped = subprocess.run(["bash", str(ROOT / "infra/kafka/broker.sh"), "stop"], env=env, check=False)
+        if stopped.returncode == 0:
+            shutil.rmtree(home, ignore_errors=True)  # the broker's data: tens of MB per run
+
+
+class Proc:
+    """A server process started by `process()`: its base URL and pid (for CPU time)."""
+
+    def __init__(self, url: str, pid: int, log: str) -> None:
+        self.url, self.pid, self.log = url, pid, log
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (from /proc/<pid>/stat)."""
+        return cpu_seconds(self.pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process in seconds; 0.0 where /proc is not available."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the ")" that ends the command name: field 3 (state) is index 0, utime (14) index 11.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
-def server(args: list[str], env: dict[str, str], *, ready_path: str = "/healthz") -> Iterator[str]:
+def process(args: list[str], env: dict[str, str], *, ready_path: str = "/healthz") -> Iterator[Proc]:
     """A server process on a free port (args get --port appended), stopped at the end."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="siaga-bench-", suffix=".log", delete=False)  # noqa: SIM115
@@ -74,13 +100,21 @@ def server(args: list[str], env: dict[str, str], *, ready_path: str = "/healthz"
             if time.monotonic() > end:
                 raise TimeoutError(f"{args} not ready; log: {log.name}")
             time.sleep(0.2)
-        yield url
+        yield Proc(url, proc.pid, log.name)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@contextmanager
+def server(args: list[str], env: dict[str, str], *, ready_path: str = "/healthz") -> Iterator[str]:
+    """A server process on a free port (args get --port appended), stopped at the end; yields its URL."""
+    with process(args, env, ready_path=ready_path) as proc:
+        yield proc.url
 
 
 def seed(db_url: str, n_tps: int = 100) -> tuple[str, list[str]]:
@@ -102,6 +136,87 @@ def seed(db_url: str, n_tps: int = 100) -> tuple[str, list[str]]:
         s.commit()
     engine.dispose()
     return token, ids
+
+
+@lru_cache(maxsize=4)
+def serang_plan(seed: int) -> tuple[Any, Any]:
+    """The simulator's fleet (TPS, devices, roster) and its plan of a Serang election day for `seed`.
+
+    Built exactly as the `siaga simulate` day builds it (siaga/simulator/plan.py with
+    data/incidents.yaml and the demo roster); nothing is posted.
+    """
+    from siaga.demo import DeviceToken, plan_devices
+    from siaga.demo.registry import demo_personnel, demo_tps, read_kecamatan
+    from siaga.simulator.fleet import build_fleet
+    from siaga.simulator.plan import DayPlanner
+    from siaga.simulator.texts import load_texts
+
+    tps, personnel = demo_tps(), demo_personnel()
+    devices, _gateways = plan_devices(tps, personnel, read_kecamatan())
+    tokens: dict[str, list[DeviceToken]] = {}
+    for i, d in enumerate(devices):
+        cred = DeviceToken(f"d{i}", f"t{i}", d.personnel_id, d.personnel_ids, d.tps_ids)
+        for t in d.tps_ids:
+            tokens.setdefault(t, []).append(cred)
+    fleet = build_fleet(tokens)
+    planner = DayPlanner(seed=seed, tps=fleet.tps, devices=fleet.devices, personnel=fleet.personnel, texts=load_texts())
+    return fleet, planner.build()
+
+
+def day_events(seed: int, *, start: str = "06:55", limit: int = 6000) -> list[Any]:
+    """`limit` planned events of the simulated Serang day from `start` (WIB, HH:MM) on, in time order.
+
+    Follow-ups (update, resolved, backup) of a report from before `start` are left out: dispatch
+    would dead-letter them. The default window holds the morning peak (TPS opening at 07:00).
+    """
+    _, plan = serang_plan(seed)
+    hh, mm = (int(x) for x in start.split(":"))
+    planned: list[Any] = []
+    reported: set[str] = set()
+    for e in sorted((e for s in plan.sends for e in s.events if e.at >= hh * 60 + mm), key=lambda e: e.at):
+        ref = e.event["payload"].get("report_id")
+        if ref is not None and ref not in reported:
+            continue
+        if e.event["type"] == "incident.reported":
+            reported.add(e.event["event_id"])
+        planned.append(e)
+        if len(planned) == limit:
+            break
+    return planned
+
+
+def field_records(planned: list[Any]) -> list[tuple[str, bytes]]:
+    """(key, value) of siaga.field-events for planned events, the last one happening now."""
+    import orjson
+
+    now = datetime.now(UTC)
+    last = planned[-1].at if planned else 0.0
+    out = []
+    for e in planned:
+        occurred = now - timedelta(minutes=last - e.at)
+        body = {"event": {**e.event, "occurred_at": occurred.isoformat()}, "device_id": "bench", "received_at": now}
+        out.append((str(e.event["tps_id"]), orjson.dumps(body)))
+    return out
+
+
+def seed_serang(db_url: str) -> list[str]:
+    """A database with the Serang demo's TPS and roster (as the simulator plays them); returns the TPS ids."""
+    from sqlmodel import Session
+
+    from siaga.db import create_schema, make_engine
+    from siaga.models import Personnel, Tps
+
+    fleet, _ = serang_plan(1)
+    engine = make_engine(db_url)
+    create_schema(engine)
+    with Session(engine) as s:
+        for t in fleet.tps:
+            s.add(Tps(tps_id=t.tps_id, name=t.name, kecamatan=t.kecamatan, desa=t.desa, lat=t.lat, lon=t.lon))
+        for p in fleet.personnel:
+            s.add(Personnel(personnel_id=p.personnel_id, name=p.name, role=p.role, tps_ids=list(p.tps_ids)))
+        s.commit()
+    engine.dispose()
+    return [t.tps_id for t in fleet.tps]
 
 
 def loadgen(url: str, *, token: str, tps: list[str], batch: int, concurrency: int, duration: float) -> dict[str, Any]:
@@ -131,9 +246,26 @@ def loadgen(url: str, *, token: str, tps: list[str], batch: int, concurrency: in
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (platform.processor() says only x86_64 on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def loadavg() -> list[float]:
+    """The 1, 5 and 15 minute load averages (others share this machine: record them with every result)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -141,11 +273,21 @@ def machine() -> dict[str, Any]:
 
 
 def write(name: str, doc: dict[str, Any]) -> Path:
+    """Write bench/results/<name>.json with the time, the machine and the load average at the end."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    doc = {"benchmark": name, "at": datetime.now(UTC).isoformat(), "machine": machine(), **doc}
+    at = datetime.now(UTC).isoformat()
+    doc = {"benchmark": name, "at": at, "machine": machine(), "loadavg_end": loadavg(), **doc}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) by nearest rank; NaN for no values."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 def table(rows: list[dict[str, Any]], cols: list[str]) -> str:

@@ -1,11 +1,12 @@
 """Dispatch throughput: field events a second through the real broker, one process, SQLite.
 
-The events (a realistic mix: check-ins, reports that open incidents, follow-ups) are put on the
-topic first; then `siaga dispatch` starts and the clock runs until it has applied them all. The
-baseline, measured in the same run on the same events: a bare aiokafka consumer group that only
-reads and commits (the bus's own cost).
+The events are put on the topic first; then `siaga dispatch` starts and the clock runs until it
+has applied them all. `--mix synthetic`: check-ins, reports that open incidents and follow-ups
+(report-heavy, the expensive path); `--mix day`: the simulated Serang morning peak as the field
+sends it (mostly check-ins and phase changes). The baseline, measured in the same run on the same
+events: a bare aiokafka consumer group that only reads and commits (the bus's own cost).
 
-    .venv/bin/python -m bench.dispatch [--events 20000]
+    .venv/bin/python -m bench.dispatch [--events 20000] [--mix synthetic|day]
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 
-from bench.common import SIAGA, broker, say, seed, server, table, unique, write
+from bench.common import SIAGA, broker, day_events, field_records, say, seed, seed_serang, server, table, unique, write
 from siaga import topics
 
 
@@ -104,14 +106,25 @@ def applied(url: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=20000, help="field events to apply (default 20000)")
-    ap.add_argument("--tps", type=int, default=1000, help="distinct TPS (default 1000)")
+    ap.add_argument("--tps", type=int, default=1000, help="distinct TPS of the synthetic mix (default 1000)")
+    ap.add_argument(
+        "--mix",
+        choices=("synthetic", "day"),
+        default="synthetic",
+        help="synthetic: 60%% check-ins, 25%% reports, 15%% follow-ups over --tps TPS (default); "
+        "day: the simulated Serang morning peak from 06:55 (1,408 TPS, mostly check-ins and phase changes)",
+    )
     a = ap.parse_args()
     with broker() as bootstrap:
         prefix = unique("benchd")
         topic = prefix + topics.FIELD_EVENTS
         db = Path(tempfile.mkdtemp(prefix="siaga-bench-")) / "dispatch.db"
-        _, tps = seed(f"sqlite:///{db}", n_tps=a.tps)
-        items = events(a.events, tps)
+        if a.mix == "day":
+            seed_serang(f"sqlite:///{db}")
+            items = field_records(day_events(1, limit=a.events))
+        else:
+            _, tps = seed(f"sqlite:///{db}", n_tps=a.tps)
+            items = events(a.events, tps)
         say(f"publishing {len(items)} field events")
         asyncio.run(publish(bootstrap, topic, items))
         say("baseline: a bare consumer that reads and commits")
@@ -130,6 +143,7 @@ def main() -> None:
         with server([SIAGA, "dispatch", "--no-notifier"], env) as url:
             last, last_at = 0.0, time.perf_counter()
             first_at, first_done = 0.0, 0.0
+            said_at = time.perf_counter()
             while True:
                 done = applied(url)
                 if done and not first_at:
@@ -141,12 +155,13 @@ def main() -> None:
                 elif time.perf_counter() - last_at > 60:
                     raise SystemExit(f"dispatch stalled at {done} of {len(items)}")
                 time.sleep(0.2)
-                if int(done) % 5000 < 200:
+                if time.perf_counter() - said_at >= 5:
+                    said_at = time.perf_counter()
                     say(f"  {done:.0f} of {len(items)} applied")
             finished = time.perf_counter()
             elapsed = finished - started
             steady = (len(items) - first_done) / max(finished - first_at, 1e-9)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "what": "bare consumer (baseline)",
             "events": len(items),
@@ -169,7 +184,8 @@ def main() -> None:
     for r in rows:
         r["vs_baseline"] = f"{r['events_per_s'] / rows[0]['events_per_s']:.2f}x"
     print(table(rows, ["what", "events", "seconds", "events_per_s", "vs_baseline"]))
-    say(f"wrote {write('dispatch', {'events': a.events, 'tps': a.tps, 'rows': rows})}")
+    name = "dispatch" if a.mix == "synthetic" else "dispatch_day"
+    say(f"wrote {write(name, {'events': len(items), 'mix': a.mix, 'tps': a.tps, 'rows': rows})}")
 
 
 if __name__ == "__main__":

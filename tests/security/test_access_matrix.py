@@ -568,7 +568,7 @@ def redact_all(line: str, secrets: list[str]) -> str:
 def test_redaction_covers_arguments_that_are_not_strings(caplog: pytest.LogCaptureFixture) -> None:
     secret = "opr_" + "s" * 40
     with production_logging(caplog) as output:
-        logging.getLogger("httpx").info(
+        logging.getLogger("httpx").warning(  # httpx logs at INFO, which production silences
             'HTTP Request: %s %s "%s"', "GET", httpx.URL(f"http://127.0.0.1:8000/?token={secret}"), "HTTP/1.1 200 OK"
         )
     assert "token=[redacted]" in output.getvalue()

@@ -23,6 +23,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
     ap.add_argument("--concurrency", type=int, default=32, help="requests in flight for single events (default 32)")
     ap.add_argument("--batch-concurrency", type=int, default=4, help="batches in flight (default 4)")
+    ap.add_argument("--workers", type=int, default=1, help="siaga ingest worker processes (default 1)")
     a = ap.parse_args()
     rows = []
     with broker() as bootstrap:
@@ -49,14 +50,14 @@ def main() -> None:
         db = Path(tempfile.mkdtemp(prefix="siaga-bench-")) / "ingest.db"
         token, tps = seed(f"sqlite:///{db}")
         senv = dict(base_env, SIAGA_TOPIC_PREFIX=prefix, SIAGA_DATABASE_URL=f"sqlite:///{db}")
-        with server([SIAGA, "ingest"], senv) as url:
+        with server([SIAGA, "ingest", "--workers", str(a.workers)], senv) as url:
             say("siaga ingest: single events")
             r = loadgen(url, token=token, tps=tps, batch=1, concurrency=a.concurrency, duration=a.duration)
-            rows.append({"what": "siaga single", **r})
+            rows.append({"what": f"siaga single ({a.workers} worker)", **r})
             say(f"  {r['events_per_s']} events/s")
             say("siaga ingest: batches of 500")
             r = loadgen(url, token=token, tps=tps, batch=500, concurrency=a.batch_concurrency, duration=a.duration)
-            rows.append({"what": "siaga batch 500", **r})
+            rows.append({"what": f"siaga batch 500 ({a.workers} worker)", **r})
             say(f"  {r['events_per_s']} events/s")
     base = rows[0]["events_per_s"] or 1
     for r in rows:

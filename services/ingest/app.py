@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
@@ -14,17 +16,27 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from services.ingest.service import Judged, Rejection, TokenBuckets, TpsCache, bus_value, judge, remember
+from services.ingest.service import (
+    DeviceGrant,
+    Judged,
+    Rejection,
+    SeenWriter,
+    TokenBuckets,
+    TpsCache,
+    bus_value,
+    device_grant,
+    judge,
+)
 from siaga import topics
-from siaga.auth import bearer, device_for
+from siaga.auth import bearer, hash_token
 from siaga.bus import BusUnavailable
 from siaga.events import FieldEvent
-from siaga.models import Device
 from siaga.openapi import inline_schema, json_body
 from siaga.runtime import Context
 from siaga.service import ServiceParts, build_app
 
 log = logging.getLogger("siaga.ingest")
+T = TypeVar("T")
 
 REQUESTS = Counter("siaga_ingest_requests_total", "Ingest HTTP requests by route and status", ["route", "status"])
 EVENTS = Counter("siaga_ingest_events_total", "Field events by outcome", ["outcome"])
@@ -77,12 +89,60 @@ def _problem(status: int, detail: Any, headers: dict[str, str] | None = None) ->
     return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
 
 
+UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
 class Ingest:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         s = ctx.settings
         self.tps = TpsCache(ctx.engine)
+        self.seen = SeenWriter(ctx.engine)
+        self.inline_db = ctx.engine.dialect.name == "sqlite"
         self.buckets = TokenBuckets(s.device_rate_per_s, s.device_burst)
+
+    async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a request's database work: inline on SQLite (a local read is quicker than a thread hop),
+        in a worker thread on a database across the network."""
+        if self.inline_db:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    def _events_of(self, body: bytes, *, batch: bool) -> list[Any] | JSONResponse:
+        """The events of a body, or the answer that says why there are none."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _problem(400, f"body is not valid JSON: {exc}")
+        if not batch:
+            return [doc]
+        if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
+            return _problem(422, [{"field": "events", "message": "must be a list of events"}])
+        raws: list[Any] = doc["events"]
+        if len(raws) > self.ctx.settings.max_batch:
+            return _problem(413, f"a batch holds at most {self.ctx.settings.max_batch} events, got {len(raws)}")
+        return raws
+
+    def _check(
+        self, token_hash: str, raws: list[Any] | JSONResponse, now: datetime
+    ) -> tuple[DeviceGrant, Judged] | None:
+        with self.ctx.engine.connect() as conn:  # one connection for the request's reads
+            device = device_grant(conn, token_hash)
+            if device is None:
+                return None
+            if isinstance(raws, JSONResponse):
+                return device, Judged()
+            s = self.ctx.settings
+            judged = judge(
+                raws,
+                device=device,
+                tps=self.tps,
+                conn=conn,
+                now=now,
+                future_skew_s=s.future_skew_s,
+                max_age_s=s.max_age_s,
+            )
+        return device, judged
 
     async def read_body(self, request: Request) -> bytes | JSONResponse:
         limit = self.ctx.settings.max_body_bytes
@@ -97,17 +157,6 @@ class Ingest:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def authenticate(self, request: Request) -> Device | JSONResponse:
-        token = bearer(request.headers.get("authorization"))
-        if token is None:
-            return _problem(
-                401, "missing device token: send Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"}
-            )
-        device = await asyncio.to_thread(device_for, self.ctx.engine, token)
-        if device is None:
-            return _problem(401, "unknown or revoked device token", {"WWW-Authenticate": "Bearer"})
-        return device
-
     async def handle(self, request: Request, *, batch: bool) -> JSONResponse:
         route = "batch" if batch else "single"
         try:
@@ -119,42 +168,25 @@ class Ingest:
         return response
 
     async def _handle(self, request: Request, *, batch: bool) -> JSONResponse:
-        device = await self.authenticate(request)
-        if isinstance(device, JSONResponse):
-            return device
+        token = bearer(request.headers.get("authorization"))
+        if token is None:
+            return _problem(401, "missing device token: send Authorization: Bearer <token>", UNAUTHORIZED)
         body = await self.read_body(request)
         if isinstance(body, JSONResponse):
             return body
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _problem(400, f"body is not valid JSON: {exc}")
-        if batch:
-            if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
-                return _problem(422, [{"field": "events", "message": "must be a list of events"}])
-            raws = doc["events"]
-            if len(raws) > self.ctx.settings.max_batch:
-                return _problem(413, f"a batch holds at most {self.ctx.settings.max_batch} events, got {len(raws)}")
-            if not raws:
-                return JSONResponse(status_code=202, content={"accepted": [], "duplicates": [], "rejected": []})
-        else:
-            raws = [doc]
-        wait = self.buckets.take(device.device_id, len(raws), time.monotonic())
+        raws = self._events_of(body, batch=batch)
+        now = self.ctx.clock.now()
+        checked = await self._in_db(self._check, hash_token(token), raws, now)
+        if checked is None:
+            return _problem(401, "unknown or revoked device token", UNAUTHORIZED)
+        if isinstance(raws, JSONResponse):
+            return raws  # the body's problem, told only to a known device
+        device, judged = checked
+        wait = self.buckets.take(device.device_id, max(len(raws), 1), time.monotonic())
         if wait > 0:
             REJECTED.labels("rate_limited").inc(len(raws))
             return _problem(429, "device is sending too fast; slow down", {"Retry-After": str(max(1, round(wait)))})
-        now = self.ctx.clock.now()
         s = self.ctx.settings
-        judged: Judged = await asyncio.to_thread(
-            judge,
-            raws,
-            device=device,
-            tps=self.tps,
-            engine=self.ctx.engine,
-            now=now,
-            future_skew_s=s.future_skew_s,
-            max_age_s=s.max_age_s,
-        )
         for r in judged.rejected:
             REJECTED.labels(_reason(r)).inc()
         if judged.fresh:
@@ -167,11 +199,7 @@ class Ingest:
                 REJECTED.labels("bus_unavailable").inc(len(items))
                 return _problem(503, "the event bus cannot take events right now; retry later", {"Retry-After": "5"})
             BUS_LATENCY.observe(time.perf_counter() - started)
-            try:
-                await asyncio.to_thread(remember, self.ctx.engine, judged.fresh, device_id=device.device_id, now=now)
-            except (OperationalError, InterfaceError):
-                # The events are on the bus, so 202 is the truth; a retry is dropped downstream by event_id.
-                log.warning("could not record %d event ids as seen", len(judged.fresh))
+            await self.seen.record(judged.fresh, device_id=device.device_id, now=now)
         EVENTS.labels("accepted").inc(len(judged.fresh))
         EVENTS.labels("duplicate").inc(len(judged.duplicates))
         EVENTS.labels("rejected").inc(len(judged.rejected))
@@ -228,6 +256,8 @@ def build(ctx: Context) -> ServiceParts:
     return ServiceParts(
         "ingest",
         router,
+        start=ingest.seen.start,
+        stop=ingest.seen.stop,
         openapi_tags=[{"name": "field events", "description": "What field devices post (SPEC section 4)."}],
     )
 

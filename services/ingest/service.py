@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,14 +14,49 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import insert
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlalchemy import bindparam, insert, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlmodel import Session, select
 
 from siaga.events import PAYLOADS, FieldEvent
 from siaga.models import Device, SeenEvent, Tps
 from siaga.service import describe_errors
+
+log = logging.getLogger("siaga.ingest")
+
+
+@dataclass(frozen=True)
+class DeviceGrant:
+    """What a device token allows: the TPS and kecamatan it may post for."""
+
+    device_id: str
+    tps_ids: frozenset[str]
+    kecamatan: frozenset[str]
+
+
+# The two queries of every request, built once: composing a SQLAlchemy select costs more than running it.
+_DEVICE_SQL = text(
+    f"SELECT device_id, tps_ids, kecamatan FROM {Device.__tablename__} "
+    "WHERE token_hash = :token_hash AND revoked_at IS NULL"
+)
+_SEEN_SQL = text(f"SELECT event_id, content_hash FROM {SeenEvent.__tablename__} WHERE event_id IN :ids").bindparams(
+    bindparam("ids", expanding=True)
+)
+
+
+def _json_list(value: Any) -> list[str]:
+    if isinstance(value, str | bytes):  # SQLite hands JSON columns back as text here
+        value = orjson.loads(value)
+    return list(value or ())
+
+
+def device_grant(conn: Connection, token_hash: str) -> DeviceGrant | None:
+    """The grant of an active device token (by its hash), or None. Read on every request: revocation is at once."""
+    row = conn.execute(_DEVICE_SQL, {"token_hash": token_hash}).first()
+    if row is None:
+        return None
+    return DeviceGrant(row[0], frozenset(_json_list(row[1])), frozenset(_json_list(row[2])))
 
 
 @dataclass
@@ -97,9 +135,9 @@ def _validation_problem(raw: dict[str, Any]) -> FieldEvent | Rejection:
 def judge(
     raws: Sequence[Any],
     *,
-    device: Device,
+    device: DeviceGrant,
     tps: TpsCache,
-    engine: Engine,
+    conn: Connection,
     now: datetime,
     future_skew_s: int,
     max_age_s: int,
@@ -152,9 +190,7 @@ def judge(
     ids = [ev.event_id for _, ev, _ in allowed]
     seen: dict[str, str] = {}
     if ids:
-        with Session(engine) as s:
-            for row in s.exec(select(SeenEvent).where(col(SeenEvent.event_id).in_(ids))).all():
-                seen[row.event_id] = row.content_hash
+        seen = {row[0]: row[1] for row in conn.execute(_SEEN_SQL, {"ids": ids})}
     in_batch: dict[str, str] = {}
     for index, ev, digest in allowed:
         prior = seen.get(ev.event_id) or in_batch.get(ev.event_id)
@@ -170,26 +206,76 @@ def judge(
     return out
 
 
-def remember(engine: Engine, events: Sequence[tuple[FieldEvent, str]], *, device_id: str, now: datetime) -> None:
-    """Record event ids the bus acknowledged, so a retry is answered as a duplicate."""
-    if not events:
-        return
-    rows = [
-        {"event_id": ev.event_id, "content_hash": h, "device_id": device_id, "received_at": now} for ev, h in events
-    ]
-    # Plain inserts: building 500 ORM objects costs more than judging the whole batch.
+class SeenWriter:
+    """Records accepted event ids, many requests' worth per transaction (a group commit).
+
+    One writer, so concurrent requests never queue on the database's write lock (SQLite's busy wait
+    sleeps for milliseconds). A request waits for its ids to be recorded before it answers, so a
+    retry is answered as a duplicate; if the database is slow or down it answers after `wait_s`
+    anyway (the events are on the bus, and a copy is dropped downstream by its event_id).
+    """
+
+    def __init__(self, engine: Engine, *, max_rows: int = 2000, wait_s: float = 2.0) -> None:
+        self.engine, self.max_rows, self.wait_s = engine, max_rows, wait_s
+        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def record(self, events: Sequence[tuple[FieldEvent, str]], *, device_id: str, now: datetime) -> None:
+        if not events:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for ev, h in events:
+            row = {"event_id": ev.event_id, "content_hash": h, "device_id": device_id, "received_at": now}
+            self._pending.append((row, done))
+        self._wake.set()
+        if self._task is None:  # not started (a test without lifespan): write now
+            await self.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(done), self.wait_s)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ingest:seen-writer")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self.max_rows], self._pending[self.max_rows :]
+            try:
+                await asyncio.to_thread(_record, self.engine, [row for row, _ in batch])
+            except (OperationalError, InterfaceError):
+                log.warning("could not record %d event ids as seen; retrying", len(batch))
+                self._pending[:0] = batch
+                await asyncio.sleep(1.0)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+
+def _record(engine: Engine, rows: Sequence[dict[str, Any]]) -> None:
+    by_id = {row["event_id"]: row for row in rows}
     table = SeenEvent.__table__  # type: ignore[attr-defined]
     try:
         with engine.begin() as conn:
-            conn.execute(insert(table), rows)
+            conn.execute(insert(table), list(by_id.values()))
     except IntegrityError:
-        # Another ingest instance took the same id at the same moment: store the rest one by one.
-        for row in rows:
-            try:
-                with engine.begin() as conn:
-                    conn.execute(insert(table), [row])
-            except IntegrityError:
-                pass
+        # Another ingest instance recorded some of them at the same moment: store the rest one by one.
+        for row in by_id.values():
+            with contextlib.suppress(IntegrityError), engine.begin() as conn:
+                conn.execute(insert(table), [row])
 
 
 def bus_value(ev: FieldEvent, *, device_id: str, received_at: datetime) -> bytes:

@@ -37,6 +37,9 @@ class Tps(SQLModel, table=True):
     checkins: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # personnel id -> status, at
     version: int = 1
 
+    # The silent-post check runs every second: find operating TPS that went quiet without a scan.
+    __table_args__ = (Index("ix_tps_silence", "phase", "silent", "last_seen_at"),)
+
 
 class Personnel(SQLModel, table=True):
     personnel_id: str = Field(primary_key=True, max_length=128)

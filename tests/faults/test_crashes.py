@@ -293,3 +293,32 @@ def test_database_unavailable_for_a_while(loaded: Any) -> None:
         assert (lost, doubled) == (0, 0)
     finally:
         pg.remove()
+
+
+def test_a_pending_deadline_survives_kill_9_of_dispatch_and_fires_once(loaded: Any, tmp_path: Path) -> None:
+    import yaml
+
+    from services.dispatch.policy import DEFAULT_FILE
+
+    policy = yaml.safe_load(DEFAULT_FILE.read_text())
+    policy["local_window_minutes"] = {"low": 0.25, "medium": 0.25, "high": 0.25}  # 15 s
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    with FakeWebhook(dedupe=False) as hook:
+        env = {"SIAGA_POLICY_FILE": str(path), "SIAGA_WEBHOOK_URL": hook.hook_url}
+        sysm, device, op = loaded(env=env, spread_out=True)
+        poster = Poster(
+            sysm, device, ["T0000"], payload={"description": "Kotak suara belum tiba", "category": "logistics"}
+        )
+        poster.run()
+        [inc] = sysm.wait_for(op, lambda i: i["tps_id"] == "T0000")
+        assert inc["level"] == 0
+        sysm.kill("dispatch")  # the deadline passes while dispatch is dead
+        time.sleep(16)
+        sysm.restart("dispatch")
+        escalated = sysm.wait_for(op, lambda i: i["id"] == inc["id"] and i["level"] >= 1, timeout=30)
+        assert escalated, "the deadline fired after the restart"
+        time.sleep(3)
+        police = [r.json() for r in hook.requests if r.json()["level"] == 1 and "police" in r.json()["idempotency_key"]]
+        print(f"deadline across kill -9: escalated to {escalated[0]['level']}, {len(police)} level-1 alert(s)")
+        assert len(police) == 1, "fired once"

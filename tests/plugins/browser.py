@@ -38,13 +38,23 @@ HAVE_CHROMIUM = CHROMIUM.exists()
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, *, log_level: str = "warning", access_log: bool = False) -> AsyncIterator[str]:
-    """Run `app` on a real uvicorn server on 127.0.0.1; yields "127.0.0.1:<port>"."""
+async def serve(
+    app: Any, *, log_level: str = "warning", access_log: bool = False, keep_logging: bool = False
+) -> AsyncIterator[str]:
+    """Run `app` on a real uvicorn server on 127.0.0.1; yields "127.0.0.1:<port>".
+
+    keep_logging: leave the logging configuration alone (log_config=None, as `siaga` runs it), so
+    what a test installed with siaga.logs.setup_logging is what the server logs through.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, lifespan="on", log_level=log_level, access_log=access_log)
+    config = (
+        uvicorn.Config(app, lifespan="on", log_config=None, access_log=access_log)
+        if keep_logging
+        else uvicorn.Config(app, lifespan="on", log_level=log_level, access_log=access_log)
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

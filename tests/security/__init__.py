@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import csv
 import io
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -43,6 +41,7 @@ from siaga.clock import Clock
 from siaga.models import ApiToken, Device, Incident, Personnel, PolicyVersion, SeenEvent, TimelineEntry, Tps
 from siaga.runtime import Context
 from siaga.settings import Settings
+from tests.plugins.browser import serve
 
 PRINCIPALS = ("none", "bad", "revoked", "revoked_device", "device", "viewer", "operator", "admin", "admin_env")
 TELEGRAM_SECRET = "tg-webhook-secret-" + "x" * 16
@@ -288,32 +287,9 @@ async def running_rig(
             yield rig
 
 
-@contextlib.asynccontextmanager
-async def served(app: FastAPI, *, access_log: bool = False) -> AsyncIterator[str]:
-    """`app` on a real uvicorn server on 127.0.0.1, configured as `siaga` runs it (log_config=None).
-
-    Unlike tests.plugins.browser.serve this leaves the logging configuration alone, so what a test
-    installed with siaga.logs.setup_logging is what the server logs through. Yields "host:port".
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_config=None, access_log=access_log))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("uvicorn stopped during startup")
-            await asyncio.sleep(0.01)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(task, 15)
-        finally:
-            sock.close()
+def served(app: FastAPI, *, access_log: bool = False) -> contextlib.AbstractAsyncContextManager[str]:
+    """`app` on a real uvicorn server, configured as `siaga` runs it (log_config=None). Yields "host:port"."""
+    return serve(app, access_log=access_log, keep_logging=True)
 
 
 @contextlib.asynccontextmanager

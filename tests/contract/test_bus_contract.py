@@ -305,13 +305,10 @@ async def test_consumer_loop_dead_letters_a_poison_record_and_goes_on(harness: H
 
 async def test_publish_many_of_500(harness: Harness) -> None:
     sent = [message(f"tps-{i % 50}", i) for i in range(500)]
-    started = time.monotonic()
-    await harness.bus.publish_many(harness.topic, sent)
-    took = time.monotonic() - started
+    await harness.bus.publish_many(harness.topic, sent)  # raises BusUnavailable if not all acked in time
     source = await harness.consumer(harness.group("bulk"))
     try:
         got = await fetch_until(source, 500)
     finally:
         await source.stop()
     assert Counter(values(got)) == Counter((k, orjson.loads(v)["n"]) for k, v in sent)
-    assert took < 5.0, f"500 messages took {took:.1f}s to be acked"

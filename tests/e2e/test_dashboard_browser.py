@@ -292,7 +292,9 @@ async def test_page_keeps_up_with_a_flood_of_updates(tmp_path: Path, offline_pag
             with contextlib.suppress(asyncio.CancelledError):
                 await poker
         print(f"page answered within {slowest * 1000:.0f} ms during the flood")
-        assert slowest < 1.0, f"the page stopped answering for {slowest:.2f} s"
+        # A freeze, not a speed measurement (that is bench/): a page that batches its rendering never
+        # stops answering for seconds, even on a loaded CI machine.
+        assert slowest < 3.0, f"the page stopped answering for {slowest:.2f} s"
         assert await page.get_attribute("#conn", "data-state") == "live"
         assert await page.locator("#queue .card").count() <= 200  # the queue shows the top, not thousands
     assert offline_page.console_errors == []

@@ -11,6 +11,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -22,6 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel, create_engine, text
 
 from siaga.migrations import context_options, make_config
@@ -50,22 +52,51 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
+            _wal(cur)
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
     return engine
 
 
 # -- schema migrations ----------------------------------------------------------------------------
+def _wal(cur: Any) -> None:
+    """Switch a SQLite database to WAL once (the mode is kept in the file).
+
+    The switch needs the database to itself and SQLite does not wait for that with the busy
+    timeout, so a process that connects while another is migrating retries for a while.
+    """
+    import sqlite3
+
+    for attempt in range(200):
+        if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if attempt == 199:
+                raise
+            time.sleep(0.05)
+
+
 def create_schema(engine: Engine) -> None:
     """Bring the database to the newest schema; run at every service start, a no-op when it is there.
 
     A database that `SQLModel.metadata.create_all` made before migrations existed is recognised and
-    stamped with the revision it matches (see `upgrade`).
+    stamped with the revision it matches (see `upgrade`). On SQLite a start that meets another
+    process's migration mid-way ("database is locked") tries again.
     """
-    upgrade(engine, "head")
+    for attempt in range(5):
+        try:
+            upgrade(engine, "head")
+            return
+        except OperationalError as exc:
+            if engine.dialect.name != "sqlite" or "locked" not in str(exc) or attempt == 4:
+                raise
+            log.info("database busy with another start; trying again")
+            time.sleep(0.2 * (attempt + 1))
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -7,7 +7,7 @@ import csv
 import io
 import secrets
 from collections import Counter
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from fastapi import APIRouter, HTTPException, Request
@@ -29,6 +29,9 @@ TPS_HEADER = ["tps_id", "name", "kecamatan", "desa", "lat", "lon", "rawan"]
 PERSONNEL_HEADER = ["personnel_id", "name", "unit", "role", "tps_ids"]
 RAWAN_WORDS = {c.value for c in Category} | {"remote"}
 MAX_CSV_BYTES = 16 * 1024 * 1024
+
+
+Revocable = TypeVar("Revocable", Device, ApiToken)
 
 
 class ImportResult(BaseModel):
@@ -270,19 +273,20 @@ def build_router(dispatch: Dispatch) -> APIRouter:
 
         return await asyncio.to_thread(rows)
 
+    def revoke(model: type[Revocable], key: str | int, what: str) -> dict[str, Any]:
+        """Mark a device or token revoked now (again: keep the first time); the next request is refused."""
+        with Session(ctx.engine) as s:
+            row = s.get(model, key)
+            if row is None:
+                raise HTTPException(404, f"no {what} {key!r}")
+            row.revoked_at = row.revoked_at or ctx.clock.now()
+            s.add(row)
+            s.commit()
+            return {"revoked_at": iso(row.revoked_at)}
+
     @router.delete("/devices/{device_id}", summary="Revoke a device at once")
     async def revoke_device(device_id: str, _: Admin) -> dict[str, Any]:
-        def revoke() -> dict[str, Any]:
-            with Session(ctx.engine) as s:
-                d = s.get(Device, device_id)
-                if d is None:
-                    raise HTTPException(404, f"no device {device_id!r}")
-                d.revoked_at = d.revoked_at or ctx.clock.now()
-                s.add(d)
-                s.commit()
-                return {"device_id": device_id, "revoked_at": iso(d.revoked_at)}
-
-        return await asyncio.to_thread(revoke)
+        return {"device_id": device_id, **await asyncio.to_thread(revoke, Device, device_id, "device")}
 
     @router.post("/tokens", status_code=201, summary="Issue a viewer, operator or admin token (shown once)")
     async def create_token(body: TokenCreate, _: Admin) -> dict[str, Any]:
@@ -318,17 +322,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
 
     @router.delete("/tokens/{token_id}", summary="Revoke a token at once")
     async def revoke_token(token_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], _: Admin) -> dict[str, Any]:
-        def revoke() -> dict[str, Any]:
-            with Session(ctx.engine) as s:
-                t = s.get(ApiToken, token_id)
-                if t is None:
-                    raise HTTPException(404, f"no token {token_id}")
-                t.revoked_at = t.revoked_at or ctx.clock.now()
-                s.add(t)
-                s.commit()
-                return {"id": token_id, "revoked_at": iso(t.revoked_at)}
-
-        return await asyncio.to_thread(revoke)
+        return {"id": token_id, **await asyncio.to_thread(revoke, ApiToken, token_id, "token")}
 
     @router.get("/policy", summary="The escalation policy in force")
     async def get_policy(_: Admin) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from siaga.models import ApiToken, Device
+from siaga.models import ApiToken
 
 
 class Role(StrEnum):
@@ -70,18 +70,6 @@ def principal_for(engine: Engine, token: str | None, admin_token: str | None) ->
     if row is None or row.revoked_at is not None:
         return None
     return Principal(row.name, Role(row.role))
-
-
-def device_for(engine: Engine, token: str | None) -> Device | None:
-    """The device behind a token, or None when unknown or revoked."""
-    if not token:
-        return None
-    digest = hash_token(token)
-    with Session(engine) as s:
-        row = s.exec(select(Device).where(Device.token_hash == digest)).first()
-    if row is None or row.revoked_at is not None:
-        return None
-    return row
 
 
 def issue_api_token(engine: Engine, *, name: str, role: Role, now: datetime) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import or_
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from siaga import topics
 from siaga.audit import chain_hash, entry_content
@@ -332,7 +332,3 @@ def coverage(tps: Tps, now: datetime, fresh: timedelta) -> int:
         if at and info.get("status") == "on_duty" and now - as_utc(datetime.fromisoformat(at)) <= fresh:
             n += 1
     return n
-
-
-def count_incidents(session: Session) -> int:
-    return int(session.exec(select(func.count()).select_from(Incident)).one())

@@ -155,7 +155,3 @@ class MemoryConsumer(ConsumerSource):
         for r in records:
             tp = (r.topic, r.partition)
             committed[tp] = max(committed.get(tp, 0), r.offset + 1)
-
-    def rewind_to_committed(self) -> None:
-        """Forget read positions: what was fetched but not committed comes again (a crash)."""
-        self._positions.clear()

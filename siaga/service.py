@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.middleware import Middleware
 
 from siaga.db import ping
 from siaga.runtime import Context
@@ -35,6 +36,7 @@ class ServiceParts:
     start: Callable[[], Awaitable[None]] = _nothing
     stop: Callable[[], Awaitable[None]] = _nothing
     openapi_tags: list[dict[str, str]] = field(default_factory=list)
+    middleware: list[Middleware] = field(default_factory=list)  # pure ASGI, inside CORS
 
 
 def build_app(ctx: Context, parts: list[ServiceParts], *, title: str) -> FastAPI:
@@ -59,6 +61,8 @@ def build_app(ctx: Context, parts: list[ServiceParts], *, title: str) -> FastAPI
     tags = [t for p in parts for t in p.openapi_tags]
     app = FastAPI(title=title, version="0.1.0", lifespan=lifespan, openapi_tags=tags or None)
     app.state.ctx = ctx
+    for m in (m for p in parts for m in p.middleware):
+        app.add_middleware(m.cls, *m.args, **m.kwargs)
     origins = [o.strip() for o in ctx.settings.cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(

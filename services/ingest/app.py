@@ -5,26 +5,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.ingest.service import (
     DeviceGrant,
+    IngestDb,
     Judged,
     Rejection,
     SeenWriter,
     TokenBuckets,
-    TpsCache,
     bus_value,
-    device_grant,
+    json_time,
     judge,
 )
 from siaga import topics
@@ -85,30 +86,57 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _problem(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+@dataclass(frozen=True)
+class Answer:
+    """What a device is told: status, JSON body, extra headers."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
 
 
-UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+def _problem(status: int, detail: Any, headers: tuple[tuple[str, str], ...] = ()) -> Answer:
+    return Answer(status, orjson.dumps({"detail": detail}), headers)
+
+
+UNAUTHORIZED = (("WWW-Authenticate", "Bearer"),)
+DB_DOWN = _problem(503, "the database cannot be reached right now; retry later", (("Retry-After", "5"),))
+BUS_DOWN = _problem(503, "the event bus cannot take events right now; retry later", (("Retry-After", "5"),))
+ROUTES = {"/v1/events": False, "/v1/events/batch": True}  # path -> is a batch
+
+
+class _Disconnected(Exception):
+    """The client went away before its body arrived."""
+
+
+# Metric children bound once: looking a label up costs more than the increment.
+_ACCEPTED, _DUPLICATE, _REJECTED = (EVENTS.labels(o) for o in ("accepted", "duplicate", "rejected"))
+_REQUESTS: dict[tuple[bool, int], Any] = {}
+
+
+def _count_request(batch: bool, status: int) -> None:
+    child = _REQUESTS.get((batch, status))
+    if child is None:
+        child = _REQUESTS[batch, status] = REQUESTS.labels("batch" if batch else "single", str(status))
+    child.inc()
 
 
 class Ingest:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         s = ctx.settings
-        self.tps = TpsCache(ctx.engine)
-        self.seen = SeenWriter(ctx.engine)
-        self.inline_db = ctx.engine.dialect.name == "sqlite"
+        self.db = IngestDb(ctx.engine)
+        self.seen = SeenWriter(self.db)
         self.buckets = TokenBuckets(s.device_rate_per_s, s.device_burst)
 
     async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a request's database work: inline on SQLite (a local read is quicker than a thread hop),
         in a worker thread on a database across the network."""
-        if self.inline_db:
+        if self.db.inline:
             return fn(*args)
         return await asyncio.to_thread(fn, *args)
 
-    def _events_of(self, body: bytes, *, batch: bool) -> list[Any] | JSONResponse:
+    def _events_of(self, body: bytes, *, batch: bool) -> list[Any] | Answer:
         """The events of a body, or the answer that says why there are none."""
         try:
             doc = orjson.loads(body)
@@ -123,98 +151,156 @@ class Ingest:
             return _problem(413, f"a batch holds at most {self.ctx.settings.max_batch} events, got {len(raws)}")
         return raws
 
-    def _check(
-        self, token_hash: str, raws: list[Any] | JSONResponse, now: datetime
-    ) -> tuple[DeviceGrant, Judged] | None:
-        with self.ctx.engine.connect() as conn:  # one connection for the request's reads
-            device = device_grant(conn, token_hash)
+    def _check(self, token_hash: str, raws: list[Any] | Answer, now: datetime) -> tuple[DeviceGrant, Judged] | None:
+        """The device behind the token and the request's events judged, on one connection."""
+        with self.db.reading() as cur:
+            device = self.db.device(cur, token_hash)
             if device is None:
                 return None
-            if isinstance(raws, JSONResponse):
+            if isinstance(raws, Answer):
                 return device, Judged()
             s = self.ctx.settings
             judged = judge(
                 raws,
                 device=device,
-                tps=self.tps,
-                conn=conn,
+                kecamatan_of=lambda ids: self.db.kecamatan_of(cur, ids),
+                seen=lambda ids: self.db.seen(cur, ids),
                 now=now,
                 future_skew_s=s.future_skew_s,
                 max_age_s=s.max_age_s,
             )
         return device, judged
 
-    async def read_body(self, request: Request) -> bytes | JSONResponse:
+    async def read_body(self, content_length: str | None, chunks: AsyncIterator[bytes]) -> bytes | Answer:
         limit = self.ctx.settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        if content_length and content_length.isdigit() and int(content_length) > limit:
             return _problem(413, f"body is over {limit} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
+        parts, size = [], 0
+        async for chunk in chunks:
             size += len(chunk)
             if size > limit:
                 return _problem(413, f"body is over {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            parts.append(chunk)
+        return b"".join(parts)
 
-    async def handle(self, request: Request, *, batch: bool) -> JSONResponse:
-        route = "batch" if batch else "single"
+    async def handle(
+        self, authorization: str | None, content_length: str | None, chunks: AsyncIterator[bytes], *, batch: bool
+    ) -> Answer:
+        """One POST /v1/events (batch=False) or /v1/events/batch, from its headers and body."""
         try:
-            response = await self._handle(request, batch=batch)
-        except (OperationalError, InterfaceError) as exc:
+            answer = await self._handle(authorization, content_length, chunks, batch=batch)
+        except self.db.errors as exc:
             log.warning("database unavailable, answering 503: %s", type(exc).__name__)
-            response = _problem(503, "the database cannot be reached right now; retry later", {"Retry-After": "5"})
-        REQUESTS.labels(route, str(response.status_code)).inc()
-        return response
+            answer = DB_DOWN
+        _count_request(batch, answer.status)
+        return answer
 
-    async def _handle(self, request: Request, *, batch: bool) -> JSONResponse:
-        token = bearer(request.headers.get("authorization"))
+    async def _handle(
+        self, authorization: str | None, content_length: str | None, chunks: AsyncIterator[bytes], *, batch: bool
+    ) -> Answer:
+        token = bearer(authorization)
         if token is None:
             return _problem(401, "missing device token: send Authorization: Bearer <token>", UNAUTHORIZED)
-        body = await self.read_body(request)
-        if isinstance(body, JSONResponse):
+        body = await self.read_body(content_length, chunks)
+        if isinstance(body, Answer):
             return body
         raws = self._events_of(body, batch=batch)
         now = self.ctx.clock.now()
         checked = await self._in_db(self._check, hash_token(token), raws, now)
         if checked is None:
             return _problem(401, "unknown or revoked device token", UNAUTHORIZED)
-        if isinstance(raws, JSONResponse):
+        if isinstance(raws, Answer):
             return raws  # the body's problem, told only to a known device
         device, judged = checked
         wait = self.buckets.take(device.device_id, max(len(raws), 1), time.monotonic())
         if wait > 0:
             REJECTED.labels("rate_limited").inc(len(raws))
-            return _problem(429, "device is sending too fast; slow down", {"Retry-After": str(max(1, round(wait)))})
-        s = self.ctx.settings
+            return _problem(429, "device is sending too fast; slow down", (("Retry-After", str(max(1, round(wait)))),))
         for r in judged.rejected:
             REJECTED.labels(_reason(r)).inc()
         if judged.fresh:
-            items = [(ev.tps_id, bus_value(ev, device_id=device.device_id, received_at=now)) for ev, _ in judged.fresh]
+            received_at = json_time(now)
+            items = [
+                (ev.tps_id, bus_value(ev, device_id=device.device_id, received_at=received_at))
+                for ev, _ in judged.fresh
+            ]
             started = time.perf_counter()
             try:
-                await self.ctx.bus.publish_many(topics.FIELD_EVENTS, items, timeout_s=s.kafka_publish_timeout_s)
+                await self.ctx.bus.publish_many(
+                    topics.FIELD_EVENTS, items, timeout_s=self.ctx.settings.kafka_publish_timeout_s
+                )
             except BusUnavailable as exc:
                 log.warning("bus unavailable, answering 503: %s", exc)
                 REJECTED.labels("bus_unavailable").inc(len(items))
-                return _problem(503, "the event bus cannot take events right now; retry later", {"Retry-After": "5"})
+                return BUS_DOWN
             BUS_LATENCY.observe(time.perf_counter() - started)
             await self.seen.record(judged.fresh, device_id=device.device_id, now=now)
-        EVENTS.labels("accepted").inc(len(judged.fresh))
-        EVENTS.labels("duplicate").inc(len(judged.duplicates))
-        EVENTS.labels("rejected").inc(len(judged.rejected))
+            _ACCEPTED.inc(len(judged.fresh))
+        if judged.duplicates:
+            _DUPLICATE.inc(len(judged.duplicates))
+        if judged.rejected:
+            _REJECTED.inc(len(judged.rejected))
         if not batch and judged.rejected:
             r = judged.rejected[0]
             detail = r.message if r.status in (403, 404, 409) else [{"field": r.field, "message": r.message}]
             return _problem(r.status, detail)
-        return JSONResponse(
-            status_code=202,
-            content={
-                "accepted": [ev.event_id for ev, _ in judged.fresh],
-                "duplicates": judged.duplicates,
-                "rejected": [r.public() for r in judged.rejected],
-            },
+        return Answer(
+            202,
+            orjson.dumps(
+                {
+                    "accepted": [ev.event_id for ev, _ in judged.fresh],
+                    "duplicates": judged.duplicates,
+                    "rejected": [r.public() for r in judged.rejected],
+                }
+            ),
         )
+
+
+class FastPath:
+    """ASGI middleware that serves POST /v1/events and /v1/events/batch without FastAPI's routing.
+
+    Field devices make nearly all of ingest's requests, and FastAPI's middleware stack, routing
+    and dependency solving cost as much CPU as ingest's own work on a single event
+    (docs/benchmarks.md). The FastAPI routes below stay: they document these two paths in the
+    OpenAPI schema and answer them the same way (`Ingest.handle`) if the fast path is not in place.
+    """
+
+    def __init__(self, app: ASGIApp, ingest: Ingest) -> None:
+        self.app, self.ingest = app, ingest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        batch = ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if batch is None:
+            await self.app(scope, receive, send)
+            return
+        authorization = content_length = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                content_length = value.decode("latin-1")
+        try:
+            answer = await self.ingest.handle(authorization, content_length, _body(receive), batch=batch)
+        except _Disconnected:
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer.body)).encode())]
+        headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
+def _response(answer: Answer) -> Response:
+    return Response(answer.body, answer.status, dict(answer.headers), media_type="application/json")
 
 
 def _reason(r: Rejection) -> str:
@@ -237,8 +323,12 @@ def build(ctx: Context) -> ServiceParts:
         description="One event from a field device. Answered 202 only once the event is durably on the bus; "
         "a repeated event_id with the same content is answered as a duplicate.",
     )
-    async def post_event(request: Request) -> JSONResponse:
-        return await ingest.handle(request, batch=False)
+    async def post_event(request: Request) -> Response:
+        headers = request.headers
+        answer = await ingest.handle(
+            headers.get("authorization"), headers.get("content-length"), request.stream(), batch=False
+        )
+        return _response(answer)
 
     @router.post(
         "/v1/events/batch",
@@ -250,14 +340,19 @@ def build(ctx: Context) -> ServiceParts:
         "lists the refused ones with the field and why. Only an unreadable body or an unavailable bus fails "
         "the whole batch. A batch counts against the device's rate as at most one burst.",
     )
-    async def post_batch(request: Request) -> JSONResponse:
-        return await ingest.handle(request, batch=True)
+    async def post_batch(request: Request) -> Response:
+        headers = request.headers
+        answer = await ingest.handle(
+            headers.get("authorization"), headers.get("content-length"), request.stream(), batch=True
+        )
+        return _response(answer)
 
     return ServiceParts(
         "ingest",
         router,
         start=ingest.seen.start,
         stop=ingest.seen.stop,
+        middleware=[Middleware(FastPath, ingest=ingest)],
         openapi_tags=[{"name": "field events", "description": "What field devices post (SPEC section 4)."}],
     )
 

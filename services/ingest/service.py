@@ -7,17 +7,15 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from sqlalchemy import bindparam, insert, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlmodel import Session, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from siaga.events import PAYLOADS, FieldEvent
 from siaga.models import Device, SeenEvent, Tps
@@ -35,28 +33,10 @@ class DeviceGrant:
     kecamatan: frozenset[str]
 
 
-# The two queries of every request, built once: composing a SQLAlchemy select costs more than running it.
-_DEVICE_SQL = text(
-    f"SELECT device_id, tps_ids, kecamatan FROM {Device.__tablename__} "
-    "WHERE token_hash = :token_hash AND revoked_at IS NULL"
-)
-_SEEN_SQL = text(f"SELECT event_id, content_hash FROM {SeenEvent.__tablename__} WHERE event_id IN :ids").bindparams(
-    bindparam("ids", expanding=True)
-)
-
-
 def _json_list(value: Any) -> list[str]:
-    if isinstance(value, str | bytes):  # SQLite hands JSON columns back as text here
+    if isinstance(value, str | bytes):  # SQLite hands JSON columns back as text
         value = orjson.loads(value)
     return list(value or ())
-
-
-def device_grant(conn: Connection, token_hash: str) -> DeviceGrant | None:
-    """The grant of an active device token (by its hash), or None. Read on every request: revocation is at once."""
-    row = conn.execute(_DEVICE_SQL, {"token_hash": token_hash}).first()
-    if row is None:
-        return None
-    return DeviceGrant(row[0], frozenset(_json_list(row[1])), frozenset(_json_list(row[2])))
 
 
 @dataclass
@@ -84,40 +64,141 @@ def content_hash(raw: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-class TpsCache:
-    """TPS id -> kecamatan, refreshed every few seconds (the registry changes rarely)."""
+class IngestDb:
+    """Ingest's statements, run on the DB-API connection itself.
 
-    def __init__(self, engine: Engine, ttl_s: float = 3.0) -> None:
-        self.engine, self.ttl_s = engine, ttl_s
-        self._map: dict[str, str] = {}
-        self._loaded = 0.0
+    Every request reads its device's grant and the ids of its events. Composing and executing these
+    through SQLAlchemy's Connection cost several times the indexed lookups themselves (a third of a
+    single event's CPU; docs/benchmarks.md), so they are plain SQL on the driver's cursor.
 
-    def get(self, ids: Sequence[str]) -> dict[str, str]:
-        missing = [i for i in ids if i not in self._map]
-        if missing or time.monotonic() - self._loaded > self.ttl_s:
-            with Session(self.engine) as s:
-                rows = s.exec(select(Tps.tps_id, Tps.kecamatan)).all()
-            self._map = {r[0]: r[1] for r in rows}
-            self._loaded = time.monotonic()
-        return {i: self._map[i] for i in ids if i in self._map}
+    SQLite: the reads run inline on one connection kept for the event-loop thread (a read in WAL mode
+    sees every commit made before it, so a revoked token is refused at once). Other databases: a
+    pooled connection per request, in a worker thread (see `Ingest._in_db`). Writes always take a
+    pooled connection in a worker thread.
+    """
+
+    def __init__(self, engine: Engine, *, tps_ttl_s: float = 3.0) -> None:
+        self.engine, self.tps_ttl_s = engine, tps_ttl_s
+        self.inline = engine.dialect.name == "sqlite"
+        dbapi = engine.dialect.loaded_dbapi
+        # The driver's own errors, and SQLAlchemy's wrapping of them when the pool cannot connect.
+        self.errors: tuple[type[Exception], ...] = (
+            dbapi.OperationalError,
+            dbapi.InterfaceError,
+            OperationalError,
+            InterfaceError,
+        )
+        self._p = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        p = self._p
+        self._device_sql = (
+            f"SELECT device_id, tps_ids, kecamatan FROM {Device.__tablename__} "
+            f"WHERE token_hash = {p} AND revoked_at IS NULL"
+        )
+        self._insert_sql = (
+            f"INSERT INTO {SeenEvent.__tablename__} (event_id, content_hash, device_id, received_at) "
+            f"VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (event_id) DO NOTHING"
+        )
+        received_at = SeenEvent.__table__.c.received_at.type  # type: ignore[attr-defined]
+        bind = received_at.dialect_impl(engine.dialect).bind_processor(engine.dialect)  # as SQLAlchemy stores it
+        self._received_at: Callable[[datetime], Any] = bind or (lambda v: v)
+        self._kept: Any = None  # SQLite: the event-loop thread's connection
+        self._tps: dict[str, str] = {}
+        self._tps_loaded = float("-inf")
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Any]:
+        """A cursor for one request's reads; a connection that failed is dropped, not reused."""
+        if self.inline:
+            if self._kept is None:
+                self._kept = self.engine.raw_connection()
+            conn = self._kept
+        else:
+            conn = self.engine.raw_connection()
+        try:
+            yield conn.cursor()
+        except self.errors:
+            if conn is self._kept:
+                self._kept = None
+            conn.invalidate()
+            raise
+        finally:
+            if conn is not self._kept:
+                conn.close()
+
+    def device(self, cur: Any, token_hash: str) -> DeviceGrant | None:
+        """The grant of an active device token (by its hash), or None. Read on every request."""
+        row = cur.execute(self._device_sql, (token_hash,)).fetchone()
+        if row is None:
+            return None
+        return DeviceGrant(row[0], frozenset(_json_list(row[1])), frozenset(_json_list(row[2])))
+
+    def seen(self, cur: Any, ids: Sequence[str]) -> dict[str, str]:
+        """event_id -> content hash of those among ids already accepted."""
+        if not ids:
+            return {}
+        marks = ", ".join([self._p] * len(ids))
+        cur.execute(f"SELECT event_id, content_hash FROM {SeenEvent.__tablename__} WHERE event_id IN ({marks})", ids)
+        return {row[0]: row[1] for row in cur.fetchall()}
+
+    def kecamatan_of(self, cur: Any, tps_ids: Collection[str]) -> dict[str, str]:
+        """TPS id -> kecamatan for the known ones. The registry is kept for a few seconds (it changes
+        rarely); an id not in it is looked up on its own, so a TPS imported a moment ago is known."""
+        if time.monotonic() - self._tps_loaded > self.tps_ttl_s:
+            cur.execute(f"SELECT tps_id, kecamatan FROM {Tps.__tablename__}")
+            self._tps = dict(cur.fetchall())
+            self._tps_loaded = time.monotonic()
+        missing = [i for i in tps_ids if i not in self._tps]
+        if missing:
+            marks = ", ".join([self._p] * len(missing))
+            cur.execute(f"SELECT tps_id, kecamatan FROM {Tps.__tablename__} WHERE tps_id IN ({marks})", missing)
+            self._tps.update(cur.fetchall())
+        return {i: self._tps[i] for i in tps_ids if i in self._tps}
+
+    def record(self, rows: Sequence[tuple[str, str, str, datetime]]) -> None:
+        """Store accepted (event_id, content hash, device_id, received_at), in one transaction. An id
+        another ingest instance stored a moment before is kept as it is."""
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            stored: dict[datetime, Any] = {}  # one time per request: convert each once
+            params = []
+            for event_id, digest, device_id, t in rows:
+                if t not in stored:
+                    stored[t] = self._received_at(t)
+                params.append((event_id, digest, device_id, stored[t]))
+            cur.executemany(self._insert_sql, params)
+            conn.commit()
+        except self.errors:
+            conn.invalidate()
+            raise
+        finally:
+            conn.close()
 
 
-MAX_DEPTH = 32
+MAX_DEPTH = 32  # levels of a whole event; its payload may nest one level less
 
 
-def _depth(value: Any, limit: int) -> int:
-    """How deep the JSON value nests, counting no further than limit + 1."""
-    depth, level = 0, [value]
-    while level and depth <= limit:
-        depth += 1
-        level = [v for x in level if isinstance(x, (dict, list)) for v in (x.values() if isinstance(x, dict) else x)]
-        level = [x for x in level if isinstance(x, (dict, list))]
-    return depth
+def nests_deeper(value: Any, limit: int) -> bool:
+    """Whether a JSON value nests more than `limit` levels of objects and arrays (itself level 1).
+
+    Checked before validation: the payload is free-form, and a deep one would reach Python's
+    recursion limit when serialized. A flat payload costs one pass over its values.
+    """
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return False
 
 
 def _validation_problem(raw: dict[str, Any]) -> FieldEvent | Rejection:
     """The valid event, or the first problem with the field that has it (payload fields as payload.x)."""
-    if _depth(raw, MAX_DEPTH) > MAX_DEPTH:
+    payload = raw.get("payload")
+    if isinstance(payload, dict | list) and nests_deeper(payload, MAX_DEPTH - 1):
         return Rejection(None, 0, "payload", f"nests deeper than {MAX_DEPTH} levels")
     try:
         ev = FieldEvent.model_validate(raw)
@@ -136,74 +217,70 @@ def judge(
     raws: Sequence[Any],
     *,
     device: DeviceGrant,
-    tps: TpsCache,
-    conn: Connection,
+    kecamatan_of: Callable[[Collection[str]], Mapping[str, str]],
+    seen: Callable[[Sequence[str]], Mapping[str, str]],
     now: datetime,
     future_skew_s: int,
     max_age_s: int,
 ) -> Judged:
-    """Validate each event on its own, check the device may post for its TPS, and sort out duplicates."""
+    """Validate each event on its own, check the device may post for its TPS, and sort out duplicates.
+
+    `kecamatan_of` maps TPS ids to their kecamatan (unknown ones left out); `seen` maps event ids
+    already accepted to their content hash.
+    """
     out = Judged()
     candidates: list[tuple[int, FieldEvent, str]] = []
+    newest = now + timedelta(seconds=future_skew_s)
+    oldest = now - timedelta(seconds=max_age_s)
     for index, raw in enumerate(raws):
-        event_id = raw.get("event_id") if isinstance(raw, dict) else None
-        event_id = event_id if isinstance(event_id, str) else None
         if not isinstance(raw, dict):
             out.rejected.append(Rejection(None, index, "event", "must be a JSON object"))
             continue
         problem = _validation_problem(raw)
         if isinstance(problem, Rejection):
-            problem.event_id, problem.index = event_id, index
+            event_id = raw.get("event_id")
+            problem.event_id, problem.index = event_id if isinstance(event_id, str) else None, index
             out.rejected.append(problem)
             continue
         ev = problem
-        if ev.occurred_at > now + timedelta(seconds=future_skew_s):
-            out.rejected.append(
-                Rejection(
-                    ev.event_id,
-                    index,
-                    "occurred_at",
-                    f"is more than {future_skew_s // 60} minutes ahead of the server clock",
-                )
-            )
+        if ev.occurred_at > newest:
+            message = f"is more than {future_skew_s // 60} minutes ahead of the server clock"
+            out.rejected.append(Rejection(ev.event_id, index, "occurred_at", message))
             continue
-        if ev.occurred_at < now - timedelta(seconds=max_age_s):
-            out.rejected.append(
-                Rejection(ev.event_id, index, "occurred_at", f"is more than {max_age_s // 3600} hours old")
-            )
+        if ev.occurred_at < oldest:
+            message = f"is more than {max_age_s // 3600} hours old"
+            out.rejected.append(Rejection(ev.event_id, index, "occurred_at", message))
             continue
         candidates.append((index, ev, content_hash(raw)))
 
-    known = tps.get(list({ev.tps_id for _, ev, _ in candidates}))
+    known = kecamatan_of({ev.tps_id for _, ev, _ in candidates}) if candidates else {}
     allowed: list[tuple[int, FieldEvent, str]] = []
     for index, ev, digest in candidates:
         kec = known.get(ev.tps_id)
         if kec is None:
             out.rejected.append(Rejection(ev.event_id, index, "tps_id", f"unknown TPS {ev.tps_id!r}", 404))
         elif ev.tps_id not in device.tps_ids and kec not in device.kecamatan:
-            out.rejected.append(
-                Rejection(ev.event_id, index, "tps_id", f"this device is not assigned to TPS {ev.tps_id!r}", 403)
-            )
+            message = f"this device is not assigned to TPS {ev.tps_id!r}"
+            out.rejected.append(Rejection(ev.event_id, index, "tps_id", message, 403))
         else:
             allowed.append((index, ev, digest))
 
-    ids = [ev.event_id for _, ev, _ in allowed]
-    seen: dict[str, str] = {}
-    if ids:
-        seen = {row[0]: row[1] for row in conn.execute(_SEEN_SQL, {"ids": ids})}
+    prior_of = seen([ev.event_id for _, ev, _ in allowed]) if allowed else {}
     in_batch: dict[str, str] = {}
     for index, ev, digest in allowed:
-        prior = seen.get(ev.event_id) or in_batch.get(ev.event_id)
+        prior = prior_of.get(ev.event_id) or in_batch.get(ev.event_id)
         if prior is None:
             in_batch[ev.event_id] = digest
             out.fresh.append((ev, digest))
         elif prior == digest:
             out.duplicates.append(ev.event_id)
         else:
-            out.rejected.append(
-                Rejection(ev.event_id, index, "event_id", "was already used for an event with different content", 409)
-            )
+            message = "was already used for an event with different content"
+            out.rejected.append(Rejection(ev.event_id, index, "event_id", message, 409))
     return out
+
+
+SeenRow = tuple[str, str, str, datetime]  # event_id, content hash, device_id, received_at
 
 
 class SeenWriter:
@@ -215,9 +292,10 @@ class SeenWriter:
     anyway (the events are on the bus, and a copy is dropped downstream by its event_id).
     """
 
-    def __init__(self, engine: Engine, *, max_rows: int = 2000, wait_s: float = 2.0) -> None:
-        self.engine, self.max_rows, self.wait_s = engine, max_rows, wait_s
-        self._pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
+    def __init__(self, db: IngestDb, *, max_rows: int = 2000, wait_s: float = 2.0) -> None:
+        self.db, self.max_rows, self.wait_s = db, max_rows, wait_s
+        self._pending: list[SeenRow] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (rows pending before it + its rows, future)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -225,9 +303,8 @@ class SeenWriter:
         if not events:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for ev, h in events:
-            row = {"event_id": ev.event_id, "content_hash": h, "device_id": device_id, "received_at": now}
-            self._pending.append((row, done))
+        self._pending.extend([(ev.event_id, h, device_id, now) for ev, h in events])
+        self._waiters.append((len(self._pending), done))
         self._wake.set()
         if self._task is None:  # not started (a test without lifespan): write now
             await self.flush()
@@ -246,17 +323,23 @@ class SeenWriter:
 
     async def flush(self) -> None:
         while self._pending:
-            batch, self._pending = self._pending[: self.max_rows], self._pending[self.max_rows :]
+            n = min(len(self._pending), self.max_rows)
+            rows = self._pending[:n]
             try:
-                await asyncio.to_thread(_record, self.engine, [row for row, _ in batch])
-            except (OperationalError, InterfaceError):
-                log.warning("could not record %d event ids as seen; retrying", len(batch))
-                self._pending[:0] = batch
+                await asyncio.to_thread(self.db.record, rows)
+            except self.db.errors:
+                log.warning("could not record %d event ids as seen; retrying", len(rows))
                 await asyncio.sleep(1.0)
                 continue
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+            del self._pending[:n]
+            # Requests whose last row is now stored can answer; the others' counts move down.
+            waiters, self._waiters = self._waiters, []
+            for upto, done in waiters:
+                if upto <= n:
+                    if not done.done():
+                        done.set_result(None)
+                else:
+                    self._waiters.append((upto - n, done))
 
     async def _run(self) -> None:
         while True:
@@ -265,27 +348,24 @@ class SeenWriter:
             await self.flush()
 
 
-def _record(engine: Engine, rows: Sequence[dict[str, Any]]) -> None:
-    by_id = {row["event_id"]: row for row in rows}
-    table = SeenEvent.__table__  # type: ignore[attr-defined]
-    try:
-        with engine.begin() as conn:
-            conn.execute(insert(table), list(by_id.values()))
-    except IntegrityError:
-        # Another ingest instance recorded some of them at the same moment: store the rest one by one.
-        for row in by_id.values():
-            with contextlib.suppress(IntegrityError), engine.begin() as conn:
-                conn.execute(insert(table), [row])
-
-
-def bus_value(ev: FieldEvent, *, device_id: str, received_at: datetime) -> bytes:
-    return orjson.dumps(
-        {
-            "event": ev.model_dump(mode="json"),
-            "device_id": device_id,
-            "received_at": received_at.isoformat().replace("+00:00", "Z"),
-        }
+def bus_value(ev: FieldEvent, *, device_id: str, received_at: bytes) -> bytes:
+    """The record on siaga.field-events (a BusEvent). `received_at` is its JSON string, made once per
+    request; the event is serialized by pydantic straight to JSON."""
+    return b"".join(
+        (
+            b'{"event":',
+            ev.model_dump_json().encode(),
+            b',"device_id":',
+            orjson.dumps(device_id),
+            b',"received_at":',
+            received_at,
+            b"}",
+        )
     )
+
+
+def json_time(t: datetime) -> bytes:
+    return orjson.dumps(t.isoformat().replace("+00:00", "Z"))
 
 
 class TokenBuckets:

@@ -71,10 +71,12 @@ def event(tps_id: str = "T1", **kw: Any) -> dict[str, Any]:
     return ev
 
 
-async def _rig(tmp_path: Path, kafka: str | None, **settings_kw: Any) -> AsyncIterator[Rig]:
+async def _rig(
+    tmp_path: Path, kafka: str | None, database_url: str | None = None, **settings_kw: Any
+) -> AsyncIterator[Rig]:
     prefix = f"ing{uuid.uuid4().hex[:6]}."
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'ingest.db'}",
+        database_url=database_url or f"sqlite:///{tmp_path / 'ingest.db'}",
         kafka_bootstrap=kafka,
         topic_prefix=prefix,
         kafka_publish_timeout_s=3,
@@ -97,10 +99,19 @@ async def _rig(tmp_path: Path, kafka: str | None, **settings_kw: Any) -> AsyncIt
     await ctx.bus.stop()
 
 
-@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("kafka", marks=pytest.mark.kafka),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    """Ingest on SQLite with the in-process bus, on SQLite with Kafka, and on PostgreSQL (its reads
+    take a pooled connection in a worker thread instead of SQLite's inline one)."""
     kafka = request.getfixturevalue("kafka_bootstrap") if request.param == "kafka" else None
-    async for r in _rig(tmp_path, kafka):
+    database_url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    async for r in _rig(tmp_path, kafka, database_url):
         yield r
 
 

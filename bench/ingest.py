@@ -2,30 +2,38 @@
 
 Baseline: bench/baseline_app.py, a FastAPI route that only does send_and_wait of the raw body.
 Siaga: `siaga ingest` (auth, validation, dedupe in SQLite, idempotent publish) with single events
-and with batches of 500. Each server is one uvicorn process; the load comes from another process.
-Access logs are off in both; the device rate limit is lifted for the run.
+and with batches of 500. Each server is its own uvicorn process; the load comes from another
+process. Access logs are off in both; the device rate limit is lifted for the run.
 
-    .venv/bin/python -m bench.ingest [--duration 10] [--concurrency 32]
+Both servers stay up for the whole run and are measured in turn, `--rounds` times (baseline,
+Siaga single, Siaga batch, then again): the machine's speed drifts by tens of percent from minute
+to minute, so each round's ratio compares neighbours, and the result is the median round.
+
+    .venv/bin/python -m bench.ingest [--duration 10] [--rounds 3] [--concurrency 32] [--workers 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from bench.common import PY, SIAGA, broker, loadgen, say, seed, server, table, unique, write
+from bench.common import PY, SIAGA, Proc, broker, loadgen, process, say, seed, table, unique, write
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of baseline, single, batch (default 3)")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load per server (default 2)")
     ap.add_argument("--concurrency", type=int, default=32, help="requests in flight for single events (default 32)")
     ap.add_argument("--batch-concurrency", type=int, default=4, help="batches in flight (default 4)")
     ap.add_argument("--workers", type=int, default=1, help="siaga ingest worker processes (default 1)")
     a = ap.parse_args()
-    rows = []
+    rows: list[dict[str, Any]] = []
     with broker() as bootstrap:
         base_env = dict(
             os.environ,
@@ -36,35 +44,104 @@ def main() -> None:
             SIAGA_DEVICE_BURST="1000000",
         )
         prefix = unique("bench")
-        env = dict(base_env, BENCH_TOPIC=prefix + "baseline")
         _create_topic(bootstrap, prefix + "baseline")
-        say("baseline: bare send_and_wait route, single events")
-        with server(
-            [PY, "-m", "uvicorn", "bench.baseline_app:app", "--no-access-log", "--log-level", "warning"],
-            env,
-            ready_path="/openapi.json",
-        ) as url:
-            r = loadgen(url, token="none", tps=["x"], batch=1, concurrency=a.concurrency, duration=a.duration)
-        rows.append({"what": "baseline single", **r})
-        say(f"  {r['events_per_s']} events/s")
         db = Path(tempfile.mkdtemp(prefix="siaga-bench-")) / "ingest.db"
         token, tps = seed(f"sqlite:///{db}")
         senv = dict(base_env, SIAGA_TOPIC_PREFIX=prefix, SIAGA_DATABASE_URL=f"sqlite:///{db}")
-        with server([SIAGA, "ingest", "--workers", str(a.workers)], senv) as url:
-            say("siaga ingest: single events")
-            r = loadgen(url, token=token, tps=tps, batch=1, concurrency=a.concurrency, duration=a.duration)
-            rows.append({"what": f"siaga single ({a.workers} worker)", **r})
-            say(f"  {r['events_per_s']} events/s")
-            say("siaga ingest: batches of 500")
-            r = loadgen(url, token=token, tps=tps, batch=500, concurrency=a.batch_concurrency, duration=a.duration)
-            rows.append({"what": f"siaga batch 500 ({a.workers} worker)", **r})
-            say(f"  {r['events_per_s']} events/s")
-    base = rows[0]["events_per_s"] or 1
+        baseline_cmd = [PY, "-m", "uvicorn", "bench.baseline_app:app", "--no-access-log", "--log-level", "warning"]
+        with (
+            process(baseline_cmd, dict(base_env, BENCH_TOPIC=prefix + "baseline"), ready_path="/openapi.json") as bare,
+            process([SIAGA, "ingest", "--workers", str(a.workers)], senv) as siaga,
+        ):
+            runs = [
+                ("baseline single", bare, dict(token="none", tps=["x"], batch=1, concurrency=a.concurrency)),
+                (
+                    f"siaga single ({a.workers} worker)",
+                    siaga,
+                    dict(token=token, tps=tps, batch=1, concurrency=a.concurrency),
+                ),
+                (
+                    f"siaga batch 500 ({a.workers} worker)",
+                    siaga,
+                    dict(token=token, tps=tps, batch=500, concurrency=a.batch_concurrency),
+                ),
+            ]
+            for _, proc, kw in runs:
+                loadgen(proc.url, duration=a.warmup, **kw)  # connections, metadata, caches
+            for n in range(1, a.rounds + 1):
+                for what, proc, kw in runs:
+                    r = _measure(proc, kw, a.duration, workers=a.workers if proc is siaga else 1)
+                    rows.append({"round": n, "what": what, **r})
+                    say(f"round {n}: {what}: {r['events_per_s']} events/s, {r['server_cpu_us_per_event']} µs CPU/event")
     for r in rows:
-        r["vs_baseline"] = f"{r['events_per_s'] / base:.2f}x"
-    print(table(rows, ["what", "events_per_s", "vs_baseline", "p50_ms", "p99_ms", "requests", "statuses"]))
-    path = write("ingest", {"duration_s": a.duration, "concurrency": a.concurrency, "rows": rows})
+        base = next(b for b in rows if b["round"] == r["round"] and b["what"] == "baseline single")
+        r["vs_baseline"] = round(r["events_per_s"] / (base["events_per_s"] or 1), 2)
+    summary = []
+    for what in dict.fromkeys(r["what"] for r in rows):
+        mine = [r for r in rows if r["what"] == what]
+        summary.append(
+            {
+                "what": what,
+                "events_per_s": statistics.median(r["events_per_s"] for r in mine),
+                "vs_baseline": statistics.median(r["vs_baseline"] for r in mine),
+                "range_vs_baseline": f"{min(r['vs_baseline'] for r in mine)}–{max(r['vs_baseline'] for r in mine)}",
+                "server_cpu_us_per_event": statistics.median(r["server_cpu_us_per_event"] for r in mine),
+                "p50_ms": statistics.median(r["p50_ms"] for r in mine),
+                "p99_ms": statistics.median(r["p99_ms"] for r in mine),
+            }
+        )
+    print(
+        table(
+            rows,
+            ["round", "what", "events_per_s", "vs_baseline", "server_cpu_us_per_event", "p50_ms", "p99_ms", "statuses"],
+        )
+    )
+    print()
+    print("median of the rounds:")
+    print(
+        table(
+            summary,
+            ["what", "events_per_s", "vs_baseline", "range_vs_baseline", "server_cpu_us_per_event", "p50_ms", "p99_ms"],
+        )
+    )
+    path = write(
+        "ingest",
+        {
+            "duration_s": a.duration,
+            "rounds": a.rounds,
+            "concurrency": a.concurrency,
+            "batch_concurrency": a.batch_concurrency,
+            "workers": a.workers,
+            "summary": summary,
+            "rows": rows,
+        },
+    )
     say(f"wrote {path}")
+
+
+def _measure(proc: Proc, kw: dict[str, Any], duration: float, *, workers: int) -> dict[str, Any]:
+    """One closed-loop run against a server, with the CPU the server (and its workers) used per event."""
+    pids = _tree(proc.pid) if workers > 1 else [proc.pid]
+    before = sum(_cpu(p) for p in pids)
+    r = loadgen(proc.url, duration=duration, **kw)
+    used = sum(_cpu(p) for p in pids) - before
+    r["server_cpu_us_per_event"] = round(1e6 * used / max(r["events"], 1), 1)
+    r["server_cpu_pct"] = round(100 * used / duration)
+    return r
+
+
+def _cpu(pid: int) -> float:
+    from bench.common import cpu_seconds
+
+    return cpu_seconds(pid)
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and its children (uvicorn's workers)."""
+    out = [pid]
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        out += _tree(int(child))
+    return out
 
 
 def _create_topic(bootstrap: str, name: str) -> None:

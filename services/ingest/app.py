@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -14,8 +16,7 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, Field
-from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from services.ingest.service import (
     DeviceGrant,
@@ -102,6 +103,7 @@ def _problem(status: int, detail: Any, headers: tuple[tuple[str, str], ...] = ()
 UNAUTHORIZED = (("WWW-Authenticate", "Bearer"),)
 DB_DOWN = _problem(503, "the database cannot be reached right now; retry later", (("Retry-After", "5"),))
 BUS_DOWN = _problem(503, "the event bus cannot take events right now; retry later", (("Retry-After", "5"),))
+GIL_SWITCH_S = 0.001
 ROUTES = {"/v1/events": False, "/v1/events/batch": True}  # path -> is a batch
 
 
@@ -128,6 +130,14 @@ class Ingest:
         self.db = IngestDb(ctx.engine)
         self.seen = SeenWriter(self.db)
         self.buckets = TokenBuckets(s.device_rate_per_s, s.device_burst)
+
+    async def start(self) -> None:
+        # The group commit runs in a worker thread that needs the GIL for a moment between SQLite
+        # calls. With CPython's default 5 ms switch interval it waits behind the busy event loop, and
+        # every request waiting on that commit waits too: 1 ms gave single events a quarter more
+        # throughput on two cores (docs/benchmarks.md). Process-wide, and harmless elsewhere.
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
+        await self.seen.start()
 
     async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a request's database work: inline on SQLite (a local read is quicker than a thread hop),
@@ -256,37 +266,28 @@ class Ingest:
         )
 
 
-class FastPath:
-    """ASGI middleware that serves POST /v1/events and /v1/events/batch without FastAPI's routing.
+async def serve_device_post(ingest: Ingest, scope: Scope, receive: Receive, send: Send, *, batch: bool) -> None:
+    """POST /v1/events or /v1/events/batch as a bare ASGI handler (see `siaga.service.FastRoutes`).
 
-    Field devices make nearly all of ingest's requests, and FastAPI's middleware stack, routing
-    and dependency solving cost as much CPU as ingest's own work on a single event
-    (docs/benchmarks.md). The FastAPI routes below stay: they document these two paths in the
-    OpenAPI schema and answer them the same way (`Ingest.handle`) if the fast path is not in place.
+    Field devices make nearly all of ingest's requests, and FastAPI's middleware stack, routing and
+    dependency solving cost about as much CPU as ingest's own work on a single event
+    (docs/benchmarks.md). The FastAPI routes below stay: they document these paths in the OpenAPI
+    schema, and answer the same way (`Ingest.handle`) wherever the fast route is not in front.
     """
-
-    def __init__(self, app: ASGIApp, ingest: Ingest) -> None:
-        self.app, self.ingest = app, ingest
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        batch = ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if batch is None:
-            await self.app(scope, receive, send)
-            return
-        authorization = content_length = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"content-length":
-                content_length = value.decode("latin-1")
-        try:
-            answer = await self.ingest.handle(authorization, content_length, _body(receive), batch=batch)
-        except _Disconnected:
-            return
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer.body)).encode())]
-        headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer.body})
+    authorization = content_length = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"content-length":
+            content_length = value.decode("latin-1")
+    try:
+        answer = await ingest.handle(authorization, content_length, _body(receive), batch=batch)
+    except _Disconnected:
+        return
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer.body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
@@ -350,9 +351,11 @@ def build(ctx: Context) -> ServiceParts:
     return ServiceParts(
         "ingest",
         router,
-        start=ingest.seen.start,
+        start=ingest.start,
         stop=ingest.seen.stop,
-        middleware=[Middleware(FastPath, ingest=ingest)],
+        fast_routes={
+            ("POST", path): functools.partial(serve_device_post, ingest, batch=batch) for path, batch in ROUTES.items()
+        },
         openapi_tags=[{"name": "field events", "description": "What field devices post (SPEC section 4)."}],
     )
 

@@ -33,10 +33,8 @@ class DeviceGrant:
     kecamatan: frozenset[str]
 
 
-def _json_list(value: Any) -> list[str]:
-    if isinstance(value, str | bytes):  # SQLite hands JSON columns back as text
-        value = orjson.loads(value)
-    return list(value or ())
+def _json_list(value: str | None) -> list[str]:
+    return list(orjson.loads(value) or ()) if value else []
 
 
 @dataclass
@@ -90,10 +88,13 @@ class IngestDb:
         )
         self._p = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         p = self._p
-        self._device_sql = (
-            f"SELECT device_id, tps_ids, kecamatan FROM {Device.__tablename__} "
+        self._device_sql = (  # the JSON lists as text on every database: a row is then a cache key
+            f"SELECT device_id, CAST(tps_ids AS TEXT), CAST(kecamatan AS TEXT) FROM {Device.__tablename__} "
             f"WHERE token_hash = {p} AND revoked_at IS NULL"
         )
+        self._seen_sql = f"SELECT event_id, content_hash FROM {SeenEvent.__tablename__} WHERE event_id IN"
+        self._tps_sql = f"SELECT tps_id, kecamatan FROM {Tps.__tablename__}"
+        self._grants: dict[tuple[Any, ...], DeviceGrant] = {}  # by the row read (revoked rows are not read)
         self._insert_sql = (
             f"INSERT INTO {SeenEvent.__tablename__} (event_id, content_hash, device_id, received_at) "
             f"VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (event_id) DO NOTHING"
@@ -130,27 +131,34 @@ class IngestDb:
         row = cur.execute(self._device_sql, (token_hash,)).fetchone()
         if row is None:
             return None
-        return DeviceGrant(row[0], frozenset(_json_list(row[1])), frozenset(_json_list(row[2])))
+        grant = self._grants.get(row)  # parsing a gateway's TPS list costs more than the read
+        if grant is None:
+            if len(self._grants) > 10_000:
+                self._grants.clear()
+            grant = self._grants[row] = DeviceGrant(
+                row[0], frozenset(_json_list(row[1])), frozenset(_json_list(row[2]))
+            )
+        return grant
 
     def seen(self, cur: Any, ids: Sequence[str]) -> dict[str, str]:
         """event_id -> content hash of those among ids already accepted."""
         if not ids:
             return {}
         marks = ", ".join([self._p] * len(ids))
-        cur.execute(f"SELECT event_id, content_hash FROM {SeenEvent.__tablename__} WHERE event_id IN ({marks})", ids)
+        cur.execute(f"{self._seen_sql} ({marks})", ids)
         return {row[0]: row[1] for row in cur.fetchall()}
 
     def kecamatan_of(self, cur: Any, tps_ids: Collection[str]) -> dict[str, str]:
         """TPS id -> kecamatan for the known ones. The registry is kept for a few seconds (it changes
         rarely); an id not in it is looked up on its own, so a TPS imported a moment ago is known."""
         if time.monotonic() - self._tps_loaded > self.tps_ttl_s:
-            cur.execute(f"SELECT tps_id, kecamatan FROM {Tps.__tablename__}")
+            cur.execute(self._tps_sql)
             self._tps = dict(cur.fetchall())
             self._tps_loaded = time.monotonic()
         missing = [i for i in tps_ids if i not in self._tps]
         if missing:
             marks = ", ".join([self._p] * len(missing))
-            cur.execute(f"SELECT tps_id, kecamatan FROM {Tps.__tablename__} WHERE tps_id IN ({marks})", missing)
+            cur.execute(f"{self._tps_sql} WHERE tps_id IN ({marks})", missing)
             self._tps.update(cur.fetchall())
         return {i: self._tps[i] for i in tps_ids if i in self._tps}
 
@@ -308,8 +316,11 @@ class SeenWriter:
         self._wake.set()
         if self._task is None:  # not started (a test without lifespan): write now
             await self.flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(done), self.wait_s)
+        timer = asyncio.get_running_loop().call_later(self.wait_s, _release, done)
+        try:
+            await done
+        finally:
+            timer.cancel()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ingest:seen-writer")
@@ -348,6 +359,11 @@ class SeenWriter:
             await self.flush()
 
 
+def _release(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 def bus_value(ev: FieldEvent, *, device_id: str, received_at: bytes) -> bytes:
     """The record on siaga.field-events (a BusEvent). `received_at` is its JSON string, made once per
     request; the event is serialized by pydantic straight to JSON."""
@@ -365,7 +381,8 @@ def bus_value(ev: FieldEvent, *, device_id: str, received_at: bytes) -> bytes:
 
 
 def json_time(t: datetime) -> bytes:
-    return orjson.dumps(t.isoformat().replace("+00:00", "Z"))
+    """An aware time as a JSON string, UTC written with Z."""
+    return orjson.dumps(t, option=orjson.OPT_UTC_Z)
 
 
 class TokenBuckets:

@@ -12,14 +12,16 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session
 
 from services.ingest.app import create_app
 from siaga import topics
 from siaga.auth import hash_token, new_token
 from siaga.bus import Bus, Record
-from siaga.models import Device, Tps
+from siaga.models import Device, SeenEvent, Tps
 from siaga.runtime import make_bus, make_context
+from siaga.service import App
 from siaga.settings import Settings
 
 
@@ -72,7 +74,12 @@ def event(tps_id: str = "T1", **kw: Any) -> dict[str, Any]:
 
 
 async def _rig(
-    tmp_path: Path, kafka: str | None, database_url: str | None = None, **settings_kw: Any
+    tmp_path: Path,
+    kafka: str | None,
+    database_url: str | None = None,
+    *,
+    fastapi_routes: bool = False,
+    **settings_kw: Any,
 ) -> AsyncIterator[Rig]:
     prefix = f"ing{uuid.uuid4().hex[:6]}."
     settings = Settings(
@@ -92,6 +99,9 @@ async def _rig(
         s.add(Device(device_id="gw", token_hash=hash_token(gateway), kecamatan=["Kopo"], created_at=datetime.now(UTC)))
         s.commit()
     app = create_app(ctx)
+    if fastapi_routes:
+        assert isinstance(app, App) and app.front is not None, "the device routes are served in front"
+        app.front = None  # what FastAPI's own routes answer
     await ctx.bus.start()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
@@ -104,14 +114,21 @@ async def _rig(
         "memory",
         pytest.param("kafka", marks=pytest.mark.kafka),
         pytest.param("postgres", marks=pytest.mark.postgres),
+        "fastapi-routes",
+        "behind-cors",
     ]
 )
 async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
     """Ingest on SQLite with the in-process bus, on SQLite with Kafka, and on PostgreSQL (its reads
-    take a pooled connection in a worker thread instead of SQLite's inline one)."""
+    take a pooled connection in a worker thread instead of SQLite's inline one). The device POSTs
+    are served by a bare ASGI handler in front of FastAPI: "fastapi-routes" takes it away so that
+    FastAPI's documented routes answer, "behind-cors" puts it inside the CORS middleware."""
     kafka = request.getfixturevalue("kafka_bootstrap") if request.param == "kafka" else None
     database_url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
-    async for r in _rig(tmp_path, kafka, database_url):
+    kw: dict[str, Any] = {"fastapi_routes": request.param == "fastapi-routes"}
+    if request.param == "behind-cors":
+        kw["cors_origins"] = "https://console.example"
+    async for r in _rig(tmp_path, kafka, database_url, **kw):
         yield r
 
 
@@ -275,3 +292,46 @@ async def test_openapi_documents_the_contract(rig: Rig) -> None:
     assert set(op["responses"]) >= {"202", "401", "403", "404", "409", "413", "422", "429", "503"}
     schema = op["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["required"]) >= {"event_id", "type", "tps_id", "occurred_at"}
+
+
+async def test_a_browser_on_an_allowed_origin_can_read_the_answer(tmp_path: Path) -> None:
+    async for rig in _rig(tmp_path, None, cors_origins="https://console.example"):
+        headers = {"Authorization": f"Bearer {rig.token}", "Origin": "https://console.example"}
+        r = await rig.client.post("/v1/events", content=orjson.dumps(event()), headers=headers)
+        assert r.status_code == 202
+        assert r.headers["access-control-allow-origin"] == "https://console.example"
+        r = await rig.client.post(
+            "/v1/events", content=orjson.dumps(event()), headers={**headers, "Origin": "https://evil.example"}
+        )
+        assert "access-control-allow-origin" not in r.headers
+
+
+async def test_a_tps_lands_on_one_partition_whether_posted_alone_or_in_a_batch(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    async for rig in _rig(tmp_path, kafka_bootstrap):
+        assert (await rig.post(event("T1"))).status_code == 202
+        assert (await rig.post(event("K1"), token=rig.gateway)).status_code == 202
+        assert len((await rig.post([event("T1") for _ in range(3)], batch=True)).json()["accepted"]) == 3
+        r = await rig.post([event("K1"), event("K1")], token=rig.gateway, batch=True)
+        assert len(r.json()["accepted"]) == 2
+        by_key: dict[str | None, set[int]] = {}
+        for rec in await rig.on_bus(7):
+            by_key.setdefault(rec.key, set()).add(rec.partition)
+        assert set(by_key) == {"T1", "K1"}
+        assert all(len(partitions) == 1 for partitions in by_key.values()), by_key
+
+
+async def test_seen_ids_are_stored_as_the_orm_stores_them(rig: Rig) -> None:
+    ev = event()
+    before = datetime.now(UTC)
+    assert (await rig.post(ev)).status_code == 202
+    with Session(rig.engine) as s:
+        seen = s.get(SeenEvent, ev["event_id"])
+        assert seen is not None and seen.device_id == "d1"
+        assert before - timedelta(seconds=1) <= seen.received_at <= datetime.now(UTC) + timedelta(seconds=1)
+        s.add(SeenEvent(event_id="orm", content_hash="h", device_id="d1", received_at=before))
+        s.commit()
+        stored = dict(s.execute(text("SELECT event_id, CAST(received_at AS TEXT) FROM seenevent")).all())
+    # Both rows written the same way (SQLite keeps text: same format, no offset on either).
+    assert ("+" in stored[ev["event_id"]]) == ("+" in stored["orm"]), stored

@@ -49,6 +49,12 @@ BUS_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 
+SEEN_WAIT = Histogram(
+    "siaga_ingest_seen_wait_seconds",
+    "Time a request waits, after the broker's ack, for its event ids to be recorded as seen",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
 
 class RejectedEvent(BaseModel):
     event_id: str | None
@@ -243,8 +249,10 @@ class Ingest:
                 log.warning("bus unavailable, answering 503: %s", exc)
                 REJECTED.labels("bus_unavailable").inc(len(items))
                 return BUS_DOWN
-            BUS_LATENCY.observe(time.perf_counter() - started)
+            acked = time.perf_counter()
+            BUS_LATENCY.observe(acked - started)
             await self.seen.record(judged.fresh, device_id=device.device_id, now=now)
+            SEEN_WAIT.observe(time.perf_counter() - acked)
             _ACCEPTED.inc(len(judged.fresh))
         if judged.duplicates:
             _DUPLICATE.inc(len(judged.duplicates))

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ def content_hash(raw: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+SeenRow = tuple[str, str, str, datetime]  # event_id, content hash, device_id, received_at
+
+
 class IngestDb:
     """Ingest's statements, run on the DB-API connection itself.
 
@@ -102,7 +106,9 @@ class IngestDb:
         received_at = SeenEvent.__table__.c.received_at.type  # type: ignore[attr-defined]
         bind = received_at.dialect_impl(engine.dialect).bind_processor(engine.dialect)  # as SQLAlchemy stores it
         self._received_at: Callable[[datetime], Any] = bind or (lambda v: v)
-        self._kept: Any = None  # SQLite: the event-loop thread's connection
+        self._kept: Any = None  # SQLite: the event-loop thread's connection for reads
+        self._writer: Any = None  # SQLite: the event-loop thread's connection for small writes
+        self.rows_since_checkpoint = 0
         self._tps: dict[str, str] = {}
         self._tps_loaded = float("-inf")
 
@@ -162,23 +168,67 @@ class IngestDb:
             self._tps.update(cur.fetchall())
         return {i: self._tps[i] for i in tps_ids if i in self._tps}
 
-    def record(self, rows: Sequence[tuple[str, str, str, datetime]]) -> None:
-        """Store accepted (event_id, content hash, device_id, received_at), in one transaction. An id
-        another ingest instance stored a moment before is kept as it is."""
+    def _params(self, rows: Sequence[SeenRow]) -> list[tuple[str, str, str, Any]]:
+        stored: dict[datetime, Any] = {}  # one time per request: convert each once
+        params = []
+        for event_id, digest, device_id, t in rows:
+            if t not in stored:
+                stored[t] = self._received_at(t)
+            params.append((event_id, digest, device_id, stored[t]))
+        return params
+
+    def record(self, rows: Sequence[SeenRow]) -> None:
+        """Store accepted (event_id, content hash, device_id, received_at), in one transaction, on a
+        pooled connection (call it in a worker thread). An id another ingest instance stored a moment
+        before is kept as it is."""
         conn = self.engine.raw_connection()
         try:
-            cur = conn.cursor()
-            stored: dict[datetime, Any] = {}  # one time per request: convert each once
-            params = []
-            for event_id, digest, device_id, t in rows:
-                if t not in stored:
-                    stored[t] = self._received_at(t)
-                params.append((event_id, digest, device_id, stored[t]))
-            cur.executemany(self._insert_sql, params)
+            conn.cursor().executemany(self._insert_sql, self._params(rows))
             conn.commit()
         except self.errors:
             conn.invalidate()
             raise
+        finally:
+            conn.close()
+
+    def record_inline(self, rows: Sequence[SeenRow]) -> bool:
+        """SQLite: store rows on the calling thread if the write lock is free at once; False if another
+        connection holds it (then `record` them in a worker thread, which waits its turn).
+
+        For the event loop's small group commits: no thread hop, and no wait for the GIL between
+        SQLite calls. This connection never checkpoints the WAL itself (that syncs the file, too
+        slow for the loop): `checkpoint` does, in a worker thread, after every CHECKPOINT_ROWS rows.
+        """
+        if self._writer is None:
+            proxied = self.engine.raw_connection()
+            conn: Any = proxied.driver_connection
+            proxied.detach()  # ours alone, with its own settings
+            conn.isolation_level = None  # BEGIN and COMMIT below
+            conn.execute("PRAGMA busy_timeout=0")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._writer = conn
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return False
+            raise
+        try:
+            conn.executemany(self._insert_sql, self._params(rows))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self.rows_since_checkpoint += len(rows)
+        return True
+
+    def checkpoint(self) -> None:
+        """Copy the WAL back into the database file without waiting for anyone (a worker thread)."""
+        conn = self.engine.raw_connection()
+        try:
+            conn.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
 
@@ -288,7 +338,8 @@ def judge(
     return out
 
 
-SeenRow = tuple[str, str, str, datetime]  # event_id, content hash, device_id, received_at
+INLINE_ROWS = 64  # a group commit this small runs on the event loop (SQLite); larger ones in a thread
+CHECKPOINT_ROWS = 1000  # rows written inline between two checkpoints (about as many WAL pages)
 
 
 class SeenWriter:
@@ -306,6 +357,7 @@ class SeenWriter:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (rows pending before it + its rows, future)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._checkpoint: asyncio.Task[None] | None = None
 
     async def record(self, events: Sequence[tuple[FieldEvent, str]], *, device_id: str, now: datetime) -> None:
         if not events:
@@ -337,12 +389,16 @@ class SeenWriter:
             n = min(len(self._pending), self.max_rows)
             rows = self._pending[:n]
             try:
-                await asyncio.to_thread(self.db.record, rows)
+                if not (self.db.inline and n <= INLINE_ROWS and self.db.record_inline(rows)):
+                    await asyncio.to_thread(self.db.record, rows)
             except self.db.errors:
                 log.warning("could not record %d event ids as seen; retrying", len(rows))
                 await asyncio.sleep(1.0)
                 continue
             del self._pending[:n]
+            if self.db.rows_since_checkpoint >= CHECKPOINT_ROWS and self._checkpoint is None:
+                self.db.rows_since_checkpoint = 0
+                self._checkpoint = asyncio.create_task(self._checkpoint_wal(), name="ingest:checkpoint")
             # Requests whose last row is now stored can answer; the others' counts move down.
             waiters, self._waiters = self._waiters, []
             for upto, done in waiters:
@@ -351,6 +407,14 @@ class SeenWriter:
                         done.set_result(None)
                 else:
                     self._waiters.append((upto - n, done))
+
+    async def _checkpoint_wal(self) -> None:
+        try:
+            await asyncio.to_thread(self.db.checkpoint)
+        except self.db.errors:
+            log.warning("could not checkpoint the WAL; the next write will retry", exc_info=True)
+        finally:
+            self._checkpoint = None
 
     async def _run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -27,6 +28,34 @@ def _event(tps_id: str) -> dict[str, object]:
         "occurred_at": datetime.now(UTC).isoformat(),
         "payload": {"description": "Genset mati, TPS gelap", "category": "equipment", "injuries": 0},
     }
+
+
+class Bodies:
+    """Request bodies of fresh events, cheaply: one template per TPS, a new random UUID per event.
+
+    Building each event as a dict and json.dumps-ing it cost the generator ~8 µs per event, a fifth
+    of a core at 20,000 events/s taken from the server it measures. Event ids stay random UUIDs:
+    sequential ids would make the server's index inserts unrealistically cheap.
+    """
+
+    def __init__(self, tps: list[str]) -> None:
+        template = json.dumps(_event("TPS")).replace('"TPS"', '"%(tps)s"')
+        template = template.replace(str(json.loads(template)["event_id"]), "%(id)s")
+        template = template.replace(str(json.loads(template)["occurred_at"]), "%(at)s")
+        self.parts = [(template % {"tps": t, "id": "\0", "at": "\1"}).encode().split(b"\0") for t in tps]
+        self.tps = tps
+
+    def event(self, i: int, at: bytes) -> bytes:
+        head, tail = self.parts[i % len(self.parts)]
+        h = os.urandom(16).hex()
+        uid = f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}".encode()
+        return head + uid + tail.replace(b"\1", at, 1)
+
+    def body(self, i: int, batch: int) -> bytes:
+        at = datetime.now(UTC).isoformat().encode()
+        if batch == 1:
+            return self.event(i, at)
+        return b'{"events":[' + b",".join(self.event(i + k, at) for k in range(batch)) + b"]}"
 
 
 class Connection:
@@ -76,6 +105,7 @@ async def run(
     parts = urlsplit(url)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     path = "/v1/events/batch" if batch > 1 else "/v1/events"
+    bodies = Bodies(tps)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     events = 0
@@ -86,14 +116,11 @@ async def run(
         conn = Connection(parts.hostname or "127.0.0.1", parts.port or 80, headers)
         i = n
         while time.perf_counter() < end:
-            if batch > 1:
-                body = json.dumps({"events": [_event(tps[(i + k) % len(tps)]) for k in range(batch)]})
-            else:
-                body = json.dumps(_event(tps[i % len(tps)]))
+            body = bodies.body(i, batch)
             i += concurrency
             t0 = time.perf_counter()
             try:
-                code = await asyncio.wait_for(conn.post(path, body.encode()), 30)
+                code = await asyncio.wait_for(conn.post(path, body), 30)
                 statuses[code] += 1
                 if code == 202:
                     events += batch

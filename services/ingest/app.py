@@ -26,7 +26,6 @@ from services.ingest.service import (
     SeenWriter,
     TokenBuckets,
     bus_value,
-    json_time,
     judge,
 )
 from siaga import topics
@@ -235,11 +234,7 @@ class Ingest:
         for r in judged.rejected:
             REJECTED.labels(_reason(r)).inc()
         if judged.fresh:
-            received_at = json_time(now)
-            items = [
-                (ev.tps_id, bus_value(ev, device_id=device.device_id, received_at=received_at))
-                for ev, _ in judged.fresh
-            ]
+            items = [(ev.tps_id, bus_value(ev, device_id=device.device_id, received_at=now)) for ev, _ in judged.fresh]
             started = time.perf_counter()
             try:
                 await self.ctx.bus.publish_many(

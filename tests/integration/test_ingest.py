@@ -335,3 +335,21 @@ async def test_seen_ids_are_stored_as_the_orm_stores_them(rig: Rig) -> None:
         stored = dict(s.execute(text("SELECT event_id, CAST(received_at AS TEXT) FROM seenevent")).all())
     # Both rows written the same way (SQLite keeps text: same format, no offset on either).
     assert ("+" in stored[ev["event_id"]]) == ("+" in stored["orm"]), stored
+
+
+def test_bus_value_is_the_bus_event_pydantic_would_write() -> None:
+    """ingest serializes with orjson for speed; the bytes must be what the BusEvent model writes."""
+    from services.ingest.service import bus_value
+    from siaga.events import BusEvent, FieldEvent
+
+    for occurred_at in ("2024-11-27T08:15:00+07:00", "2024-11-27T01:15:00.250Z", "2024-11-27T01:15:00.000001-03:30"):
+        ev = FieldEvent.model_validate(
+            event(
+                occurred_at=occurred_at,
+                payload={"description": "Banjir  ", "injuries": 2, "location": {"lat": -6.1, "lon": 106.2}},
+            )
+        )
+        now = datetime.now(UTC)
+        mine = bus_value(ev, device_id="d1", received_at=now)
+        theirs = BusEvent(event=ev, device_id="d1", received_at=now).model_dump_json().encode()
+        assert mine == theirs

@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of baseline, single, batch (default 3)")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load per server (default 2)")
     ap.add_argument("--concurrency", type=int, default=32, help="requests in flight for single events (default 32)")
-    ap.add_argument("--batch-concurrency", type=int, default=4, help="batches in flight (default 4)")
+    ap.add_argument("--batch-concurrency", type=int, default=8, help="batches in flight (default 8)")
     ap.add_argument("--workers", type=int, default=1, help="siaga ingest worker processes (default 1)")
     a = ap.parse_args()
     rows: list[dict[str, Any]] = []
@@ -82,12 +82,12 @@ def main() -> None:
         summary.append(
             {
                 "what": what,
-                "events_per_s": statistics.median(r["events_per_s"] for r in mine),
-                "vs_baseline": statistics.median(r["vs_baseline"] for r in mine),
+                "events_per_s": round(statistics.median(r["events_per_s"] for r in mine), 1),
+                "vs_baseline": round(statistics.median(r["vs_baseline"] for r in mine), 2),
                 "range_vs_baseline": f"{min(r['vs_baseline'] for r in mine)}–{max(r['vs_baseline'] for r in mine)}",
-                "server_cpu_us_per_event": statistics.median(r["server_cpu_us_per_event"] for r in mine),
-                "p50_ms": statistics.median(r["p50_ms"] for r in mine),
-                "p99_ms": statistics.median(r["p99_ms"] for r in mine),
+                "server_cpu_us_per_event": round(statistics.median(r["server_cpu_us_per_event"] for r in mine), 1),
+                "p50_ms": round(statistics.median(r["p50_ms"] for r in mine), 1),
+                "p99_ms": round(statistics.median(r["p99_ms"] for r in mine), 1),
             }
         )
     print(
@@ -105,7 +105,7 @@ def main() -> None:
         )
     )
     path = write(
-        "ingest",
+        "ingest" if a.workers == 1 else f"ingest_{a.workers}workers",
         {
             "duration_s": a.duration,
             "rounds": a.rounds,
@@ -122,12 +122,23 @@ def main() -> None:
 def _measure(proc: Proc, kw: dict[str, Any], duration: float, *, workers: int) -> dict[str, Any]:
     """One closed-loop run against a server, with the CPU the server (and its workers) used per event."""
     pids = _tree(proc.pid) if workers > 1 else [proc.pid]
-    before = sum(_cpu(p) for p in pids)
+    before, steal_before = sum(_cpu(p) for p in pids), _steal()
     r = loadgen(proc.url, duration=duration, **kw)
     used = sum(_cpu(p) for p in pids) - before
+    ticks, stolen = (b - a for a, b in zip(steal_before, _steal(), strict=True))
+    r["steal_pct"] = round(100 * stolen / max(ticks, 1), 1)  # CPU time the hypervisor gave to others
     r["server_cpu_us_per_event"] = round(1e6 * used / max(r["events"], 1), 1)
     r["server_cpu_pct"] = round(100 * used / duration)
     return r
+
+
+def _steal() -> tuple[int, int]:
+    """(all CPU ticks, stolen ticks) of the machine so far, from /proc/stat; zeros where there is none."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return sum(fields), fields[7] if len(fields) > 7 else 0
 
 
 def _cpu(pid: int) -> float:

@@ -38,6 +38,7 @@ from bench.common import (
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "classify": ("classify", [], ["--rounds", "5"]),
     "ingest": ("ingest", [], ["--duration", "5"]),
+    "ingest_2workers": ("ingest", ["--workers", "2"], ["--duration", "5", "--workers", "2"]),
     "dispatch": ("dispatch", [], ["--events", "5000"]),
     "dispatch_day": ("dispatch", ["--mix", "day", "--events", "12000"], ["--mix", "day", "--events", "3000"]),
     "e2e_latency": ("e2e_latency", [], ["--duration", "10", "--drain", "20"]),

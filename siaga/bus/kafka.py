@@ -22,7 +22,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
 from siaga import topics
@@ -36,6 +36,7 @@ TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 DEFAULT_TOPIC_CONFIGS: dict[str, dict[str, str]] = {topics.INCIDENT_UPDATES: {"cleanup.policy": "compact"}}
 
 HEALTH_CACHE_S = 1.0
+STUCK_AFTER_S = 15.0  # publishes timing out this long (broker answering) mean a stuck producer
 
 
 class KafkaBus(Bus):
@@ -78,6 +79,7 @@ class KafkaBus(Bus):
         self._admin_lock = asyncio.Lock()
         self._retired: set[asyncio.Task[None]] = set()
         self._probe: asyncio.Task[None] | None = None
+        self._failing_since: float | None = None  # start of the current run of failed publishes
         self._health: tuple[float, bool] = (float("-inf"), False)
 
     @property
@@ -259,19 +261,27 @@ class KafkaBus(Bus):
         # futures and still delivers what it holds once the broker is back (the caller was told
         # BusUnavailable and retries; handlers are idempotent). Any failure of a send is the bus's.
         except Exception as exc:
-            self._after_failure(producer)
+            self._after_failure(producer, exc)
             raise BusUnavailable(f"Kafka did not take messages for {topic} within {timeout}s: {exc!r}") from exc
+        self._failing_since = None
 
-    def _after_failure(self, producer: AIOKafkaProducer | None) -> None:
-        """After a failed publish: keep the producer through an outage, replace it if it is stuck.
+    def _after_failure(self, producer: AIOKafkaProducer | None, exc: Exception) -> None:
+        """After a failed publish: keep the producer through an outage or a load peak, replace it if
+        it is stuck.
 
-        aiokafka's producer reconnects by itself when the broker returns and still delivers
-        what it holds. One that failed although the broker answers (a dead sender task, a
-        fenced producer id) would never recover: it is replaced. The check runs in the
-        background so that the caller hears BusUnavailable within its timeout.
+        aiokafka's producer reconnects by itself when the broker returns and still delivers what it
+        holds. One that fails although the broker answers (a fenced producer id, a wedged
+        connection) would never recover: it is replaced. A timeout alone is not enough: a broker
+        that answers slowly under load times some sends out, and replacing the producer then would
+        fail everything it holds. Timeouts count only once they have lasted STUCK_AFTER_S without a
+        success. The check runs in the background so that the caller hears BusUnavailable in time.
         """
         self._health = (float("-inf"), False)
-        if producer is None or self._probe is not None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        timed_out = isinstance(exc, TimeoutError | KafkaTimeoutError)
+        if producer is None or self._probe is not None or (timed_out and now - self._failing_since < STUCK_AFTER_S):
             return
         self._probe = asyncio.create_task(self._replace_if_stuck(producer), name="kafka-producer-probe")
 
@@ -319,6 +329,10 @@ async def _send_batched(
     message, a third of ingest's CPU on a batch of 500 (docs/benchmarks.md). Partitions are chosen
     exactly as `send()` chooses them (the default partitioner over the same partition list), so a
     key lands on the same partition whichever way it was sent, and order within a key is kept.
+
+    aiokafka holds one submitted batch per partition until its sender takes it: a second
+    `send_batch` waits for that, and with many requests in flight gives up (KafkaTimeoutError).
+    Where a batch is already waiting, messages go by `send()` instead, which appends them to it.
     """
     partitions = await producer.partitions_for(topic)
     all_partitions, partitioner = list(partitions), DefaultPartitioner()
@@ -330,8 +344,12 @@ async def _send_batched(
         if p is None:
             p = partition_of[key] = partitioner(key_bytes, all_partitions, all_partitions)
         by_partition.setdefault(p, []).append((key_bytes, value))
+    waiting = getattr(getattr(producer, "_message_accumulator", None), "_batches", None)  # aiokafka 0.14
     futures: list[asyncio.Future[Any]] = []
     for p, messages in by_partition.items():
+        if waiting is None or waiting.get(TopicPartition(topic, p)):
+            futures += [await producer.send(topic, value=v, key=k, partition=p) for k, v in messages]
+            continue
         builder = producer.create_batch()
         for key_bytes, value in messages:
             if builder.append(key=key_bytes, value=value, timestamp=None) is None:  # full: send it, start another

@@ -358,8 +358,8 @@ class SeenWriter:
     anyway (the events are on the bus, and a copy is dropped downstream by its event_id).
     """
 
-    def __init__(self, db: IngestDb, *, max_rows: int = 2000, wait_s: float = 2.0) -> None:
-        self.db, self.max_rows, self.wait_s = db, max_rows, wait_s
+    def __init__(self, db: IngestDb, *, max_rows: int = 2000, wait_s: float = 2.0, retry_s: float = 1.0) -> None:
+        self.db, self.max_rows, self.wait_s, self.retry_s = db, max_rows, wait_s, retry_s
         self._pending: list[SeenRow] = []
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (rows pending before it + its rows, future)
         self._wake = asyncio.Event()
@@ -400,7 +400,7 @@ class SeenWriter:
                     await asyncio.to_thread(self.db.record, rows)
             except self.db.errors:
                 log.warning("could not record %d event ids as seen; retrying", len(rows))
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self.retry_s)
                 continue
             del self._pending[:n]
             if self.db.rows_since_checkpoint >= CHECKPOINT_ROWS and self._checkpoint is None:

@@ -1,0 +1,143 @@
+"""Ingest's record of accepted event ids (services/ingest/service.py): the group commit, on SQLite
+inline on the event loop when the write lock is free, in a worker thread when it is not, and what a
+request waiting on it sees when the database is busy or down."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.ingest import service
+from services.ingest.service import IngestDb, SeenWriter, nests_deeper
+from siaga.db import create_schema, make_engine
+from siaga.events import FieldEvent
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[IngestDb]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'seen.db'}")
+    create_schema(engine)
+    yield IngestDb(engine)
+    engine.dispose()
+
+
+def events(n: int) -> list[tuple[FieldEvent, str]]:
+    now = datetime.now(UTC).isoformat()
+    return [
+        (
+            FieldEvent.model_validate(
+                {"event_id": str(uuid.uuid4()), "type": "checkin", "tps_id": "T1", "occurred_at": now}
+            ),
+            "h",
+        )
+        for _ in range(n)
+    ]
+
+
+def stored(db: IngestDb) -> set[str]:
+    with db.reading() as cur:
+        return {row[0] for row in cur.execute("SELECT event_id FROM seenevent").fetchall()}
+
+
+async def test_concurrent_requests_share_one_inline_commit(db: IngestDb, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_thread(rows: Any) -> None:
+        raise AssertionError("a free lock is written inline")
+
+    monkeypatch.setattr(db, "record", no_thread)
+    commits: list[int] = []
+    inline = db.record_inline
+    monkeypatch.setattr(db, "record_inline", lambda rows: commits.append(len(rows)) or inline(rows))
+    writer = SeenWriter(db)
+    await writer.start()
+    batches = [events(3) for _ in range(10)]
+    await asyncio.gather(*(writer.record(b, device_id="d1", now=datetime.now(UTC)) for b in batches))
+    await writer.stop()
+    assert stored(db) == {ev.event_id for b in batches for ev, _ in b}
+    assert sum(commits) == 30 and len(commits) < 10, f"grouped: {commits}"
+
+
+async def test_a_busy_lock_goes_to_a_thread_that_waits_its_turn(db: IngestDb, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / "seen.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    release = threading.Timer(0.4, lambda: other.execute("COMMIT"))
+    release.start()
+    writer = SeenWriter(db)
+    await writer.start()
+    batch = events(2)
+    started = time.monotonic()
+    await writer.record(batch, device_id="d1", now=datetime.now(UTC))
+    waited = time.monotonic() - started
+    await writer.stop()
+    release.join()
+    other.close()
+    assert waited >= 0.3, "answered only once the ids were stored"
+    assert stored(db) >= {ev.event_id for ev, _ in batch}
+
+
+async def test_with_the_database_down_requests_answer_after_wait_s_and_the_ids_follow(
+    db: IngestDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    down = {"until": time.monotonic() + 0.6}
+    inline, threaded = db.record_inline, db.record
+
+    def failing(real: Any) -> Any:
+        def call(rows: Any) -> Any:
+            if time.monotonic() < down["until"]:
+                raise sqlite3.OperationalError("disk I/O error")
+            return real(rows)
+
+        return call
+
+    monkeypatch.setattr(db, "record_inline", failing(inline))
+    monkeypatch.setattr(db, "record", failing(threaded))
+    writer = SeenWriter(db, wait_s=0.2, retry_s=0.1)
+    await writer.start()
+    batch = events(2)
+    started = time.monotonic()
+    await writer.record(batch, device_id="d1", now=datetime.now(UTC))
+    assert 0.15 <= time.monotonic() - started < 0.5, "released after wait_s, not held for the outage"
+    assert not stored(db) & {ev.event_id for ev, _ in batch}
+    for _ in range(50):
+        if stored(db) >= {ev.event_id for ev, _ in batch}:
+            break
+        await asyncio.sleep(0.05)
+    await writer.stop()
+    assert stored(db) >= {ev.event_id for ev, _ in batch}, "written once the database is back"
+
+
+async def test_the_wal_is_checkpointed_in_a_thread_after_enough_inline_rows(
+    db: IngestDb, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service, "CHECKPOINT_ROWS", 10)
+    calls: list[str] = []
+    checkpoint = db.checkpoint
+    monkeypatch.setattr(db, "checkpoint", lambda: calls.append(threading.current_thread().name) or checkpoint())
+    writer = SeenWriter(db)
+    await writer.start()
+    for _ in range(4):
+        await writer.record(events(5), device_id="d1", now=datetime.now(UTC))
+    await asyncio.sleep(0.2)
+    await writer.stop()
+    assert calls and all(name != threading.main_thread().name for name in calls)
+
+
+def test_payload_depth_is_counted_from_the_payload() -> None:
+    def nest(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = {"x": value}
+        return value
+
+    assert not nests_deeper(nest(31), 31)
+    assert nests_deeper(nest(32), 31)
+    assert not nests_deeper({"a": [1, 2, {"b": []}]}, 4)  # object, array, object, array
+    assert nests_deeper({"a": [1, 2, {"b": []}]}, 3)

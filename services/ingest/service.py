@@ -341,11 +341,11 @@ def judge(
     return out
 
 
-# SQLite: a group commit of up to this many rows runs on the event loop (~20 µs a row: a batch of 500
-# costs about a third more than judging it, and no thread hop or GIL hand-offs); more, or a busy
-# lock, goes to a worker thread.
+# SQLite: group commits run on the event loop (~20 µs a row: a batch of 500 costs about a third more
+# than judging it, and no thread hop or GIL hand-offs), this many rows at a time; a lock that stays
+# busy goes to a worker thread.
 INLINE_ROWS = 1000
-INLINE_TRIES = 25  # ~50 ms of 2 ms polls for a busy lock before the worker thread takes over
+INLINE_TRIES = 1000  # 2 ms polls (2 s) for a busy lock before a worker thread takes over
 CHECKPOINT_ROWS = 2000  # rows written inline between two checkpoints (about as many WAL pages)
 
 
@@ -393,7 +393,7 @@ class SeenWriter:
 
     async def flush(self) -> None:
         while self._pending:
-            n = min(len(self._pending), self.max_rows)
+            n = min(len(self._pending), INLINE_ROWS if self.db.inline else self.max_rows)
             rows = self._pending[:n]
             try:
                 if not (self.db.inline and n <= INLINE_ROWS and await self._record_inline(rows)):
@@ -416,9 +416,9 @@ class SeenWriter:
                     self._waiters.append((upto - n, done))
 
     async def _record_inline(self, rows: list[SeenRow]) -> bool:
-        """Try the inline write a few times while another process holds the lock: SQLite's own busy
-        wait sleeps up to 100 ms at a time, polling every 2 ms here takes the lock as soon as it is
-        free (two `siaga ingest --workers` on one file). False if it stays busy."""
+        """Try the inline write every 2 ms while another process holds the lock (two `siaga ingest
+        --workers`, or dispatch, on one file): SQLite's own busy wait sleeps up to 100 ms at a time
+        and misses the moment the lock is free. False if it stays busy for INLINE_TRIES polls."""
         for _ in range(INLINE_TRIES):
             if self.db.record_inline(rows):
                 return True

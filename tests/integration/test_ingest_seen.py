@@ -65,7 +65,7 @@ async def test_concurrent_requests_share_one_inline_commit(db: IngestDb, monkeyp
     assert sum(commits) == 30 and len(commits) < 10, f"grouped: {commits}"
 
 
-async def test_a_busy_lock_goes_to_a_thread_that_waits_its_turn(db: IngestDb, tmp_path: Path) -> None:
+async def test_a_request_waits_for_a_lock_another_process_holds(db: IngestDb, tmp_path: Path) -> None:
     other = sqlite3.connect(tmp_path / "seen.db", isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")  # another process writing
     release = threading.Timer(0.4, lambda: other.execute("COMMIT"))

@@ -137,10 +137,11 @@ class Ingest:
         self.buckets = TokenBuckets(s.device_rate_per_s, s.device_burst)
 
     async def start(self) -> None:
-        # The group commit runs in a worker thread that needs the GIL for a moment between SQLite
-        # calls. With CPython's default 5 ms switch interval it waits behind the busy event loop, and
-        # every request waiting on that commit waits too: 1 ms gave single events a quarter more
-        # throughput on two cores (docs/benchmarks.md). Process-wide, and harmless elsewhere.
+        # Database work in a worker thread (PostgreSQL's reads and group commits, SQLite's when the
+        # lock stays busy) needs the GIL for a moment between driver calls. With CPython's default
+        # 5 ms switch interval it waits behind the busy event loop, and every request waiting on it
+        # waits too: 1 ms gave single events a quarter more throughput on two cores when SQLite's
+        # commits ran in a thread (docs/benchmarks.md). Process-wide, and harmless elsewhere.
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
         await self.seen.start()
 

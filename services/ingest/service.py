@@ -75,8 +75,8 @@ class IngestDb:
 
     SQLite: the reads run inline on one connection kept for the event-loop thread (a read in WAL mode
     sees every commit made before it, so a revoked token is refused at once). Other databases: a
-    pooled connection per request, in a worker thread (see `Ingest._in_db`). Writes always take a
-    pooled connection in a worker thread.
+    pooled connection per request, in a worker thread (see `Ingest._in_db`). Writes: `record_inline`
+    on SQLite's event-loop connection for writes, `record` on a pooled connection in a worker thread.
     """
 
     def __init__(self, engine: Engine, *, tps_ttl_s: float = 3.0) -> None:
@@ -107,8 +107,7 @@ class IngestDb:
         bind = received_at.dialect_impl(engine.dialect).bind_processor(engine.dialect)  # as SQLAlchemy stores it
         self._received_at: Callable[[datetime], Any] = bind or (lambda v: v)
         self._kept: Any = None  # SQLite: the event-loop thread's connection for reads
-        self._writer: Any = None  # SQLite: the event-loop thread's connection for small writes
-        self.rows_since_checkpoint = 0
+        self._writer: Any = None  # SQLite: the event-loop thread's connection for writes
         self._tps: dict[str, str] = {}
         self._tps_loaded = float("-inf")
 
@@ -150,8 +149,7 @@ class IngestDb:
         """event_id -> content hash of those among ids already accepted."""
         if not ids:
             return {}
-        marks = ", ".join([self._p] * len(ids))
-        cur.execute(f"{self._seen_sql} ({marks})", ids)
+        cur.execute(f"{self._seen_sql} ({self._marks(len(ids))})", ids)
         return {row[0]: row[1] for row in cur.fetchall()}
 
     def kecamatan_of(self, cur: Any, tps_ids: Collection[str]) -> dict[str, str]:
@@ -163,10 +161,12 @@ class IngestDb:
             self._tps_loaded = time.monotonic()
         missing = [i for i in tps_ids if i not in self._tps]
         if missing:
-            marks = ", ".join([self._p] * len(missing))
-            cur.execute(f"{self._tps_sql} WHERE tps_id IN ({marks})", missing)
+            cur.execute(f"{self._tps_sql} WHERE tps_id IN ({self._marks(len(missing))})", missing)
             self._tps.update(cur.fetchall())
         return {i: self._tps[i] for i in tps_ids if i in self._tps}
+
+    def _marks(self, n: int) -> str:
+        return ", ".join([self._p] * n)
 
     def _params(self, rows: Sequence[SeenRow]) -> list[tuple[str, str, str, Any]]:
         stored: dict[datetime, Any] = {}  # one time per request: convert each once
@@ -221,7 +221,6 @@ class IngestDb:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
-        self.rows_since_checkpoint += len(rows)
         return True
 
     def checkpoint(self) -> None:
@@ -362,7 +361,9 @@ class SeenWriter:
     """
 
     def __init__(self, db: IngestDb, *, max_rows: int = 2000, wait_s: float = 2.0, retry_s: float = 1.0) -> None:
-        self.db, self.max_rows, self.wait_s, self.retry_s = db, max_rows, wait_s, retry_s
+        self.db, self.wait_s, self.retry_s = db, wait_s, retry_s
+        self.chunk = INLINE_ROWS if db.inline else max_rows  # rows a transaction
+        self._since_checkpoint = 0  # rows written inline since the last WAL checkpoint
         self._pending: list[SeenRow] = []
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (rows pending before it + its rows, future)
         self._wake = asyncio.Event()
@@ -396,25 +397,27 @@ class SeenWriter:
 
     async def flush(self) -> None:
         while self._pending:
-            n = min(len(self._pending), INLINE_ROWS if self.db.inline else self.max_rows)
-            rows = self._pending[:n]
+            rows = self._pending[: self.chunk]
+            n = len(rows)
             try:
-                if not (self.db.inline and n <= INLINE_ROWS and await self._record_inline(rows)):
+                inline = self.db.inline and await self._record_inline(rows)
+                if not inline:
                     await asyncio.to_thread(self.db.record, rows)
             except self.db.errors:
                 log.warning("could not record %d event ids as seen; retrying", len(rows))
                 await asyncio.sleep(self.retry_s)
                 continue
             del self._pending[:n]
-            if self.db.rows_since_checkpoint >= CHECKPOINT_ROWS and self._checkpoint is None:
-                self.db.rows_since_checkpoint = 0
+            if inline:  # pooled connections checkpoint by themselves
+                self._since_checkpoint += n
+            if self._since_checkpoint >= CHECKPOINT_ROWS and self._checkpoint is None:
+                self._since_checkpoint = 0
                 self._checkpoint = asyncio.create_task(self._checkpoint_wal(), name="ingest:checkpoint")
             # Requests whose last row is now stored can answer; the others' counts move down.
             waiters, self._waiters = self._waiters, []
             for upto, done in waiters:
                 if upto <= n:
-                    if not done.done():
-                        done.set_result(None)
+                    _release(done)
                 else:
                     self._waiters.append((upto - n, done))
 

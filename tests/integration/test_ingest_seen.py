@@ -130,6 +130,50 @@ async def test_the_wal_is_checkpointed_in_a_thread_after_enough_inline_rows(
     assert calls and all(name != threading.main_thread().name for name in calls)
 
 
+def test_a_checkpoint_empties_the_wal_while_another_process_keeps_writing(tmp_path: Path) -> None:
+    """Two writers on one file (two `siaga ingest --workers`): each checkpoint copies the whole WAL,
+    so the next write starts it again from its beginning. (A passive checkpoint never caught up with
+    the other writer: the WAL was never started again and grew to gigabytes.)"""
+    url = f"sqlite:///{tmp_path / 'seen.db'}"
+    engines = [make_engine(url), make_engine(url)]
+    create_schema(engines[0])
+    dbs = [IngestDb(e) for e in engines]
+    stop = threading.Event()
+    written = [0, 0]
+
+    def keep_writing(k: int) -> None:
+        while not stop.is_set():
+            rows = [(str(uuid.uuid4()), "h", f"d{k}", datetime.now(UTC)) for _ in range(200)]
+            if dbs[k].record_inline(rows):
+                written[k] += len(rows)
+            else:
+                time.sleep(0.001)
+
+    def restarts() -> int:  # the WAL header's first salt: one more each time the WAL starts again
+        return int.from_bytes((tmp_path / "seen.db-wal").read_bytes()[16:20], "big")
+
+    writers = [threading.Thread(target=keep_writing, args=(k,)) for k in (0, 1)]
+    for t in writers:
+        t.start()
+    try:
+        time.sleep(0.1)
+        first = restarts()
+        results = []
+        for _ in range(6):
+            results.append(dbs[0].checkpoint())
+            time.sleep(0.1)
+        last = restarts()
+    finally:
+        stop.set()
+        for t in writers:
+            t.join()
+        for e in engines:
+            e.dispose()
+    assert min(written) > 0, "both writers got the lock between checkpoints"
+    assert all(busy == 0 and frames == copied for busy, frames, copied in results), results
+    assert (last - first) % 2**32 >= len(results), (first, last)
+
+
 def test_payload_depth_is_counted_from_the_payload() -> None:
     def nest(levels: int) -> Any:
         value: Any = 1

@@ -65,6 +65,10 @@ def content_hash(raw: dict[str, Any]) -> str:
 
 SeenRow = tuple[str, str, str, datetime]  # event_id, content hash, device_id, received_at
 
+# SQLite: page cache of the event loop's connection (KiB; SQLite's default is 2 MiB). A million
+# seen ids take ~50 MB of index.
+SQLITE_CACHE_KIB = 65_536
+
 
 class IngestDb:
     """Ingest's statements, run on the DB-API connection itself.
@@ -73,10 +77,12 @@ class IngestDb:
     through SQLAlchemy's Connection cost several times the indexed lookups themselves (a third of a
     single event's CPU; docs/benchmarks.md), so they are plain SQL on the driver's cursor.
 
-    SQLite: the reads run inline on one connection kept for the event-loop thread (a read in WAL mode
-    sees every commit made before it, so a revoked token is refused at once). Other databases: a
-    pooled connection per request, in a worker thread (see `Ingest._in_db`). Writes: `record_inline`
-    on SQLite's event-loop connection for writes, `record` on a pooled connection in a worker thread.
+    SQLite: the reads and the group commits run inline on one connection of the event-loop thread's
+    own (a read in WAL mode sees every commit made before it, so a revoked token is refused at
+    once). One, so that the seen-id index pages a request reads are still in its page cache when
+    its ids are written: SQLite empties a connection's cache whenever another connection has
+    written. Other databases: a pooled connection per request, in a worker thread (see
+    `Ingest._in_db`); writes by `record`, on a pooled connection in a worker thread.
     """
 
     def __init__(self, engine: Engine, *, tps_ttl_s: float = 3.0) -> None:
@@ -106,30 +112,47 @@ class IngestDb:
         received_at = SeenEvent.__table__.c.received_at.type  # type: ignore[attr-defined]
         bind = received_at.dialect_impl(engine.dialect).bind_processor(engine.dialect)  # as SQLAlchemy stores it
         self._received_at: Callable[[datetime], Any] = bind or (lambda v: v)
-        self._kept: Any = None  # SQLite: the event-loop thread's connection for reads
-        self._writer: Any = None  # SQLite: the event-loop thread's connection for writes
+        self._own: sqlite3.Connection | None = None  # SQLite: the event-loop thread's connection
+        self._busy_ms = 0  # SQLite: its busy timeout for reads, as the engine set it
         self._tps: dict[str, str] = {}
         self._tps_loaded = float("-inf")
+
+    def _loop_connection(self) -> sqlite3.Connection:
+        """SQLite: the event-loop thread's connection, out of the pool, with its own settings."""
+        if self._own is None:
+            proxied = self.engine.raw_connection()
+            conn: sqlite3.Connection = proxied.driver_connection  # type: ignore[assignment]
+            proxied.detach()
+            conn.isolation_level = None  # reads on their own, writes between BEGIN and COMMIT
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # see record_inline
+            conn.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+            self._busy_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+            self._own = conn
+        return self._own
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Any]:
         """A cursor for one request's reads; a connection that failed is dropped, not reused."""
         if self.inline:
-            if self._kept is None:
-                self._kept = self.engine.raw_connection()
-            conn = self._kept
-        else:
-            conn = self.engine.raw_connection()
+            own = self._loop_connection()
+            cur = own.cursor()
+            try:
+                yield cur
+            except self.errors:
+                self._own = None
+                own.close()
+                raise
+            finally:
+                cur.close()  # ends the read: a statement left unfinished would hold its snapshot
+            return
+        conn = self.engine.raw_connection()
         try:
             yield conn.cursor()
         except self.errors:
-            if conn is self._kept:
-                self._kept = None
             conn.invalidate()
             raise
         finally:
-            if conn is not self._kept:
-                conn.close()
+            conn.close()
 
     def device(self, cur: Any, token_hash: str) -> DeviceGrant | None:
         """The grant of an active device token (by its hash), or None. Read on every request."""
@@ -199,21 +222,16 @@ class IngestDb:
         SQLite calls. This connection never checkpoints the WAL itself (that syncs the file, too
         slow for the loop): `checkpoint` does, in a worker thread, after every CHECKPOINT_ROWS rows.
         """
-        if self._writer is None:
-            proxied = self.engine.raw_connection()
-            conn: Any = proxied.driver_connection
-            proxied.detach()  # ours alone, with its own settings
-            conn.isolation_level = None  # BEGIN and COMMIT below
-            conn.execute("PRAGMA busy_timeout=0")
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            self._writer = conn
-        conn = self._writer
+        conn = self._loop_connection()
+        conn.execute("PRAGMA busy_timeout=0")  # the lock now or never: SeenWriter polls
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
                 return False
             raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
         try:
             conn.executemany(self._insert_sql, self._params(rows))
             conn.execute("COMMIT")

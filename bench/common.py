@@ -219,7 +219,10 @@ def seed_serang(db_url: str) -> list[str]:
     return [t.tps_id for t in fleet.tps]
 
 
-def loadgen(url: str, *, token: str, tps: list[str], batch: int, concurrency: int, duration: float) -> dict[str, Any]:
+def loadgen(
+    url: str, *, token: str, tps: list[str], batch: int, concurrency: int, duration: float, reconnect: bool = False
+) -> dict[str, Any]:
+    """Run bench/loadgen.py in its own process; its result (see `bench.loadgen.run`)."""
     out = subprocess.run(
         [
             PY,
@@ -237,6 +240,7 @@ def loadgen(url: str, *, token: str, tps: list[str], batch: int, concurrency: in
             str(concurrency),
             "--duration",
             str(duration),
+            *(["--reconnect"] if reconnect else []),
         ],
         cwd=ROOT,
         check=True,

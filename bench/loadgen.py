@@ -99,11 +99,17 @@ class Connection:
 
 
 async def run(
-    url: str, token: str, tps: list[str], *, batch: int, concurrency: int, duration: float
+    url: str, token: str, tps: list[str], *, batch: int, concurrency: int, duration: float, reconnect: bool = False
 ) -> dict[str, object]:
-    """Keep `concurrency` requests in flight for `duration` seconds; counts, rate, latency, statuses."""
+    """Keep `concurrency` requests in flight for `duration` seconds; counts, rate, latency, statuses.
+
+    reconnect: a new connection for every request (`Connection: close`), as many devices each
+    posting once; otherwise each of the `concurrency` connections is kept for the whole run.
+    """
     parts = urlsplit(url)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    if reconnect:
+        headers["Connection"] = "close"
     path = "/v1/events/batch" if batch > 1 else "/v1/events"
     bodies = Bodies(tps)
     latencies: list[float] = []
@@ -152,9 +158,20 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="events per request (1 = POST /v1/events)")
     ap.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds to run")
+    ap.add_argument(
+        "--reconnect", action="store_true", help="a new connection per request (default: keep one per slot in flight)"
+    )
     a = ap.parse_args()
     result = asyncio.run(
-        run(a.url, a.token, a.tps.split(","), batch=a.batch, concurrency=a.concurrency, duration=a.duration)
+        run(
+            a.url,
+            a.token,
+            a.tps.split(","),
+            batch=a.batch,
+            concurrency=a.concurrency,
+            duration=a.duration,
+            reconnect=a.reconnect,
+        )
     )
     print(json.dumps(result))
 

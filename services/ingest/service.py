@@ -245,15 +245,18 @@ class IngestDb:
         """Copy the whole WAL back into the database file, so that the next write starts it again from
         its beginning (call it in a worker thread). SQLite's (busy, frames in the WAL, frames copied).
 
-        RESTART, not PASSIVE: a passive checkpoint copies what was written before it began, and with
-        two writers (two `--workers`, or dispatch beside ingest) there is always more by the time it
-        ends, so the WAL is never started again. It grew to 4 GB in a minute of batches, and every
-        page read looks through its index (docs/benchmarks.md). RESTART holds writers off while it
-        finishes; the event loop's writer meanwhile finds the lock busy and polls.
+        A passive checkpoint alone copies what was written before it began, and with two writers (two
+        `--workers`, or dispatch beside ingest) there is always more by the time it ends, so the WAL
+        was never started again: it grew to 4 GB in a minute of batches, and every page read looks
+        through its index (docs/benchmarks.md). So a passive one copies the bulk while writers go
+        on, and RESTART copies the rest, holding writers off until it is done (the event loop's
+        writer meanwhile finds the lock busy and polls).
         """
         conn = self.engine.raw_connection()
         try:
-            busy, frames, copied = conn.cursor().execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            cur = conn.cursor()
+            cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the bulk, while writers go on
+            busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         finally:
             conn.close()
         return int(busy), int(frames), int(copied)
@@ -373,9 +376,12 @@ def judge(
 INLINE_ROWS = 1000
 INLINE_TRIES = 1000  # 2 ms polls (2 s) for a busy lock before a worker thread takes over
 # Rows written inline between two WAL checkpoints. Random keys dirty about a page a row; the less
-# often, the more of those pages a checkpoint copies once for several writes (2,000 → 20,000 took
-# ~10 % off a batched event's CPU). 10,000 keeps the WAL near 60 MB.
-CHECKPOINT_ROWS = 10_000
+# often, the more of those pages a checkpoint copies once for several writes, and the fewer bytes
+# go to disk (two workers wrote ~200 MB/s at 10,000). 10,000 → 40,000 → 100,000 gave two workers
+# +12 % and +8 % batch throughput (A/B, docs/benchmarks.md); at 50,000 the WAL of two workers stays
+# under ~500 MB and a checkpoint holds writers off for well under a second.
+CHECKPOINT_ROWS = 50_000
+SLOW_CHECKPOINT_S = 1.0  # log a checkpoint that took longer
 
 
 class SeenWriter:
@@ -459,12 +465,16 @@ class SeenWriter:
         return False
 
     async def _checkpoint_wal(self) -> None:
+        started = time.monotonic()
         try:
             await asyncio.to_thread(self.db.checkpoint)
         except self.db.errors:
             log.warning("could not checkpoint the WAL; the next write will retry", exc_info=True)
         finally:
             self._checkpoint = None
+        took = time.monotonic() - started
+        if took > SLOW_CHECKPOINT_S:
+            log.warning("WAL checkpoint took %.1f s; group commits waited for it", took)
 
     async def _run(self) -> None:
         while True:

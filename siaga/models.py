@@ -91,7 +91,7 @@ class SeenEvent(SQLModel, table=True):
     event_id: str = Field(primary_key=True, max_length=128)
     content_hash: str
     device_id: str
-    received_at: datetime
+    received_at: datetime = Field(index=True)  # pruning: see services/ingest/service.py
 
 
 # -- dispatch -------------------------------------------------------------------------------------

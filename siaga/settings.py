@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     device_burst: int = Field(default=100, description="Burst of events a device may send at once.")
     future_skew_s: int = Field(default=600, description="How far ahead of the server clock occurred_at may be.")
     max_age_s: int = Field(default=48 * 3600, description="How old occurred_at may be.")
+    seen_prune_interval_s: float = Field(
+        default=600.0,
+        description="How often ingest deletes seen event ids too old to matter (received more than max_age_s "
+        "+ future_skew_s ago: a retry of such an event is refused as too old).",
+    )
 
     # -- dispatch
     policy_file: Path | None = Field(

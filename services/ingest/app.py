@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
@@ -52,6 +53,9 @@ SEEN_WAIT = Histogram(
     "siaga_ingest_seen_wait_seconds",
     "Time a request waits, after the broker's ack, for its event ids to be recorded as seen",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+SEEN_PRUNED = Counter(
+    "siaga_ingest_seen_pruned_total", "Seen event ids deleted as too old to matter (see Ingest.prune_seen)"
 )
 
 
@@ -109,6 +113,7 @@ UNAUTHORIZED = (("WWW-Authenticate", "Bearer"),)
 DB_DOWN = _problem(503, "the database cannot be reached right now; retry later", (("Retry-After", "5"),))
 BUS_DOWN = _problem(503, "the event bus cannot take events right now; retry later", (("Retry-After", "5"),))
 GIL_SWITCH_S = 0.001
+PRUNE_ROWS = 5000  # seen ids deleted a transaction
 ROUTES = {"/v1/events": False, "/v1/events/batch": True}  # path -> is a batch
 
 
@@ -135,6 +140,7 @@ class Ingest:
         self.db = IngestDb(ctx.engine)
         self.seen = SeenWriter(self.db)
         self.buckets = TokenBuckets(s.device_rate_per_s, s.device_burst)
+        self._pruning: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         # Database work in a worker thread (PostgreSQL's reads and group commits, SQLite's when the
@@ -144,6 +150,42 @@ class Ingest:
         # commits ran in a thread (docs/benchmarks.md). Process-wide, and harmless elsewhere.
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
         await self.seen.start()
+        self._pruning = asyncio.create_task(self._prune_every_interval(), name="ingest:prune-seen")
+
+    async def stop(self) -> None:
+        if self._pruning is not None:
+            self._pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruning
+        await self.seen.stop()
+
+    async def prune_seen(self) -> int:
+        """Delete the seen ids too old to matter; how many.
+
+        An event received at R has occurred_at at most R + future_skew_s, and a retry of it is
+        accepted only while occurred_at is at most max_age_s old: after R + future_skew_s +
+        max_age_s it is refused as too old, so its id need not be kept. Without this the table
+        grows by every event ever accepted (~124 million rows on a national election day).
+        """
+        s = self.ctx.settings
+        cutoff = self.ctx.clock.now() - timedelta(seconds=s.max_age_s + s.future_skew_s)
+        total = 0
+        while True:
+            deleted = await asyncio.to_thread(self.db.prune, cutoff, limit=PRUNE_ROWS)
+            total += deleted
+            SEEN_PRUNED.inc(deleted)
+            if deleted < PRUNE_ROWS:
+                return total
+
+    async def _prune_every_interval(self) -> None:
+        while True:
+            try:
+                pruned = await self.prune_seen()
+                if pruned:
+                    log.info("pruned %d seen event ids too old to matter", pruned)
+            except self.db.errors as exc:
+                log.warning("could not prune seen event ids (will retry): %s", type(exc).__name__)
+            await asyncio.sleep(self.ctx.settings.seen_prune_interval_s)
 
     async def _in_db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a request's database work: inline on SQLite (a local read is quicker than a thread hop),
@@ -356,7 +398,7 @@ def build(ctx: Context) -> ServiceParts:
         "ingest",
         router,
         start=ingest.start,
-        stop=ingest.seen.stop,
+        stop=ingest.stop,
         fast_routes={
             ("POST", path): functools.partial(serve_device_post, ingest, batch=batch) for path, batch in ROUTES.items()
         },

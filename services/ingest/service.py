@@ -109,6 +109,10 @@ class IngestDb:
             f"INSERT INTO {SeenEvent.__tablename__} (event_id, content_hash, device_id, received_at) "
             f"VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (event_id) DO NOTHING"
         )
+        self._prune_sql = (
+            f"DELETE FROM {SeenEvent.__tablename__} WHERE event_id IN (SELECT event_id FROM "
+            f"{SeenEvent.__tablename__} WHERE received_at < {p} LIMIT {{limit}})"
+        )
         received_at = SeenEvent.__table__.c.received_at.type  # type: ignore[attr-defined]
         bind = received_at.dialect_impl(engine.dialect).bind_processor(engine.dialect)  # as SQLAlchemy stores it
         self._received_at: Callable[[datetime], Any] = bind or (lambda v: v)
@@ -240,6 +244,22 @@ class IngestDb:
                 conn.execute("ROLLBACK")
             raise
         return True
+
+    def prune(self, received_before: datetime, *, limit: int = 5000) -> int:
+        """Delete up to `limit` seen ids received before the given time (call it in a worker thread);
+        how many. A short transaction each, so that group commits wait little for the lock."""
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(self._prune_sql.format(limit=int(limit)), (self._received_at(received_before),))
+            deleted = int(cur.rowcount)
+            conn.commit()
+        except self.errors:
+            conn.invalidate()
+            raise
+        finally:
+            conn.close()
+        return deleted
 
     def checkpoint(self) -> tuple[int, int, int]:
         """Copy the whole WAL back into the database file, so that the next write starts it again from

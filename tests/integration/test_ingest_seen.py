@@ -10,16 +10,22 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.ingest import app as ingest_app
 from services.ingest import service
-from services.ingest.service import IngestDb, SeenWriter, nests_deeper
+from services.ingest.app import Ingest
+from services.ingest.service import DeviceGrant, IngestDb, SeenWriter, nests_deeper
+from siaga.bus.memory import MemoryBus
+from siaga.clock import ManualClock
 from siaga.db import create_schema, make_engine
 from siaga.events import FieldEvent
+from siaga.runtime import make_context
+from siaga.settings import Settings
 
 
 @pytest.fixture
@@ -185,3 +191,85 @@ def test_payload_depth_is_counted_from_the_payload() -> None:
     assert nests_deeper(nest(32), 31)
     assert not nests_deeper({"a": [1, 2, {"b": []}]}, 4)  # object, array, object, array
     assert nests_deeper({"a": [1, 2, {"b": []}]}, 3)
+
+
+# -- pruning ids too old to matter ----------------------------------------------------------------
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+MAX_AGE_S, SKEW_S = 3600, 600
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def ingest(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ingest]:
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else f"sqlite:///{tmp_path / 'i.db'}"
+    settings = Settings(database_url=url, max_age_s=MAX_AGE_S, future_skew_s=SKEW_S, seen_prune_interval_s=3600)
+    ctx = make_context(settings, bus=MemoryBus({}), clock=ManualClock(NOW))
+    yield Ingest(ctx)
+    ctx.engine.dispose()
+
+
+def seen_at(ingest: Ingest, **ages: float) -> dict[str, str]:
+    """Store one seen id per name, received that many seconds before NOW; name -> event id."""
+    ids = {name: str(uuid.uuid4()) for name in ages}
+    ingest.db.record([(ids[n], "h", "d1", NOW - timedelta(seconds=age)) for n, age in ages.items()])
+    return ids
+
+
+async def test_ids_received_before_max_age_plus_skew_are_pruned_and_the_rest_kept(ingest: Ingest) -> None:
+    limit = MAX_AGE_S + SKEW_S
+    ids = seen_at(ingest, old=limit + 1, older=limit + 7200, boundary=limit - 1, fresh=0)
+
+    assert await ingest.prune_seen() == 2
+
+    assert stored(ingest.db) == {ids["boundary"], ids["fresh"]}
+    assert await ingest.prune_seen() == 0
+
+
+def test_a_retry_of_a_pruned_event_is_refused_as_too_old_not_accepted_again() -> None:
+    """Why pruning is safe: an event received just past the cutoff had occurred_at at most
+    future_skew_s after its receipt, and is now more than max_age_s old."""
+    received = NOW - timedelta(seconds=MAX_AGE_S + SKEW_S + 1)
+    raw = {
+        "event_id": str(uuid.uuid4()),
+        "type": "checkin",
+        "tps_id": "T1",
+        "occurred_at": (received + timedelta(seconds=SKEW_S)).isoformat(),  # the latest it could be
+        "payload": {"personnel_id": "P1", "status": "on_duty"},
+    }
+    grant = DeviceGrant("d1", frozenset({"T1"}), frozenset())
+    judged = service.judge(
+        [raw],
+        device=grant,
+        kecamatan_of=lambda ids: dict.fromkeys(ids, "Cikande"),
+        seen=lambda ids: {},  # its id was pruned
+        now=NOW,
+        future_skew_s=SKEW_S,
+        max_age_s=MAX_AGE_S,
+    )
+    assert judged.fresh == []
+    assert [(r.field, r.status) for r in judged.rejected] == [("occurred_at", 422)]
+
+
+async def test_pruning_deletes_in_short_transactions(ingest: Ingest, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ingest_app, "PRUNE_ROWS", 3)
+    deletes: list[int] = []
+    prune = ingest.db.prune
+    monkeypatch.setattr(ingest.db, "prune", lambda before, limit: deletes.append(n := prune(before, limit=limit)) or n)
+    ids = seen_at(ingest, **{f"old{i}": MAX_AGE_S + SKEW_S + 60 + i for i in range(10)}, fresh=0)
+
+    assert await ingest.prune_seen() == 10
+
+    assert deletes == [3, 3, 3, 1]
+    assert stored(ingest.db) == {ids["fresh"]}
+
+
+async def test_a_started_ingest_prunes_at_once_and_stops_cleanly(ingest: Ingest) -> None:
+    ids = seen_at(ingest, old=MAX_AGE_S + SKEW_S + 60, fresh=0)
+    await ingest.start()
+    try:
+        for _ in range(100):
+            if ids["old"] not in stored(ingest.db):
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await ingest.stop()
+    assert stored(ingest.db) == {ids["fresh"]}

@@ -271,12 +271,21 @@ class IngestDb:
         through its index (docs/benchmarks.md). So a passive one copies the bulk while writers go
         on, and RESTART copies the rest, holding writers off until it is done (the event loop's
         writer meanwhile finds the lock busy and polls).
+
+        RESTART also waits, holding the write lock, for readers of older snapshots to finish: a long
+        read elsewhere (dispatch, a dashboard) would stall every writer for as long. It waits at
+        most CHECKPOINT_BUSY_MS, then gives up (busy 1) until the next checkpoint.
         """
         conn = self.engine.raw_connection()
         try:
             cur = conn.cursor()
             cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the bulk, while writers go on
-            busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            usual_ms = int(cur.execute("PRAGMA busy_timeout").fetchone()[0])
+            cur.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+            try:
+                busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                cur.execute(f"PRAGMA busy_timeout={usual_ms}")  # a pooled connection: as it was
         finally:
             conn.close()
         return int(busy), int(frames), int(copied)
@@ -402,6 +411,7 @@ INLINE_TRIES = 1000  # 2 ms polls (2 s) for a busy lock before a worker thread t
 # under ~500 MB and a checkpoint holds writers off for well under a second.
 CHECKPOINT_ROWS = 50_000
 SLOW_CHECKPOINT_S = 1.0  # log a checkpoint that took longer
+CHECKPOINT_BUSY_MS = 1000  # longest a checkpoint waits for the write lock and for older readers
 
 
 class SeenWriter:
@@ -487,7 +497,13 @@ class SeenWriter:
     async def _checkpoint_wal(self) -> None:
         started = time.monotonic()
         try:
-            await asyncio.to_thread(self.db.checkpoint)
+            busy, frames, copied = await asyncio.to_thread(self.db.checkpoint)
+            if busy and frames >= 0:  # (-1: another process was checkpointing, which does the job)
+                log.info(
+                    "WAL checkpoint copied %d of %d frames; readers of older snapshots kept it from restarting the WAL",
+                    copied,
+                    frames,
+                )
         except self.db.errors:
             log.warning("could not checkpoint the WAL; the next write will retry", exc_info=True)
         finally:

@@ -180,6 +180,32 @@ def test_a_checkpoint_empties_the_wal_while_another_process_keeps_writing(tmp_pa
     assert (last - first) % 2**32 >= len(results), (first, last)
 
 
+def test_a_checkpoint_waits_for_a_long_reader_only_so_long(
+    db: IngestDb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RESTART holds the write lock while it waits for readers of older snapshots; a long read
+    elsewhere must not stall every writer for as long (nor for the 30 s busy timeout)."""
+    monkeypatch.setattr(service, "CHECKPOINT_BUSY_MS", 200)
+    rows = lambda: [(str(uuid.uuid4()), "h", "d1", datetime.now(UTC)) for _ in range(50)]  # noqa: E731
+    assert db.record_inline(rows())
+    reader = sqlite3.connect(tmp_path / "seen.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM seenevent").fetchone()  # holds its snapshot
+    assert db.record_inline(rows())  # the WAL now has frames the reader does not see
+    try:
+        started = time.monotonic()
+        busy, frames, copied = db.checkpoint()
+        took = time.monotonic() - started
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert busy == 1 and 0.15 < took < 5, (busy, frames, copied, took)
+    assert db.record_inline(rows()), "writers go on"
+    with db.engine.connect() as c:  # the pooled connection got its usual busy timeout back
+        assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+    assert db.checkpoint()[0] == 0, "with the reader gone the checkpoint completes"
+
+
 def test_payload_depth_is_counted_from_the_payload() -> None:
     def nest(levels: int) -> Any:
         value: Any = 1

@@ -149,9 +149,15 @@ class IngestDb:
             finally:
                 cur.close()  # ends the read: a statement left unfinished would hold its snapshot
             return
+        with self._pooled() as conn:
+            yield conn.cursor()
+
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[Any]:
+        """A pooled connection for one piece of work; one that failed is dropped, not reused."""
         conn = self.engine.raw_connection()
         try:
-            yield conn.cursor()
+            yield conn
         except self.errors:
             conn.invalidate()
             raise
@@ -208,15 +214,9 @@ class IngestDb:
         """Store accepted (event_id, content hash, device_id, received_at), in one transaction, on a
         pooled connection (call it in a worker thread). An id another ingest instance stored a moment
         before is kept as it is."""
-        conn = self.engine.raw_connection()
-        try:
+        with self._pooled() as conn:
             conn.cursor().executemany(self._insert_sql, self._params(rows))
             conn.commit()
-        except self.errors:
-            conn.invalidate()
-            raise
-        finally:
-            conn.close()
 
     def record_inline(self, rows: Sequence[SeenRow]) -> bool:
         """SQLite: store rows on the calling thread if the write lock is free at once; False if another
@@ -245,20 +245,14 @@ class IngestDb:
             raise
         return True
 
-    def prune(self, received_before: datetime, *, limit: int = 5000) -> int:
+    def prune(self, received_before: datetime, *, limit: int) -> int:
         """Delete up to `limit` seen ids received before the given time (call it in a worker thread);
         how many. A short transaction each, so that group commits wait little for the lock."""
-        conn = self.engine.raw_connection()
-        try:
+        with self._pooled() as conn:
             cur = conn.cursor()
             cur.execute(self._prune_sql.format(limit=int(limit)), (self._received_at(received_before),))
             deleted = int(cur.rowcount)
             conn.commit()
-        except self.errors:
-            conn.invalidate()
-            raise
-        finally:
-            conn.close()
         return deleted
 
     def checkpoint(self) -> tuple[int, int, int]:
@@ -276,8 +270,7 @@ class IngestDb:
         read elsewhere (dispatch, a dashboard) would stall every writer for as long. It waits at
         most CHECKPOINT_BUSY_MS, then gives up (busy 1) until the next checkpoint.
         """
-        conn = self.engine.raw_connection()
-        try:
+        with self._pooled() as conn:
             cur = conn.cursor()
             cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the bulk, while writers go on
             usual_ms = int(cur.execute("PRAGMA busy_timeout").fetchone()[0])
@@ -286,8 +279,6 @@ class IngestDb:
                 busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
             finally:
                 cur.execute(f"PRAGMA busy_timeout={usual_ms}")  # a pooled connection: as it was
-        finally:
-            conn.close()
         return int(busy), int(frames), int(copied)
 
 

@@ -32,7 +32,6 @@ from tests.plugins.browser import OfflinePage, serve
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-NOW = datetime.now(UTC).replace(microsecond=0)  # the page shows ages against the browser clock
 # A made-up patch of Kabupaten Serang: kecamatan names with rough centres (lat, lon).
 KECAMATAN = {
     "Cikande": (-6.205, 106.345),
@@ -44,6 +43,13 @@ KECAMATAN = {
     "Petir": (-6.285, 106.150),
     "Anyer": (-6.080, 105.905),
 }
+
+
+def now() -> datetime:
+    """The wall clock, read when a scenario is built: the page shows ages against the browser's clock."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 STATES = ["normal"] * 14 + ["open", "escalated", "silent", "closed"]
 
 
@@ -69,7 +75,7 @@ def scenario(seed: int = 7) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
                     "state": state,
                     "assigned": assigned,
                     "checked_in": 0 if state == "silent" else rnd.choice([1, 2, 2, 2]),
-                    "last_checkin_at": iso(NOW - timedelta(minutes=rnd.randint(1, 25))),
+                    "last_checkin_at": iso(now() - timedelta(minutes=rnd.randint(1, 25))),
                     "version": 1,
                 }
             )
@@ -87,7 +93,7 @@ def scenario(seed: int = 7) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     for n in range(26):
         where = rnd.choice(tps)
         category, severity = kinds[n % len(kinds)]
-        opened = NOW - timedelta(minutes=rnd.randint(3, 150))
+        opened = now() - timedelta(minutes=rnd.randint(3, 150))
         status = rnd.choice(["resolved", "resolved", "resolved", "open", "escalated", "acknowledged"])
         level = 0 if status in ("open", "resolved") and n % 3 else rnd.choice([1, 2])
         resolved = status == "resolved"
@@ -119,9 +125,9 @@ def incident(ident: str, where: dict[str, Any], **fields: Any) -> dict[str, Any]
         "level": 0,
         "status": "open",
         "reports": 1,
-        "opened_at": iso(NOW),
-        "received_at": iso(NOW),
-        "updated_at": iso(NOW),
+        "opened_at": iso(now()),
+        "received_at": iso(now()),
+        "updated_at": iso(now()),
         "why": ["category from device"],
         "description": "",
         "parent_id": None,
@@ -154,7 +160,7 @@ async def dashboard_with_fake_dispatch(tmp_path: Path) -> AsyncIterator[tuple[st
     async def fake_ack(incident_id: str, request: Request) -> dict[str, Any]:
         calls.append((incident_id, bearer(request.headers.get("authorization"))))
         held = ctx.extras["dashboard"].hub.incidents[incident_id]
-        acked = {**held, "status": "acknowledged", "version": held["version"] + 1, "updated_at": iso(NOW)}
+        acked = {**held, "status": "acknowledged", "version": held["version"] + 1, "updated_at": iso(now())}
         await publish(bus, incidents=[acked])
         return acked
 
@@ -166,7 +172,7 @@ async def test_page_draws_the_map_feed_and_queue_and_acknowledges(tmp_path: Path
     tps, incidents = scenario()
     async with dashboard_with_fake_dispatch(tmp_path) as (address, ctx, bus, calls):
         await publish(bus, tps=tps, incidents=incidents)
-        operator = issue_api_token(ctx.engine, name="ops-room", role=Role.OPERATOR, now=NOW)
+        operator = issue_api_token(ctx.engine, name="ops-room", role=Role.OPERATOR, now=now())
         page = offline_page.page
         await page.goto(f"http://{address}/?token={operator}")
 
@@ -202,7 +208,7 @@ async def test_page_draws_the_map_feed_and_queue_and_acknowledges(tmp_path: Path
             severity="critical",
             status="escalated",
             level=2,
-            opened_at=iso(NOW),
+            opened_at=iso(now()),
             description="Bentrok dua kelompok pendukung, dua orang luka",
         )
         await publish(bus, incidents=[fresh])
@@ -233,7 +239,7 @@ async def test_viewer_sees_no_operator_buttons_and_a_bad_token_gets_the_login(
     tps, incidents = scenario(seed=3)
     async with dashboard_with_fake_dispatch(tmp_path) as (address, ctx, bus, _calls):
         await publish(bus, tps=tps, incidents=incidents)
-        viewer = issue_api_token(ctx.engine, name="wall", role=Role.VIEWER, now=NOW)
+        viewer = issue_api_token(ctx.engine, name="wall", role=Role.VIEWER, now=now())
         page = offline_page.page
 
         await page.goto(f"http://{address}/?token=not-a-token")
@@ -257,7 +263,7 @@ async def test_page_keeps_up_with_a_flood_of_updates(tmp_path: Path, offline_pag
     tps, incidents = scenario(seed=11)
     async with dashboard_with_fake_dispatch(tmp_path) as (address, ctx, bus, _calls):
         await publish(bus, tps=tps, incidents=incidents)
-        viewer = issue_api_token(ctx.engine, name="wall", role=Role.VIEWER, now=NOW)
+        viewer = issue_api_token(ctx.engine, name="wall", role=Role.VIEWER, now=now())
         page = offline_page.page
         await page.goto(f"http://{address}/?token={viewer}")
         await page.wait_for_selector(f'#map[data-tps-count="{len(tps)}"]', timeout=10_000)
@@ -267,7 +273,7 @@ async def test_page_keeps_up_with_a_flood_of_updates(tmp_path: Path, offline_pag
         slowest = 0.0
         total = 2000
         flood = [
-            incident(f"FLOOD-{n:05d}", tps[n % len(tps)], category="crowd", severity="medium", opened_at=iso(NOW))
+            incident(f"FLOOD-{n:05d}", tps[n % len(tps)], category="crowd", severity="medium", opened_at=iso(now()))
             for n in range(total)
         ]
 

@@ -90,7 +90,10 @@ def tps_csv(rows: list[dict[str, str]]) -> bytes:
 
 
 def field_event(tps_id: str = "T1", *, occurred_at: datetime | None = None, **fields: Any) -> dict[str, Any]:
-    """A valid `incident.reported` event (fresh event_id) with `fields` replacing its top-level fields."""
+    """A valid `incident.reported` event (fresh event_id) with `fields` replacing its top-level fields.
+
+    Without `occurred_at` it is stamped with the wall clock: right for a rig on the system clock only.
+    A rig on a manual clock stamps its own events with `Rig.event` (its clock, not the wall's)."""
     when = occurred_at or datetime.now(UTC)
     ev: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),
@@ -165,6 +168,10 @@ class Rig:
             out["Authorization"] = f"Bearer {token}"
         return out
 
+    def event(self, tps_id: str = "T1", **fields: Any) -> dict[str, Any]:
+        """`field_event` stamped by the rig's own clock, so a frozen clock never sees it "ahead"."""
+        return field_event(tps_id, occurred_at=self.ctx.clock.now(), **fields)
+
     async def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
         """A call with the admin token that must succeed."""
         r = await self.client.request(method, path, headers=self.headers("admin", **kw.pop("headers", {})), **kw)
@@ -187,7 +194,7 @@ class Rig:
         self.seeded += 1
         tps_id = f"S{self.seeded:03d}"
         r = await self.client.post(
-            "/v1/events", json=field_event(tps_id), headers={"Authorization": f"Bearer {self.seeder_token}"}
+            "/v1/events", json=self.event(tps_id), headers={"Authorization": f"Bearer {self.seeder_token}"}
         )
         assert r.status_code == 202, r.text
         return await self.wait_for_incident(tps_id)
@@ -262,7 +269,7 @@ async def populate(rig: Rig, *, with_incident: bool = True) -> None:
     await rig.admin("DELETE", f"/v1/admin/tokens/{rig.token_ids['revoked']}")
     if with_incident:
         r = await rig.client.post(
-            "/v1/events", json=field_event("T1", event_id="seed-" + uuid.uuid4().hex), headers=rig.headers("device")
+            "/v1/events", json=rig.event("T1", event_id="seed-" + uuid.uuid4().hex), headers=rig.headers("device")
         )
         assert r.status_code == 202, r.text
         rig.incident_id = await rig.wait_for_incident("T1")

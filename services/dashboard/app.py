@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketState
 from services.dashboard.hub import ClientQueue, Frame, Hub, InvalidUpdate, batch_text
 from siaga import topics
 from siaga.auth import Principal, bearer, principal_for
-from siaga.bus import BusUnavailable, ConsumerLoop, Record, dead_letter_value
+from siaga.bus import BusUnavailable, ConsumerLoop, Record, dead_letter_value, publish_dead_letter
 from siaga.clock import iso
 from siaga.runtime import Context
 from siaga.service import ServiceParts, build_app
@@ -137,7 +137,8 @@ class Dashboard:
 
     async def _dead_letter(self, record: Record, reason: str) -> None:
         try:
-            await self.ctx.bus.publish(topics.DEAD_LETTER, record.key, dead_letter_value(record, reason, "dashboard"))
+            value = dead_letter_value(record, reason, "dashboard")
+            await publish_dead_letter(self.ctx.bus, record.key, value, consumer="dashboard", topic=record.topic)
         except BusUnavailable:
             log.warning("dashboard: dead-letter publish failed; the update stays skipped")
 

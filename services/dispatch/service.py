@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, col, delete, select
@@ -26,7 +28,7 @@ from services.dispatch.store import SqlStore
 from siaga import topics
 from siaga.bus import BusUnavailable, ConsumerLoop, Record, TransientError
 from siaga.events import BusEvent
-from siaga.models import Outbox
+from siaga.models import Outbox, Tps
 from siaga.runtime import Context
 
 log = logging.getLogger("siaga.dispatch")
@@ -36,6 +38,10 @@ APPLIED = Counter("siaga_dispatch_events_total", "Field events applied by dispat
 TICKS = Counter("siaga_dispatch_deadline_actions_total", "Deadline actions taken (escalations, reminders, silences)")
 BATCH_SECONDS = Histogram("siaga_dispatch_batch_seconds", "Time to apply one batch of field events")
 RELAYED = Counter("siaga_dispatch_relayed_total", "Outbox messages published", ["topic"])
+SILENT_POSTS = Gauge(
+    "siaga_dispatch_silent_posts", "TPS marked silent now: no check-in within the policy's silent_post_minutes"
+)
+SILENT_COUNT_INTERVAL_S = 15.0  # how often the tick loop counts them (one indexed query)
 
 
 def parse_record(record: Record) -> Received:
@@ -216,7 +222,15 @@ class Dispatch:
         if self._consumer:
             await self._consumer.stop()
 
+    def count_silent_posts(self) -> int:
+        """How many TPS are silent now; also sets siaga_dispatch_silent_posts."""
+        with Session(self.ctx.engine) as s:
+            count = s.exec(select(func.count()).select_from(Tps).where(col(Tps.silent))).one()
+        SILENT_POSTS.set(count)
+        return int(count)
+
     async def _tick_loop(self) -> None:
+        counted_at = float("-inf")
         while True:
             await asyncio.sleep(self.ctx.settings.tick_interval_s)
             try:
@@ -224,6 +238,9 @@ class Dispatch:
                 if n:
                     TICKS.inc(n)
                 await self.relay.maintain()
+                if time.monotonic() - counted_at >= SILENT_COUNT_INTERVAL_S:
+                    counted_at = time.monotonic()
+                    await asyncio.to_thread(self.count_silent_posts)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -23,10 +23,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
+from prometheus_client import Counter, Gauge
 
 from siaga import topics
 
 log = logging.getLogger("siaga.bus")
+
+CONSUMER_LAG = Gauge(
+    "siaga_consumer_lag",
+    "Records on the bus this consumer has not read yet (its assigned partitions, summed per topic)",
+    ["consumer", "topic"],
+)
+DEAD_LETTERED = Counter(
+    "siaga_dead_letter_total",
+    "Messages sent to siaga.dead-letter, by the consumer that gave up and the original topic",
+    ["consumer", "topic"],
+)
+LAG_INTERVAL_S = 10.0  # how often a consumer loop measures its lag
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,18 @@ class Record:
 
     def json(self) -> object:
         return orjson.loads(self.value)
+
+
+@dataclass(frozen=True)
+class PartitionOffsets:
+    """Where a consumer stands in one partition: the next offset it reads, and the partition's end."""
+
+    position: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - self.position)
 
 
 BatchHandler = Callable[[list[Record]], Awaitable[None]]
@@ -75,6 +100,13 @@ class ConsumerSource(ABC):
     @abstractmethod
     async def stop(self) -> None: ...
 
+    async def offsets(self) -> dict[tuple[str, int], PartitionOffsets]:
+        """Position and end of every partition assigned now, asked of the bus (not of what was fetched).
+
+        An adapter that cannot tell returns nothing.
+        """
+        return {}
+
 
 class Bus(ABC):
     """The bus as the services see it."""
@@ -105,6 +137,12 @@ class Bus(ABC):
     @abstractmethod
     async def healthy(self) -> bool:
         """True when the bus can take messages now."""
+
+
+async def publish_dead_letter(bus: Bus, key: str | None, value: bytes, *, consumer: str, topic: str) -> None:
+    """File one message on siaga.dead-letter and count it (`consumer` gave up on a message of `topic`)."""
+    await bus.publish(topics.DEAD_LETTER, key, value)
+    DEAD_LETTERED.labels(consumer, topic).inc()
 
 
 def dead_letter_value(record: Record, reason: str, consumer: str) -> bytes:
@@ -144,6 +182,8 @@ class ConsumerLoop:
         self.bus, self.source, self.handler, self.name = bus, source, handler, name
         self.attempts, self.max_records, self.commit = attempts, max_records, commit
         self._task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+        self._lag_topics: set[str] = set()
         self._stopping = False
         self.handled = 0
         self.dead_lettered = 0
@@ -151,14 +191,39 @@ class ConsumerLoop:
     async def start(self) -> None:
         await self.source.start()
         self._task = asyncio.create_task(self._run(), name=f"consumer:{self.name}")
+        self._lag_task = asyncio.create_task(self._measure_lag(), name=f"consumer-lag:{self.name}")
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._task, self._lag_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self.source.stop()
+
+    async def measure_lag(self) -> dict[str, int]:
+        """Set siaga_consumer_lag for this consumer's topics from the bus; returns the lag per topic."""
+        per_topic: dict[str, int] = {}
+        for (topic, _), offsets in (await self.source.offsets()).items():
+            per_topic[topic] = per_topic.get(topic, 0) + offsets.lag
+        for topic in self._lag_topics - per_topic.keys():
+            per_topic[topic] = 0  # its partitions moved to another member
+        for topic, lag in per_topic.items():
+            CONSUMER_LAG.labels(self.name, topic).set(lag)
+        self._lag_topics = set(per_topic)
+        return per_topic
+
+    async def _measure_lag(self) -> None:
+        # Its own task: a handler stuck retrying (the database down) is when the lag matters most.
+        while not self._stopping:
+            try:
+                await self.measure_lag()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("consumer %s: lag not measured: %r", self.name, exc)
+            await asyncio.sleep(LAG_INTERVAL_S)
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -235,7 +300,8 @@ class ConsumerLoop:
         )
         while True:
             try:
-                await self.bus.publish(topics.DEAD_LETTER, record.key, dead_letter_value(record, reason, self.name))
+                value = dead_letter_value(record, reason, self.name)
+                await publish_dead_letter(self.bus, record.key, value, consumer=self.name, topic=record.topic)
                 self.dead_lettered += 1
                 return
             except asyncio.CancelledError:
@@ -291,6 +357,10 @@ class _UnprefixedSource(ConsumerSource):
         out = await self.inner.fetch(max_records, timeout_s)
         cut = len(self.prefix)
         return [Record(r.topic[cut:], r.key, r.value, r.partition, r.offset, r.headers) for r in out]
+
+    async def offsets(self) -> dict[tuple[str, int], PartitionOffsets]:
+        cut = len(self.prefix)
+        return {(topic[cut:], p): o for (topic, p), o in (await self.inner.offsets()).items()}
 
     async def commit(self, records: Sequence[Record]) -> None:
         await self.inner.commit(

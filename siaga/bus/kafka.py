@@ -26,7 +26,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, Ka
 from aiokafka.partitioner import DefaultPartitioner
 
 from siaga import topics
-from siaga.bus import Bus, BusUnavailable, ConsumerSource, Record
+from siaga.bus import Bus, BusUnavailable, ConsumerSource, PartitionOffsets, Record
 
 log = logging.getLogger("siaga.bus.kafka")
 
@@ -449,6 +449,20 @@ class KafkaConsumerSource(ConsumerSource):
                         headers=tuple((k, v) for k, v in (m.headers or ())),
                     )
                 )
+        return out
+
+    async def offsets(self) -> dict[tuple[str, int], PartitionOffsets]:
+        """Position and end of each assigned partition; the ends are asked of the broker now."""
+        consumer = self._require()
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return {}
+        timeout = self.bus.request_timeout_s
+        ends = await asyncio.wait_for(consumer.end_offsets(assigned), timeout)
+        out: dict[tuple[str, int], PartitionOffsets] = {}
+        for tp in assigned:
+            position = await asyncio.wait_for(consumer.position(tp), timeout)
+            out[tp.topic, tp.partition] = PartitionOffsets(position=position, end=ends[tp])
         return out
 
     async def commit(self, records: Sequence[Record]) -> None:

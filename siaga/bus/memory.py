@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from siaga.bus import Bus, ConsumerSource, Record
+from siaga.bus import Bus, ConsumerSource, PartitionOffsets, Record
 
 DEFAULT_PARTITIONS = 4
 
@@ -147,6 +147,12 @@ class MemoryConsumer(ConsumerSource):
         except TimeoutError:
             return []
         return self._take(max_records)
+
+    async def offsets(self) -> dict[tuple[str, int], PartitionOffsets]:
+        return {
+            tp: PartitionOffsets(position=self._position(tp), end=len(self.bus._topic(tp[0]).partitions[tp[1]]))
+            for tp in self.bus._assignment(self)
+        }
 
     async def commit(self, records: Sequence[Record]) -> None:
         if self.group is None:

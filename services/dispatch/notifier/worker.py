@@ -26,7 +26,7 @@ from services.dispatch.notifier.messages import LANGUAGES, load_templates, rende
 from services.dispatch.notifier.routing import AlertRouting, Recipient, select
 from services.dispatch.notifier.store import FINAL, DeliveryStore
 from siaga import topics
-from siaga.bus import ConsumerLoop, Record, dead_letter_value
+from siaga.bus import ConsumerLoop, Record, dead_letter_value, publish_dead_letter
 from siaga.clock import iso
 from siaga.models import AlertDelivery
 from siaga.runtime import Context
@@ -231,8 +231,10 @@ class Notifier:
                 "attempts": outcome.attempts,
             }
         )
-        await self.ctx.bus.publish(topics.DEAD_LETTER, intent.incident_id, value)
+        topic = record.topic if record else topics.ALERTS
+        await publish_dead_letter(self.ctx.bus, intent.incident_id, value, consumer=self.group, topic=topic)
 
     async def _dead_letter_record(self, record: Record, reason: str) -> None:
         log.error("alert intent %s[%d]@%d to dead-letter: %s", record.topic, record.partition, record.offset, reason)
-        await self.ctx.bus.publish(topics.DEAD_LETTER, record.key, dead_letter_value(record, reason, self.group))
+        value = dead_letter_value(record, reason, self.group)
+        await publish_dead_letter(self.ctx.bus, record.key, value, consumer=self.group, topic=record.topic)

@@ -7,5 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 echo "==> lint"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "==> types (mypy strict, as pyproject.toml configures it)"
+.venv/bin/mypy
 echo "==> tests"
-exec .venv/bin/pytest -p no:cacheprovider "$@"
+# -rs lists every skip with its reason; under CI=true a skip fails the run (tests/conftest.py).
+exec .venv/bin/pytest -p no:cacheprovider -rs "$@"

@@ -221,6 +221,9 @@ def test_kill_9_of_the_notifier_mid_retry_loses_no_alert_and_sends_none_twice(lo
         end = time.monotonic() + 30
         while time.monotonic() < end and len(hook.requests) < 10:
             time.sleep(0.2)
+        failed_before = len(hook.requests)
+        assert failed_before >= 10, f"the notifier was not mid-retry before the kill ({failed_before} attempts)"
+        assert poster.accepted, "no critical report was accepted: there would be no alert to lose or double"
         sysm.kill("notifier")
         hook.reset()  # from now on it answers 200 (the failed attempts so far are forgotten: none was taken in)
         sysm.restart("notifier")
@@ -229,13 +232,20 @@ def test_kill_9_of_the_notifier_mid_retry_loses_no_alert_and_sends_none_twice(lo
         while time.monotonic() < end and len(hook.delivered) < expected:
             time.sleep(0.3)
         time.sleep(2.0)
-        keys = [r.json()["idempotency_key"] for r in hook.requests if r.accepted]
+        accepted = [r for r in hook.requests if r.accepted]
+        keys = [r.json()["idempotency_key"] for r in accepted]
+        # The receiver answers a repeated idempotency key 200 but marks it: every such request was a
+        # second delivery of an alert it had already taken in.
+        doubled = sum(r.duplicate for r in accepted)
         print(
-            f"kill -9 notifier: {len(hook.requests)} requests, {len(set(keys))} distinct keys, "
-            f"{len(hook.delivered)} delivered after dedupe, expected {expected}"
+            f"kill -9 notifier: {failed_before} failed attempts before the kill, {len(hook.requests)} requests "
+            f"after, {len(set(keys))} distinct keys, {len(hook.delivered)} delivered, {doubled} doubled, "
+            f"expected {expected}"
         )
         assert len(hook.delivered) == expected, "lost alerts"
         assert len(set(keys)) == expected
+        assert doubled == 0, f"{doubled} alerts were delivered twice"
+        assert len(keys) == expected
 
 
 @pytest.fixture

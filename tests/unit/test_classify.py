@@ -11,7 +11,10 @@ import pytest
 from services.dispatch.classify import DEFAULT_LEXICON_FILES, Assessment, Classifier, Facts, SeverityRules, severity_for
 from siaga.events import Category, Severity
 
-EXAMPLES = Path(__file__).parents[2].parent / "shared" / "examples" / "reports.jsonl"
+# A copy of shared/examples/reports.jsonl kept in the repo, so the tests never depend on a folder
+# beside the checkout; test_the_copy_of_the_shared_examples_is_current compares the two.
+EXAMPLES = Path(__file__).parents[1] / "data" / "shared" / "reports.jsonl"
+SHARED_EXAMPLES = Path(__file__).parents[3] / "shared" / "examples" / "reports.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +37,18 @@ def assess(
     )
 
 
-def _examples() -> list[dict[str, Any]]:
-    if not EXAMPLES.exists():
-        return []
-    return [json.loads(line) for line in EXAMPLES.read_text(encoding="utf-8").splitlines() if line.strip()]
+def _examples(path: Path = EXAMPLES) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 # -- the shared examples ---------------------------------------------------------------------------
-@pytest.mark.skipif(not EXAMPLES.exists(), reason=f"shared examples not found at {EXAMPLES}")
+def test_the_copy_of_the_shared_examples_is_current() -> None:
+    """Where shared/ lies beside the checkout (as for a developer and CI), the repo's copy matches it."""
+    if not SHARED_EXAMPLES.exists():
+        pytest.skip(f"no shared/ beside the checkout ({SHARED_EXAMPLES}): nothing to compare the copy with")
+    assert _examples() == _examples(SHARED_EXAMPLES), "copy shared/examples/reports.jsonl to tests/data/shared/"
+
+
 @pytest.mark.parametrize("example", _examples(), ids=lambda e: e["description"][:40])
 def test_shared_example(clf: Classifier, example: dict[str, Any]) -> None:
     a = assess(clf, example["description"], example["payload"], example["rawan"])

@@ -33,7 +33,8 @@ from siaga import topics
 from siaga.auth import bearer, hash_token
 from siaga.bus import BusUnavailable
 from siaga.events import FieldEvent
-from siaga.openapi import inline_schema, json_body
+from siaga.keys import kecamatan_key
+from siaga.openapi import DEVICE_TOKEN, error_responses, inline_schema, json_body, secured
 from siaga.runtime import Context
 from siaga.service import ServiceParts, build_app
 
@@ -72,28 +73,43 @@ class IngestAnswer(BaseModel):
     rejected: list[RejectedEvent] = Field(description="Events refused, each with the field and why.")
 
 
-class Problem(BaseModel):
-    detail: Any
-
-
 BATCH_SCHEMA = {
     "type": "object",
     "required": ["events"],
-    "properties": {"events": {"type": "array", "maxItems": 500, "items": inline_schema(FieldEvent)}},
+    "properties": {
+        "events": {
+            "type": "array",
+            "maxItems": 500,
+            # Not FieldEvent's schema: a batch is judged event by event, so an item that is not a
+            # valid event is listed in `rejected` (202) rather than refusing the batch.
+            "items": {
+                "description": "A field event, as POST /v1/events takes it. One that is not valid is "
+                "listed in `rejected` with the field and why; the others are still accepted."
+            },
+        }
+    },
 }
 EXAMPLE = FieldEvent.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
-RESPONSES: dict[int | str, dict[str, Any]] = {
+# What the device routes answer, as `serve_device_post` (the fast path) and the FastAPI routes both do.
+ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"model": IngestAnswer, "description": "Accepted: on the bus (or a duplicate of an event that is)."},
-    400: {"model": Problem, "description": "The body is not JSON."},
-    401: {"model": Problem, "description": "No device token, or an unknown or revoked one."},
-    403: {"model": Problem, "description": "The device is not assigned to that TPS."},
-    404: {"model": Problem, "description": "Unknown TPS."},
-    409: {"model": Problem, "description": "The event_id was used before for different content."},
-    413: {"model": Problem, "description": "Body over 1 MiB, or a batch over 500 events."},
-    422: {"model": Problem, "description": "Invalid event; `detail` names the field and the problem."},
-    429: {"model": Problem, "description": "The device exceeds its rate; retry after `Retry-After` seconds."},
-    503: {"model": Problem, "description": "The bus cannot take the event now; retry after `Retry-After`."},
 }
+REFUSALS = {
+    "_400": "The body is not JSON.",
+    "_401": "No device token, or an unknown or revoked one.",
+    "_403": "The device is not assigned to that TPS.",
+    "_404": "Unknown TPS.",
+    "_409": "The event_id was used before for different content.",
+    "_413": "Body over 1 MiB, or a batch over 500 events.",
+    "_422": "Invalid event: `detail` names the field and the problem.",
+    "_429": "The device exceeds its rate; retry after `Retry-After` seconds.",
+    "_503": "The bus or the database cannot take the event now; retry after `Retry-After` seconds.",
+}
+RESPONSES = ACCEPTED | error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503, **REFUSALS)
+# In a batch, an unassigned or unknown TPS or a reused event_id refuses that event only (in `rejected`).
+BATCH_RESPONSES = ACCEPTED | error_responses(
+    400, 401, 413, 422, 429, 503, **REFUSALS | {"_422": "`events` is not a list."}
+)
 
 
 @dataclass(frozen=True)
@@ -277,7 +293,11 @@ class Ingest:
         for r in judged.rejected:
             REJECTED.labels(_reason(r)).inc()
         if judged.fresh:
-            items = [(ev.tps_id, bus_value(ev, device_id=device.device_id, received_at=now)) for ev, _ in judged.fresh]
+            # Keyed by kecamatan: its partition's owner decides all of the kecamatan, in order.
+            items = [
+                (kecamatan_key(judged.kecamatan[ev.tps_id]), bus_value(ev, device_id=device.device_id, received_at=now))
+                for ev, _ in judged.fresh
+            ]
             started = time.perf_counter()
             try:
                 await self.ctx.bus.publish_many(
@@ -366,7 +386,7 @@ def build(ctx: Context) -> ServiceParts:
         status_code=202,
         responses=RESPONSES,
         summary="Post one field event",
-        openapi_extra=json_body(inline_schema(FieldEvent), {"incident report": EXAMPLE}),
+        openapi_extra=json_body(inline_schema(FieldEvent), {"incident report": EXAMPLE}) | secured(DEVICE_TOKEN),
         description="One event from a field device. Answered 202 only once the event is durably on the bus; "
         "a repeated event_id with the same content is answered as a duplicate.",
     )
@@ -380,9 +400,9 @@ def build(ctx: Context) -> ServiceParts:
     @router.post(
         "/v1/events/batch",
         status_code=202,
-        responses=RESPONSES,
+        responses=BATCH_RESPONSES,
         summary="Post up to 500 field events",
-        openapi_extra=json_body(BATCH_SCHEMA, {"backlog": {"events": [EXAMPLE]}}),
+        openapi_extra=json_body(BATCH_SCHEMA, {"backlog": {"events": [EXAMPLE]}}) | secured(DEVICE_TOKEN),
         description="A backlog from a device that was offline. Each event is judged on its own: `rejected` "
         "lists the refused ones with the field and why. Only an unreadable body or an unavailable bus fails "
         "the whole batch. A batch counts against the device's rate as at most one burst.",

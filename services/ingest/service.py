@@ -55,6 +55,7 @@ class Judged:
     """One batch after judging: events to publish, duplicates, refusals."""
 
     fresh: list[tuple[FieldEvent, str]] = field(default_factory=list)  # (event, content hash)
+    kecamatan: dict[str, str] = field(default_factory=dict)  # tps_id -> kecamatan, for the bus key
     duplicates: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
 
@@ -364,6 +365,7 @@ def judge(
         candidates.append((index, ev, content_hash(raw)))
 
     known = kecamatan_of({ev.tps_id for _, ev, _ in candidates}) if candidates else {}
+    out.kecamatan = dict(known)
     allowed: list[tuple[int, FieldEvent, str]] = []
     for index, ev, digest in candidates:
         kec = known.get(ev.tps_id)

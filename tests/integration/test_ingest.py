@@ -132,15 +132,34 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
         yield r
 
 
-async def test_accepted_event_is_on_the_bus_keyed_by_tps(rig: Rig) -> None:
+async def test_accepted_event_is_on_the_bus_keyed_by_kecamatan(rig: Rig) -> None:
     ev = event()
     r = await rig.post(ev)
     assert r.status_code == 202
     assert r.json() == {"accepted": [ev["event_id"]], "duplicates": [], "rejected": []}
     records = await rig.on_bus(1)
-    assert [rec.key for rec in records] == ["T1"]
+    assert [rec.key for rec in records] == ["Cikande"]  # T1's kecamatan: one owner decides all of it
     doc = orjson.loads(records[0].value)
     assert doc["event"]["event_id"] == ev["event_id"] and doc["device_id"] == "d1"
+
+
+async def test_a_batch_is_keyed_by_each_events_kecamatan_so_one_kecamatan_shares_a_partition(rig: Rig) -> None:
+    """A gateway of Kopo and a device of T1 (Cikande), and T2 of Cikande through the same device."""
+    with Session(rig.engine) as s:
+        device = s.get(Device, "d1")
+        assert device is not None
+        device.tps_ids = ["T1", "T2"]
+        s.add(device)
+        s.commit()
+    evs = [event("T1"), event("T2"), event("T1")]
+    assert (await rig.post(evs, batch=True)).status_code == 202
+    assert (await rig.post(event("K1"), token=rig.gateway)).status_code == 202
+    records = await rig.on_bus(4)
+    by_event = {orjson.loads(rec.value)["event"]["event_id"]: rec for rec in records}
+    assert [by_event[e["event_id"]].key for e in evs] == ["Cikande"] * 3
+    assert {rec.key for rec in records} == {"Cikande", "Kopo"}
+    # The same key, so the same partition: T1 and T2 are decided in order by one owner.
+    assert len({by_event[e["event_id"]].partition for e in evs}) == 1
 
 
 async def test_repeat_is_a_duplicate_and_not_published_twice(rig: Rig) -> None:

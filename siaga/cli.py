@@ -241,6 +241,92 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_replay_dead_letter(args: argparse.Namespace) -> int:
+    """Publish chosen siaga.dead-letter entries again to their original topics (siaga/deadletter.py)."""
+    from siaga.bus import BusUnavailable, Record
+    from siaga.clock import SystemClock, iso
+    from siaga.deadletter import DeadLetter, Outcome, ReplayStalled, Selection, parse_time, replay_dead_letters
+    from siaga.runtime import make_bus
+
+    settings = get_settings()
+    if not settings.kafka_bootstrap:
+        print(
+            "replay-dead-letter needs the Kafka cluster: set SIAGA_KAFKA_BOOTSTRAP (and SIAGA_TOPIC_PREFIX if the "
+            "deployment uses one). The in-process bus of `siaga dev` lives and dies with that process.",
+            file=sys.stderr,
+        )
+        return 2
+    now = SystemClock().now()
+    try:
+        since = parse_time(args.since, now=now) if args.since else None
+        until = parse_time(args.until, now=now) if args.until else None
+    except ValueError as exc:
+        print(f"--since/--until: {exc}", file=sys.stderr)
+        return 2
+    selection = Selection(
+        topics=frozenset(args.topic or ()),
+        consumers=frozenset(args.consumer or ()),
+        since=since,
+        until=until,
+        reason=args.reason,
+        from_offset=args.from_offset,
+        limit=args.limit,
+    )
+
+    def on_entry(entry: DeadLetter | Record, outcome: Outcome, why: str) -> None:
+        if args.quiet or (outcome is Outcome.FILTERED and not args.verbose):
+            return
+        where = f"{entry.partition}@{entry.offset}"
+        if isinstance(entry, Record):
+            print(f"{where}  {outcome.value}: {why}", flush=True)
+            return
+        failed = iso(entry.failed_at) or "?"
+        print(
+            f"{where}  {entry.topic} key={entry.key} by {entry.consumer or '?'} at {failed}: "
+            f"{entry.reason[:120]}  -> {outcome.value}{': ' + why if why else ''}",
+            flush=True,
+        )
+
+    def on_progress(done: int, total: int) -> None:
+        print(f"published {done}/{total}", file=sys.stderr, flush=True)
+
+    async def run() -> int:
+        bus = make_bus(settings)
+        try:
+            await bus.start()
+            report = await replay_dead_letters(
+                bus,
+                selection,
+                dry_run=args.dry_run,
+                on_entry=on_entry,
+                on_progress=on_progress,
+                reopen=_delivery_reopener(settings) if args.resend_failed else None,
+            )
+        except (BusUnavailable, ReplayStalled) as exc:
+            print(f"replay stopped: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await bus.stop()
+        print(report.summary() + (" (dry run: nothing published)" if args.dry_run else ""), flush=True)
+        return 0
+
+    return asyncio.run(run())
+
+
+def _delivery_reopener(settings: Settings) -> Any:
+    """For --resend-failed: make the failed alert deliveries named by the replayed entries pending again."""
+    from services.dispatch.notifier.store import DeliveryStore
+    from siaga.clock import SystemClock
+    from siaga.db import make_engine
+
+    store = DeliveryStore(make_engine(settings.database_url))
+
+    async def reopen(keys: list[str]) -> int:
+        return await asyncio.to_thread(store.reopen_failed, keys, now=SystemClock().now())
+
+    return reopen
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """Verify the hash chain of every incident timeline."""
     from siaga.audit import verify
@@ -353,6 +439,7 @@ def parser() -> argparse.ArgumentParser:
         im.add_argument("--dispatch-url", default="http://127.0.0.1:8000", help="dispatch's base URL")
         im.add_argument("--admin-token", default=None, help="admin token (default: SIAGA_ADMIN_TOKEN)")
     ad.set_defaults(func=cmd_admin)
+    _add_replay_parser(asub)
 
     mg = sub.add_parser(
         "migrate",
@@ -369,6 +456,77 @@ def parser() -> argparse.ArgumentParser:
     ausub.add_parser("verify", help="prove every timeline's hash chain intact, or name the first broken link")
     au.set_defaults(func=cmd_audit)
     return p
+
+
+def _add_replay_parser(asub: Any) -> None:
+    rp = asub.add_parser(
+        "replay-dead-letter",
+        help="publish dead-lettered messages again to their original topics",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""Read siaga.dead-letter up to its end and publish the chosen entries' original
+messages again (same key, same bytes) to their original topic, oldest first. Consumers
+dedupe: dispatch applies a field event once by its event_id, the notifier sends to a
+recipient once by its idempotency key, so replaying what was already applied, or
+replaying twice, changes nothing. Fix the cause first (import the missing TPS, mend the
+channel), then replay: else the consumer gives up on the same message for the same reason.
+An alert delivery that failed for good stays failed unless --resend-failed reopens it.
+
+Never replayed: siaga.incident-updates entries (compacted topic: an old copy would hide
+the incident's newer state; dispatch publishes it again on its next change), entries of
+other topics, unreadable entries. Several entries naming one original message (one per
+dashboard, one per failed recipient) are replayed once. Entries filed while the replay
+runs wait for the next one.
+
+Reads SIAGA_KAFKA_BOOTSTRAP and SIAGA_TOPIC_PREFIX (and, with --resend-failed only,
+SIAGA_DATABASE_URL). Prints one line per
+entry (dead-letter partition@offset, original topic and key, who gave up, when, why, and
+what the replay did), progress on stderr, and a summary. Exit status 0, 1 when Kafka
+failed, 2 for a wrong option.""",
+        epilog="""examples:
+  siaga admin replay-dead-letter --dry-run
+  siaga admin replay-dead-letter --topic siaga.field-events --since 2h
+  siaga admin replay-dead-letter --topic siaga.alerts --since 1h --resend-failed
+  siaga admin replay-dead-letter --consumer dispatch --reason UnknownTps --limit 50""",
+    )
+    rp.add_argument(
+        "--topic",
+        action="append",
+        metavar="TOPIC",
+        help="only entries whose original topic is this (siaga.field-events or siaga.alerts; repeatable)",
+    )
+    rp.add_argument(
+        "--consumer",
+        action="append",
+        metavar="NAME",
+        help="only entries filed by this consumer (dispatch, siaga-notifier, dashboard; repeatable)",
+    )
+    rp.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only entries that failed at or after WHEN: an RFC 3339 time (2026-04-17T09:00:00+07:00) "
+        "or a span back from now (30m, 2h, 1d)",
+    )
+    rp.add_argument("--until", metavar="WHEN", help="only entries that failed before WHEN (same forms as --since)")
+    rp.add_argument("--reason", metavar="TEXT", help="only entries whose reason contains TEXT (any case)")
+    rp.add_argument(
+        "--from-offset",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only entries at dead-letter offset N or later (to go on from an earlier replay's last line)",
+    )
+    rp.add_argument("--limit", type=int, metavar="N", help="replay at most N entries (the oldest chosen)")
+    rp.add_argument(
+        "--resend-failed",
+        action="store_true",
+        help="for siaga.alerts entries of deliveries that failed for good: mark each such delivery pending "
+        "again first, so the replayed intent sends it (without this the notifier, which never sends a "
+        "delivery recorded as failed again, sends nothing for them); needs SIAGA_DATABASE_URL",
+    )
+    rp.add_argument("--dry-run", action="store_true", help="list what would be replayed; publish nothing")
+    rp.add_argument("--verbose", action="store_true", help="list the entries the filters left out too")
+    rp.add_argument("--quiet", action="store_true", help="print only progress and the summary")
+    rp.set_defaults(func=cmd_replay_dead_letter)
 
 
 def main(argv: list[str] | None = None) -> None:

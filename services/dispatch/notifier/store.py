@@ -7,6 +7,7 @@ sending other alerts meanwhile.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy.engine import Engine
@@ -79,3 +80,16 @@ class DeliveryStore:
     def _get(self, key: str) -> AlertDelivery | None:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(AlertDelivery, key)
+
+    def reopen_failed(self, keys: Sequence[str], *, now: datetime) -> int:
+        """Make failed deliveries pending again, so the next copy of their intent sends them (a resend
+        asked for by an operator: `siaga admin replay-dead-letter --resend-failed`). Sent ones stay sent.
+        Returns how many were reopened."""
+        reopened = 0
+        with session_scope(self.engine) as session:
+            for key in keys:
+                row = session.get(AlertDelivery, key)
+                if row is not None and row.status == "failed":
+                    row.status, row.updated_at = "pending", now
+                    reopened += 1
+        return reopened

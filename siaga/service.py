@@ -12,15 +12,20 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from siaga.db import ping
+from siaga.openapi import SECURITY_SCHEMES
 from siaga.runtime import Context
 
 log = logging.getLogger("siaga")
@@ -98,6 +103,19 @@ def build_app(ctx: Context, parts: list[ServiceParts], *, title: str) -> FastAPI
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": describe_errors(exc.errors())})
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _refused(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code != 405:
+            return await http_exception_handler(request, exc)
+        # Starlette's Allow names the methods of the first route at this path only (GET /v1/admin/
+        # tokens and POST /v1/admin/tokens are two routes): name every method the path takes.
+        allowed = methods_at(app, request.scope)
+        return JSONResponse(
+            status_code=405,
+            content={"detail": f"{request.method} is not allowed here; this path takes {', '.join(allowed)}"},
+            headers={"Allow": ", ".join(allowed)},
+        )
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -116,6 +134,15 @@ def build_app(ctx: Context, parts: list[ServiceParts], *, title: str) -> FastAPI
     for p in parts:
         app.include_router(p.router)
     return app
+
+
+def methods_at(app: FastAPI, scope: Scope) -> list[str]:
+    """Every HTTP method some route of the app answers at the scope's path."""
+    methods: set[str] = set()
+    for route in app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 class FastRoutes:
@@ -139,6 +166,13 @@ class App(FastAPI):
     """FastAPI with an optional ASGI layer in front of everything (see FastRoutes)."""
 
     front: ASGIApp | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document, with the token schemes the routes name (siaga.openapi.secured)."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+        return self.openapi_schema or {}
 
     async def inner(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)

@@ -46,6 +46,7 @@ def make_bus(settings: Settings) -> Bus:
             partitions=partitions,
             client_id=settings.kafka_client_id,
             publish_timeout_s=settings.kafka_publish_timeout_s,
+            replication_factor=settings.kafka_replication_factor,
         )
     else:
         from siaga.bus.memory import MemoryBus

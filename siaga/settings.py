@@ -23,6 +23,12 @@ class Settings(BaseSettings):
         default=5.0, description="How long a publish may wait for the broker's ack before ingest answers 503."
     )
     kafka_client_id: str = Field(default="siaga", description="Client id the services show the broker.")
+    kafka_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of each topic the services create (3 on a three-broker cluster; the brokers' "
+        "min.insync.replicas says how many must have a message before it is acked).",
+    )
     topic_prefix: str = Field(
         default="", description="Prefix of every topic and consumer group: several deployments on one broker."
     )

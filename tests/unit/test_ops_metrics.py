@@ -11,9 +11,10 @@ from sqlmodel import Session
 from services.dispatch.service import Dispatch
 from siaga import topics
 from siaga.bus import ConsumerLoop, PrefixedBus, Record
+from siaga.bus.kafka import KafkaBus
 from siaga.bus.memory import MemoryBus
 from siaga.models import Tps
-from siaga.runtime import make_context
+from siaga.runtime import make_bus, make_context
 from siaga.settings import Settings
 
 
@@ -84,3 +85,8 @@ def test_dispatch_counts_the_silent_posts(tmp_path: Path) -> None:
         s.commit()
     assert Dispatch(ctx).count_silent_posts() == 3
     assert sample("siaga_dispatch_silent_posts") == 3
+
+
+def test_the_topics_get_the_configured_replication_factor() -> None:
+    bus = make_bus(Settings(kafka_bootstrap="kafka1:9092", kafka_replication_factor=3))
+    assert isinstance(bus, KafkaBus) and bus.replication_factor == 3

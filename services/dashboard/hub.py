@@ -1,7 +1,8 @@
 """The dashboard's live picture and its delta stream: pure, no I/O, one per dashboard process.
 
-The hub folds the messages of `siaga.incident-updates` into the current picture (incidents and
-TPS by id, each kept only when its `version` is newer), numbers every change with the next
+The hub folds the messages of `siaga.incident-updates` (siaga.contracts: `IncidentChanged`,
+`TpsChanged`) into the current picture (incidents and TPS by id, each kept only when its
+`version` is newer), numbers every change with the next
 `seq`, keeps the most recent deltas for clients that resume, and computes the command-center
 statistics incrementally. Clients attach a `ClientQueue`; the hub hands it every delta
 synchronously, so attaching (snapshot or replay) and going live happen with no await in
@@ -13,21 +14,21 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
-from siaga.clock import as_utc
+from siaga.contracts import INCIDENT_UPDATE, IncidentChanged, IncidentPublic, TpsPublic, validation_problems
 
 TPS_STATES = ("normal", "open", "escalated", "silent", "closed")
 UNRESOLVED = ("open", "escalated", "acknowledged")
 
 
 class InvalidUpdate(ValueError):
-    """A message on the updates topic the hub cannot use (wrong shape, no id or version)."""
+    """A message on the updates topic the hub cannot use (not JSON, or not valid by its contract)."""
 
 
 class Frame:
@@ -59,25 +60,6 @@ def batch_text(frames: list[Frame]) -> str:
     return '{"type":"batch","messages":[' + ",".join(f.text for f in frames) + "]}"
 
 
-def _parse_time(value: object) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return as_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
-def _int(value: object) -> int:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value)
-    return 0
-
-
 @dataclass(frozen=True)
 class _IncidentPart:
     """What one incident adds to the statistics (subtracted again when a newer copy arrives)."""
@@ -91,24 +73,21 @@ class _IncidentPart:
     resolve_s: float | None
 
     @classmethod
-    def of(cls, inc: Mapping[str, Any]) -> _IncidentPart:
-        status = str(inc.get("status") or "open")
-        level = _int(inc.get("level"))
+    def of(cls, inc: IncidentPublic) -> _IncidentPart:
+        status = inc.status.value
         unresolved = status != "resolved"
         resolve_s: float | None = None
-        if status == "resolved":
-            opened, resolved = _parse_time(inc.get("opened_at")), _parse_time(inc.get("resolved_at"))
-            if opened and resolved:
-                # opened_at is device time and resolved_at server time: a fast clock on the device
-                # must not make a negative duration.
-                resolve_s = max(0.0, (resolved - opened).total_seconds())
+        if not unresolved and inc.resolved_at is not None:
+            # opened_at is device time and resolved_at server time: a fast clock on the device
+            # must not make a negative duration.
+            resolve_s = max(0.0, (inc.resolved_at - inc.opened_at).total_seconds())
         return cls(
-            kecamatan=str(inc.get("kecamatan") or ""),
+            kecamatan=inc.kecamatan,
             status=status,
             unresolved=unresolved,
-            escalated=unresolved and level >= 1,
-            on_site=status == "resolved" and level == 0,
-            alert_failed=bool(inc.get("last_alert_failure")),
+            escalated=unresolved and inc.level >= 1,
+            on_site=not unresolved and inc.level == 0,
+            alert_failed=bool(inc.last_alert_failure),
             resolve_s=resolve_s,
         )
 
@@ -121,13 +100,8 @@ class _TpsPart:
     checked_in: int
 
     @classmethod
-    def of(cls, tps: Mapping[str, Any]) -> _TpsPart:
-        return cls(
-            kecamatan=str(tps.get("kecamatan") or ""),
-            state=str(tps.get("state") or "normal"),
-            assigned=max(0, _int(tps.get("assigned"))),
-            checked_in=max(0, _int(tps.get("checked_in"))),
-        )
+    def of(cls, tps: TpsPublic) -> _TpsPart:
+        return cls(kecamatan=tps.kecamatan, state=tps.state.value, assigned=tps.assigned, checked_in=tps.checked_in)
 
 
 @dataclass
@@ -255,30 +229,25 @@ class Hub:
         self.ignored = 0  # copies not newer than what is held (redelivery)
 
     # -- input ------------------------------------------------------------------------------------
-    def apply(self, message: Mapping[str, Any]) -> Frame | None:
-        """Fold one updates-topic message in; the delta it produced, or None when it was not newer.
+    def apply(self, raw: bytes) -> Frame | None:
+        """Fold one updates-topic message (its bytes) in; the delta it produced, or None when not newer.
 
-        Raises InvalidUpdate for a message of the wrong shape.
+        The message is checked by its contract; what the hub holds and sends on is the message's own
+        JSON, so a field a newer dispatch adds reaches the page too. Raises InvalidUpdate, with the
+        reason, for a message that is not valid.
         """
-        kind = message.get("type")
-        if kind == "incident":
-            return self._apply_incident(message.get("incident"))
-        if kind == "tps":
-            return self._apply_tps(message.get("tps"))
-        raise InvalidUpdate(f"unknown update type {kind!r}")
+        try:
+            update = INCIDENT_UPDATE.validate_json(raw)
+        except ValidationError as exc:
+            raise InvalidUpdate(f"not a valid incident update: {validation_problems(exc)}") from None
+        # A second, plain parse for the JSON to hold: cheaper than dumping the model back to a dict.
+        body = orjson.loads(raw)
+        if isinstance(update, IncidentChanged):
+            return self._apply_incident(update.incident, body["incident"])
+        return self._apply_tps(update.tps, body["tps"])
 
-    def _check(self, obj: object, id_field: str) -> tuple[str, int, dict[str, Any]]:
-        if not isinstance(obj, dict):
-            raise InvalidUpdate(f"the update has no {id_field} object")
-        ident, version = obj.get(id_field), obj.get("version")
-        if not isinstance(ident, str) or not ident:
-            raise InvalidUpdate(f"the update has no {id_field}")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise InvalidUpdate(f"{ident}: version must be an integer")
-        return ident, version, obj
-
-    def _apply_incident(self, obj: object) -> Frame | None:
-        ident, version, inc = self._check(obj, "id")
+    def _apply_incident(self, typed: IncidentPublic, inc: dict[str, Any]) -> Frame | None:
+        ident, version = typed.id, typed.version
         held = self.incidents.get(ident)
         if held is not None and held["version"] >= version:
             self.ignored += 1
@@ -286,13 +255,13 @@ class Hub:
         old = self._inc_parts.get(ident)
         if old is not None:
             self._agg.incident(old, -1)
-        part = _IncidentPart.of(inc)
+        part = _IncidentPart.of(typed)
         self._agg.incident(part, +1)
         self.incidents[ident], self._inc_parts[ident] = inc, part
         return self._issue({"type": "incident", "incident": inc})
 
-    def _apply_tps(self, obj: object) -> Frame | None:
-        ident, version, tps = self._check(obj, "tps_id")
+    def _apply_tps(self, typed: TpsPublic, tps: dict[str, Any]) -> Frame | None:
+        ident, version = typed.tps_id, typed.version
         held = self.tps.get(ident)
         if held is not None and held["version"] >= version:
             self.ignored += 1
@@ -300,7 +269,7 @@ class Hub:
         old = self._tps_parts.get(ident)
         if old is not None:
             self._agg.tps(old, -1)
-        part = _TpsPart.of(tps)
+        part = _TpsPart.of(typed)
         self._agg.tps(part, +1)
         self.tps[ident], self._tps_parts[ident] = tps, part
         return self._issue({"type": "tps", "tps": tps})

@@ -18,8 +18,18 @@ from typing import Any
 from services.dispatch.classify import Classifier, Facts, severity_for
 from services.dispatch.policy import EscalationPolicy
 from services.dispatch.store import OPEN_STATUSES, Store, coverage
-from siaga import topics
 from siaga.clock import Clock, as_utc, iso
+from siaga.contracts import (
+    AlertIntent,
+    Audience,
+    IncidentChanged,
+    IncidentPublic,
+    IncidentStatus,
+    Stakeholder,
+    TpsChanged,
+    TpsPublic,
+    TpsState,
+)
 from siaga.events import (
     BackupRequested,
     Category,
@@ -29,6 +39,7 @@ from siaga.events import (
     IncidentReported,
     IncidentResolved,
     IncidentUpdate,
+    Phase,
     Severity,
     TpsStatus,
 )
@@ -65,34 +76,43 @@ def _short_id(prefix: str, *parts: str) -> str:
     return f"{prefix}-{digest}"
 
 
-def public_incident(inc: Incident, tps: Tps | None = None) -> dict[str, Any]:
+def _utc(when: datetime | None) -> datetime | None:
+    return None if when is None else as_utc(when)  # SQLite hands back naive UTC
+
+
+def incident_public(inc: Incident, tps: Tps | None = None) -> IncidentPublic:
     """The incident as the API, the bus and the dashboard show it (without the timeline)."""
-    return {
-        "id": inc.id,
-        "tps_id": inc.tps_id,
-        "tps_name": tps.name if tps else None,
-        "kecamatan": inc.kecamatan,
-        "category": inc.category,
-        "severity": inc.severity,
-        "level": inc.level,
-        "status": inc.status,
-        "reports": inc.reports,
-        "opened_at": iso(inc.opened_at),
-        "received_at": iso(inc.received_at),
-        "local_deadline": iso(inc.local_deadline),
-        "ack_deadline": iso(inc.ack_deadline),
-        "why": list(inc.why or []),
-        "facts": dict(inc.facts or {}),
-        "description": inc.description,
-        "parent_id": inc.parent_id,
-        "children": list(inc.children or []),
-        "policy_version": inc.policy_version,
-        "updated_at": iso(inc.updated_at),
-        "resolved_at": iso(inc.resolved_at),
-        "resolution": inc.resolution,
-        "last_alert_failure": inc.last_alert_failure,
-        "version": inc.version,
-    }
+    return IncidentPublic(
+        id=inc.id,
+        tps_id=inc.tps_id,
+        tps_name=tps.name if tps else None,
+        kecamatan=inc.kecamatan,
+        category=Category(inc.category),
+        severity=Severity(inc.severity),
+        level=inc.level,
+        status=IncidentStatus(inc.status),
+        reports=inc.reports,
+        opened_at=as_utc(inc.opened_at),
+        received_at=_utc(inc.received_at),
+        local_deadline=_utc(inc.local_deadline),
+        ack_deadline=_utc(inc.ack_deadline),
+        why=list(inc.why or []),
+        facts=dict(inc.facts or {}),
+        description=inc.description,
+        parent_id=inc.parent_id,
+        children=list(inc.children or []),
+        policy_version=inc.policy_version,
+        updated_at=_utc(inc.updated_at),
+        resolved_at=_utc(inc.resolved_at),
+        resolution=inc.resolution,
+        last_alert_failure=inc.last_alert_failure,
+        version=inc.version,
+    )
+
+
+def public_incident(inc: Incident, tps: Tps | None = None) -> dict[str, Any]:
+    """`incident_public` as JSON-ready data, for the API's answers."""
+    return incident_public(inc, tps).model_dump(mode="json")
 
 
 def _facts_of(inc: Incident) -> Facts:
@@ -522,7 +542,7 @@ class Engine:
             return
         if reminder == 0:
             inc.levels_alerted = [*(inc.levels_alerted or []), level]
-        self._emit_alert(inc, level=level, audience="police", stakeholder=None, reminder=reminder, reason=reason)
+        self._emit_alert(inc, level=level, audience=Audience.POLICE, stakeholder=None, reminder=reminder, reason=reason)
 
     def _tell_stakeholders(self, inc: Incident, why: str) -> None:
         names = [
@@ -535,7 +555,9 @@ class Engine:
         inc.stakeholders_told = [*(inc.stakeholders_told or []), *names]
         self._timeline(inc, SYSTEM, "stakeholders_told", {"stakeholders": names, "why": why})
         for name in names:
-            self._emit_alert(inc, level=inc.level, audience="stakeholder", stakeholder=name, reminder=0, reason=why)
+            self._emit_alert(
+                inc, level=inc.level, audience=Audience.STAKEHOLDER, stakeholder=name, reminder=0, reason=why
+            )
 
     def _held_back(self, inc: Incident, what: str) -> bool:
         """Children of an open area incident keep their alerts: the area incident speaks for them."""
@@ -548,23 +570,28 @@ class Engine:
         return True
 
     def _emit_alert(
-        self, inc: Incident, *, level: int, audience: str, stakeholder: str | None, reminder: int, reason: str
+        self,
+        inc: Incident,
+        *,
+        level: int,
+        audience: Audience,
+        stakeholder: Stakeholder | None,
+        reminder: int,
+        reason: str,
     ) -> None:
-        who = stakeholder or audience
+        who = stakeholder or audience.value
         self.store.emit(
-            topics.ALERTS,
-            inc.id,
-            {
-                "alert_id": f"{inc.id}:{level}:{who}:{reminder}",
-                "incident_id": inc.id,
-                "level": level,
-                "audience": audience,
-                "stakeholder": stakeholder,
-                "reminder": reminder,
-                "reason": reason,
-                "created_at": iso(self.clock.now()),
-                "incident": public_incident(inc, self._tps_of(inc)),
-            },
+            AlertIntent(
+                alert_id=f"{inc.id}:{level}:{who}:{reminder}",
+                incident_id=inc.id,
+                level=level,
+                audience=audience,
+                stakeholder=stakeholder,
+                reminder=reminder,
+                reason=reason,
+                created_at=self.clock.now(),
+                incident=incident_public(inc, self._tps_of(inc)),
+            )
         )
 
     # ------------------------------------------------------------------ spread
@@ -634,7 +661,7 @@ class Engine:
         inc.updated_at = self.clock.now()
         self.store.save_incident(inc)
         tps = tps or self._tps_of(inc)
-        self.store.emit(topics.INCIDENT_UPDATES, inc.id, {"type": "incident", "incident": public_incident(inc, tps)})
+        self.store.emit(IncidentChanged(incident=incident_public(inc, tps)))
         if tps is not None:
             self._tps_changed(tps)
 
@@ -655,41 +682,38 @@ class Engine:
         for tps in self._dirty_tps.values():
             tps.version = (tps.version or 0) + 1
             self.store.save_tps(tps)
-            self.store.emit(
-                topics.INCIDENT_UPDATES,
-                f"tps:{tps.tps_id}",
-                {"type": "tps", "tps": public_tps(tps, open_by_tps[tps.tps_id], now)},
-            )
+            self.store.emit(TpsChanged(tps=tps_public(tps, open_by_tps[tps.tps_id], now)))
         self._dirty_tps.clear()
 
 
-def tps_state(tps: Tps, open_incidents: list[Incident]) -> str:
+def tps_state(tps: Tps, open_incidents: list[Incident]) -> TpsState:
     """normal | open | escalated | silent | closed, as the map colours a TPS."""
     if tps.phase == "closed" and not open_incidents:
-        return "closed"
+        return TpsState.CLOSED
     if tps.silent:
-        return "silent"
+        return TpsState.SILENT
     if any(i.level > 0 and i.status != "acknowledged" for i in open_incidents):
-        return "escalated"
+        return TpsState.ESCALATED
     if open_incidents:
-        return "open"
-    return "normal"
+        return TpsState.OPEN
+    return TpsState.NORMAL
 
 
-def public_tps(tps: Tps, open_incidents: list[Incident], now: datetime) -> dict[str, Any]:
-    return {
-        "tps_id": tps.tps_id,
-        "name": tps.name,
-        "kecamatan": tps.kecamatan,
-        "desa": tps.desa,
-        "lat": tps.lat,
-        "lon": tps.lon,
-        "rawan": list(tps.rawan or []),
-        "phase": tps.phase,
-        "state": tps_state(tps, open_incidents),
-        "assigned": tps.assigned,
-        "checked_in": coverage(tps, now, CHECKIN_FRESH),
-        "last_checkin_at": iso(tps.last_checkin_at),
-        "open_incidents": len(open_incidents),
-        "version": tps.version,
-    }
+def tps_public(tps: Tps, open_incidents: list[Incident], now: datetime) -> TpsPublic:
+    """The TPS as the dashboard shows it."""
+    return TpsPublic(
+        tps_id=tps.tps_id,
+        name=tps.name,
+        kecamatan=tps.kecamatan,
+        desa=tps.desa,
+        lat=tps.lat,
+        lon=tps.lon,
+        rawan=list(tps.rawan or []),
+        phase=Phase(tps.phase) if tps.phase else None,
+        state=tps_state(tps, open_incidents),
+        assigned=tps.assigned,
+        checked_in=coverage(tps, now, CHECKIN_FRESH),
+        last_checkin_at=_utc(tps.last_checkin_at),
+        open_incidents=len(open_incidents),
+        version=tps.version,
+    )

@@ -14,13 +14,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.dispatch.classify import SeverityRules
+from siaga.contracts import STAKEHOLDERS, Stakeholder
 from siaga.events import Category, Phase, Severity
 from siaga.models import PolicyVersion
 
 log = logging.getLogger("siaga.dispatch.policy")
 
 DEFAULT_FILE = Path(__file__).parent / "data" / "policy.yaml"
-STAKEHOLDERS = ("bpbd", "kpu", "bawaslu", "health")
 WEEK_MINUTES = 7 * 24 * 60  # no duration in the policy is longer (nor NaN, nor infinite)
 
 
@@ -52,7 +52,7 @@ class EscalationPolicy(BaseModel):
     operating_phases: list[Phase] = Field(
         default_factory=lambda: [Phase.OPENING, Phase.VOTING, Phase.COUNTING, Phase.TRANSPORT]
     )
-    stakeholders: dict[Category, list[str]] = Field(default_factory=dict)
+    stakeholders: dict[Category, list[Stakeholder]] = Field(default_factory=dict)
     alerts: dict[str, Any] | None = None
 
     @field_validator("local_window_minutes")
@@ -74,13 +74,13 @@ class EscalationPolicy(BaseModel):
             raise ValueError(f"timeouts must be more than 0 and at most {WEEK_MINUTES} minutes")
         return v
 
-    @field_validator("stakeholders")
+    @field_validator("stakeholders", mode="before")
     @classmethod
-    def _stakeholders(cls, v: dict[Category, list[str]]) -> dict[Category, list[str]]:
-        for cat, names in v.items():
-            unknown = set(names) - set(STAKEHOLDERS)
+    def _stakeholders(cls, v: Any) -> Any:
+        for cat, names in v.items() if isinstance(v, dict) else ():
+            unknown = {n for n in names if isinstance(n, str)} - set(STAKEHOLDERS) if isinstance(names, list) else set()
             if unknown:
-                raise ValueError(f"{cat.value}: unknown stakeholder {sorted(unknown)}; known: {list(STAKEHOLDERS)}")
+                raise ValueError(f"{cat}: unknown stakeholder {sorted(unknown)}; known: {list(STAKEHOLDERS)}")
         return v
 
     def window(self, severity: Severity) -> timedelta | None:

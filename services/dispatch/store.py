@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import orjson
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from siaga import topics
 from siaga.audit import chain_hash, entry_content
 from siaga.clock import as_utc
+from siaga.contracts import Message
 from siaga.models import Incident, IncidentReport, Outbox, Personnel, ProcessedEvent, TimelineEntry, Tps
 
 OPEN_STATUSES = ("open", "escalated", "acknowledged")
@@ -45,7 +45,9 @@ class Store(Protocol):
     def timeline(
         self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]
     ) -> None: ...
-    def emit(self, topic: str, key: str | None, value: dict[str, Any]) -> None: ...
+    def emit(self, message: Message) -> None:
+        """Announce a message; it goes on the bus only if the transaction commits."""
+        ...
 
 
 class MemoryStore:
@@ -161,8 +163,9 @@ class MemoryStore:
         e.hash = chain_hash(prev, entry_content(e))
         entries.append(e)
 
-    def emit(self, topic: str, key: str | None, value: dict[str, Any]) -> None:
-        self.out.append((topic, key, value))
+    def emit(self, message: Message) -> None:
+        # Dumped as the bus would carry it, so a test also sees the message serialize.
+        self.out.append((message.TOPIC, message.bus_key(), message.model_dump(mode="json")))
 
     # -- for tests
     def emitted(self, topic: str) -> list[dict[str, Any]]:
@@ -305,8 +308,8 @@ class SqlStore:
         self._chain[incident.id] = (e.seq, e.hash)
         self.s.add(e)
 
-    def emit(self, topic: str, key: str | None, value: dict[str, Any]) -> None:
-        body = orjson.dumps(value)
+    def emit(self, message: Message) -> None:
+        topic, key, body = message.TOPIC, message.bus_key(), message.to_bytes()
         if topic == topics.INCIDENT_UPDATES:
             # Updates carry the whole state of their key: within one transaction only the last counts.
             pending = self._pending_updates.get(key)

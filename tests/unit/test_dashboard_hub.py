@@ -10,7 +10,7 @@ import pytest
 from services.dashboard.hub import ClientQueue, Frame, Hub, InvalidUpdate, batch_text
 
 
-def incident(ident: str, version: int = 1, **fields: Any) -> dict[str, Any]:
+def incident(ident: str, version: int = 1, **fields: Any) -> bytes:
     body: dict[str, Any] = {
         "id": ident,
         "tps_id": "TPS-1",
@@ -25,10 +25,10 @@ def incident(ident: str, version: int = 1, **fields: Any) -> dict[str, Any]:
         "version": version,
     }
     body.update(fields)
-    return {"type": "incident", "incident": body}
+    return orjson.dumps({"type": "incident", "incident": body})
 
 
-def tps(ident: str, version: int = 1, **fields: Any) -> dict[str, Any]:
+def tps(ident: str, version: int = 1, **fields: Any) -> bytes:
     body: dict[str, Any] = {
         "tps_id": ident,
         "name": ident,
@@ -41,7 +41,7 @@ def tps(ident: str, version: int = 1, **fields: Any) -> dict[str, Any]:
         "version": version,
     }
     body.update(fields)
-    return {"type": "tps", "tps": body}
+    return orjson.dumps({"type": "tps", "tps": body})
 
 
 def seqs(frames: list[Frame]) -> list[int]:
@@ -77,20 +77,35 @@ def test_only_newer_versions_are_kept() -> None:
 
 
 @pytest.mark.parametrize(
-    "message",
+    ("message", "reason"),
     [
-        {"type": "nonsense"},
-        {"type": "incident"},
-        {"type": "incident", "incident": {"id": "X"}},
-        {"type": "incident", "incident": {"id": "X", "version": "3"}},
-        {"type": "tps", "tps": {"version": 1}},
+        (b"\x00 not json at all", "Invalid JSON"),
+        (b"[1, 2]", "message"),
+        (orjson.dumps({"type": "nonsense"}), "type"),
+        (orjson.dumps({"type": "incident"}), "incident.incident: Field required"),
+        (incident("X", status="lost"), "incident.incident.status"),
+        (incident("X", severity="apocalyptic"), "incident.incident.severity"),
+        (incident("X", version="3"), "incident.incident.version"),
+        (incident("X", opened_at="27 November"), "incident.incident.opened_at"),
+        (incident("X", opened_at="2024-11-27T07:00:00"), "timezone"),  # no offset: not comparable
+        (incident("X", level=7), "incident.incident.level"),
+        (orjson.dumps({"type": "tps", "tps": {"version": 1}}), "tps.tps.tps_id: Field required"),
+        (tps("T1", state="purple"), "tps.tps.state"),
+        (tps("T1", assigned=-1), "tps.tps.assigned"),
     ],
 )
-def test_malformed_updates_are_refused(message: dict[str, Any]) -> None:
+def test_malformed_updates_are_refused_with_the_reason(message: bytes, reason: str) -> None:
     hub = Hub(10)
-    with pytest.raises(InvalidUpdate):
+    with pytest.raises(InvalidUpdate, match=reason):
         hub.apply(message)
-    assert hub.seq == 0
+    assert hub.seq == 0 and not hub.incidents and not hub.tps
+
+
+def test_the_hub_holds_and_forwards_the_message_as_sent() -> None:
+    hub = Hub(10)
+    frame = hub.apply(incident("INC-1", source="command_post"))  # a field this dashboard does not know yet
+    assert frame is not None and frame.message["incident"]["source"] == "command_post"
+    assert frame.message["incident"]["opened_at"] == "2024-11-27T07:00:00Z"
 
 
 def test_resume_replays_what_is_held_and_snapshots_otherwise() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from services.dispatch.notifier.intent import AlertIntent, delivery_key
+from services.dispatch.notifier.intent import delivery_key
 from services.dispatch.notifier.routing import (
     AlertRouting,
     Recipient,
@@ -22,6 +22,7 @@ from services.dispatch.notifier.routing import (
 )
 from services.dispatch.notifier.telegram import telegram_router
 from services.dispatch.notifier.worker import Notifier
+from siaga.contracts import AlertIntent
 
 
 class DeliveryRecorder(Protocol):

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import orjson
 
-from services.dispatch.notifier.intent import AlertIntent
 from services.dispatch.notifier.messages import Message, load_templates
 from services.dispatch.notifier.routing import Recipient
 from siaga.clock import as_utc, iso
+from siaga.contracts import AlertIntent, IncidentStatus
 from siaga.settings import Settings
 
 TELEGRAM_TEXT_MAX = 4096
@@ -161,7 +161,7 @@ class TelegramChannel(Channel):
             "parse_mode": "HTML",
             "link_preview_options": {"is_disabled": True},
         }
-        if delivery.recipient.can_act and delivery.intent.incident.get("status") != "resolved":
+        if delivery.recipient.can_act and delivery.intent.incident.status is not IncidentStatus.RESOLVED:
             actions = load_templates(delivery.message.language).actions
             incident_id = delivery.intent.incident_id
             body["reply_markup"] = {
@@ -299,7 +299,7 @@ class WebhookChannel(Channel):
 
     @staticmethod
     def body(delivery: Delivery, now: datetime) -> bytes:
-        incident = {k: v for k, v in delivery.intent.incident.items() if k != "timeline"}
+        incident = delivery.intent.incident.model_dump(mode="json")
         return orjson.dumps(
             {
                 "idempotency_key": delivery.key,

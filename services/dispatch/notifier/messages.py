@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from services.dispatch.notifier.intent import AlertIntent
 from siaga.clock import as_utc
+from siaga.contracts import AlertIntent, Audience
 
 TEMPLATES = Path(__file__).with_name("templates")
 LANGUAGES = ("id", "en")
@@ -205,26 +205,15 @@ def incident_link(public_url: str, incident_id: str) -> str:
     return f"{public_url.rstrip('/')}/#incident/{incident_id}"
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None
-
-
 def render(intent: AlertIntent, *, language: str, public_url: str, now: datetime) -> Message:
     """The message for one alert intent in one language."""
     t = load_templates(language)
     inc = intent.incident
     labels = t.labels
-    category = str(inc.get("category") or "other")
-    severity = str(inc.get("severity") or "low")
-    kecamatan = str(inc.get("kecamatan") or "")
-    tps_id = inc.get("tps_id")
+    category = inc.category.value
+    severity = inc.severity.value
+    kecamatan = inc.kecamatan
+    tps_id = inc.tps_id
     level = intent.message_level
     values: dict[str, str] = {
         "category": labels.category.get(category, category),
@@ -234,21 +223,21 @@ def render(intent: AlertIntent, *, language: str, public_url: str, now: datetime
         "stakeholder": labels.stakeholder.get(intent.audience_key, intent.audience_key),
     }
     if tps_id:
-        tps = t.place.tps.format(tps_name=inc.get("tps_name") or tps_id, tps_id=tps_id)
+        tps = t.place.tps.format(tps_name=inc.tps_name or tps_id, tps_id=tps_id)
         values["place"] = tps
     else:
         tps = ""
         values["place"] = t.place.area.format(kecamatan=kecamatan)
-    title = (t.title.stakeholder if intent.audience == "stakeholder" else t.title.police).format(**values)
+    title = (t.title.stakeholder if intent.audience is Audience.STAKEHOLDER else t.title.police).format(**values)
     if intent.reminder:
         title = t.title.reminder.format(reminder=intent.reminder) + title
-    description = " ".join(str(inc.get("description") or "").split())
+    description = " ".join(inc.description.split())
     if len(description) > DESCRIPTION_MAX:
         description = description[: DESCRIPTION_MAX - 1] + "…"
-    facts = facts_text(t, inc.get("facts") or {})
-    status = str(inc.get("status") or "")
+    facts = facts_text(t, inc.facts)
+    status = inc.status.value
     link = incident_link(public_url, intent.incident_id)
-    reports = inc.get("reports")
+    reports = inc.reports
     line_values = {
         "reminder": t.reminder.format(reminder=intent.reminder) if intent.reminder else "",
         "tps": tps,
@@ -257,10 +246,10 @@ def render(intent: AlertIntent, *, language: str, public_url: str, now: datetime
         "severity": values["severity"],
         "level": values["level"],
         "status": labels.status.get(status, status),
-        "reports": str(reports) if isinstance(reports, int) and reports > 1 else "",
+        "reports": str(reports) if reports > 1 else "",
         "description": description,
         "facts": facts,
-        "open_for": open_for(t, _parse_time(inc.get("opened_at")), now),
+        "open_for": open_for(t, inc.opened_at, now),
         "link": link,
     }
     fields = tuple(

@@ -12,15 +12,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.dispatch.notifier.intent import AlertIntent
+from siaga.contracts import STAKEHOLDERS, AlertIntent, Audience, Stakeholder
 from siaga.events import SEVERITY_ORDER, Severity
 from siaga.settings import Settings
 
 ChannelName = Literal["telegram", "whatsapp", "slack", "webhook"]
-Stakeholder = Literal["bpbd", "kpu", "bawaslu", "health"]
 Language = Literal["id", "en"]
 
-STAKEHOLDERS: tuple[Stakeholder, ...] = ("bpbd", "kpu", "bawaslu", "health")
 LEVELS: tuple[int, ...] = (1, 2, 3)
 ENV_WEBHOOK = "env-webhook"
 ENV_TELEGRAM = "env-telegram"
@@ -210,11 +208,13 @@ def _listed(routing: AlertRouting, channel: str, target: str) -> bool:
 
 def select(routing: AlertRouting, intent: AlertIntent) -> list[Recipient]:
     """The recipients of one alert intent, in the order the routing lists them."""
-    severity = Severity(intent.incident.get("severity") or Severity.LOW)
-    kecamatan = str(intent.incident.get("kecamatan") or "").casefold()
+    severity = intent.incident.severity
+    kecamatan = intent.incident.kecamatan.casefold()
     out = []
     for r in routing.recipients:
-        wanted = intent.level in r.levels if intent.audience == "police" else intent.stakeholder in r.stakeholders
+        wanted = (
+            intent.level in r.levels if intent.audience is Audience.POLICE else intent.stakeholder in r.stakeholders
+        )
         if not wanted or SEVERITY_ORDER.index(severity) < SEVERITY_ORDER.index(r.min_severity):
             continue
         if r.kecamatan and kecamatan not in {k.casefold() for k in r.kecamatan}:

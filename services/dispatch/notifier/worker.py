@@ -21,13 +21,14 @@ from pydantic import ValidationError
 from services.dispatch.notifier import redact
 from services.dispatch.notifier.channels import USER_AGENT, Delivery, make_channels
 from services.dispatch.notifier.delivery import Deliverer, Outcome, Random, Sleep
-from services.dispatch.notifier.intent import AlertIntent, delivery_key
+from services.dispatch.notifier.intent import delivery_key
 from services.dispatch.notifier.messages import LANGUAGES, load_templates, render
 from services.dispatch.notifier.routing import AlertRouting, Recipient, select
 from services.dispatch.notifier.store import FINAL, DeliveryStore
 from siaga import topics
 from siaga.bus import ConsumerLoop, Record, dead_letter_value, publish_dead_letter
 from siaga.clock import iso
+from siaga.contracts import AlertIntent, validation_problems
 from siaga.models import AlertDelivery
 from siaga.runtime import Context
 
@@ -113,8 +114,7 @@ class Notifier:
             try:
                 intent = AlertIntent.model_validate_json(record.value)
             except ValidationError as exc:
-                problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-                await self._dead_letter_record(record, f"invalid alert intent: {problem}")
+                await self._dead_letter_record(record, f"invalid alert intent: {validation_problems(exc)}")
                 continue
             by_incident.setdefault(record.key, []).append((record, intent))
 

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictInt,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -28,7 +29,9 @@ from pydantic import (
 
 from siaga import topics
 from siaga.events import Category, Id, Phase, Severity, Text
+from siaga.keys import kecamatan_key
 
+RegionName = Annotated[str, StringConstraints(max_length=128, strip_whitespace=True)]
 Stakeholder = Literal["bpbd", "kpu", "bawaslu", "health"]
 STAKEHOLDERS: tuple[Stakeholder, ...] = ("bpbd", "kpu", "bawaslu", "health")
 
@@ -200,18 +203,21 @@ class AlertIntent(Message):
 
 # -- siaga.commands ---------------------------------------------------------------------------------
 class KecamatanKey(_Part):
-    """A kecamatan anywhere in the country: names repeat, so the triple is the identity."""
+    """A kecamatan anywhere in the country: names repeat, so the triple is the identity.
+
+    A registry that does not record provinsi and kabupaten yet leaves them empty (siaga.keys).
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    provinsi: Id
-    kabupaten: Id
+    provinsi: RegionName = ""
+    kabupaten: RegionName = ""
     kecamatan: Id
 
     @property
     def key(self) -> str:
-        """`provinsi/kabupaten/kecamatan`: the key of siaga.commands (and of a kecamatan target)."""
-        return f"{self.provinsi}/{self.kabupaten}/{self.kecamatan}"
+        """The bus key (`provinsi/kabupaten/kecamatan`, as field events are keyed): siaga.keys.kecamatan_key."""
+        return kecamatan_key(self.kecamatan, kabupaten=self.kabupaten, provinsi=self.provinsi)
 
 
 class CommandKind(StrEnum):

@@ -45,6 +45,7 @@ from siaga.contracts import (
     TpsChanged,
 )
 from siaga.events import Category, Severity
+from siaga.keys import kecamatan_key
 from siaga.models import Incident, Tps
 from siaga.runtime import Context, make_context
 from siaga.settings import Settings
@@ -283,6 +284,11 @@ def test_round_trip(message: Message, adapter: TypeAdapter[Any] | None, topic: s
     assert orjson.loads(raw) == message.model_dump(mode="json")
 
 
+def test_a_kecamatan_key_is_the_field_events_key() -> None:
+    assert KEC.key == kecamatan_key("Cikande", kabupaten="Serang", provinsi="Banten") == "Banten/Serang/Cikande"
+    assert KecamatanKey(kecamatan="Cikande").key == "Cikande"  # a registry without regions yet
+
+
 def test_the_shared_fake_intent_is_a_valid_contract() -> None:
     intent = AlertIntent.model_validate_json(orjson.dumps(alert_intent()))
     assert intent.incident.severity is Severity.HIGH and intent.message_level == 2
@@ -307,7 +313,7 @@ def _command(**kw: Any) -> bytes:
     [
         (_command(kind="explode"), "does not match any of the expected tags"),
         (_command(incident_id=None), "incident_id"),
-        (_command(kecamatan={"kecamatan": "Cikande"}), "provinsi"),  # names repeat: the triple is the key
+        (_command(kecamatan={"provinsi": "Banten", "kabupaten": "Serang"}), "kecamatan.kecamatan\n  Field required"),
         (_command(issued_at="2024-11-27T07:00:00"), "timezone"),
         (_command(kind="classify", reason="why"), "a category, a severity or both"),
         (_command(kind="classify", severity="apocalyptic", reason="why"), "severity"),

@@ -70,6 +70,21 @@ class PartitionOffsets:
 
 
 BatchHandler = Callable[[list[Record]], Awaitable[None]]
+TopicPartition = tuple[str, int]
+
+
+class PartitionListener(ABC):
+    """Told when a group member's partitions change, so that it can load or write back their state.
+
+    `revoked` is awaited before the partitions go to another member (Kafka: inside the rebalance),
+    so a member that finishes its batch and writes back there hands over a consistent state.
+    """
+
+    @abstractmethod
+    async def assigned(self, partitions: set[TopicPartition]) -> None: ...
+
+    @abstractmethod
+    async def revoked(self, partitions: set[TopicPartition]) -> None: ...
 
 
 class BusUnavailable(Exception):
@@ -131,8 +146,24 @@ class Bus(ABC):
         await self.publish_many(topic, [(key, value)], timeout_s=timeout_s)
 
     @abstractmethod
-    def consumer(self, topics_: Sequence[str], group: str | None, *, broadcast: bool = False) -> ConsumerSource:
-        """A consumer in `group`, or (broadcast=True) one that reads all partitions from the start."""
+    def consumer(
+        self,
+        topics_: Sequence[str],
+        group: str | None,
+        *,
+        broadcast: bool = False,
+        listener: PartitionListener | None = None,
+    ) -> ConsumerSource:
+        """A consumer in `group`, or (broadcast=True) one that reads all partitions from the start.
+
+        With a `listener`, the group's members get the same-numbered partitions of every topic they
+        read (co-partitioned: a key's field events and commands reach the same member), and the
+        listener hears of every change of this member's partitions.
+        """
+
+    @abstractmethod
+    async def partitioner(self, topic: str) -> Callable[[str], int]:
+        """The function that maps a key to its partition of `topic`, as publishing does."""
 
     @abstractmethod
     async def healthy(self) -> bool:
@@ -334,11 +365,35 @@ class PrefixedBus(Bus):
     ) -> None:
         await self.inner.publish_many(self.prefix + topic, items, timeout_s=timeout_s)
 
-    def consumer(self, topics_: Sequence[str], group: str | None, *, broadcast: bool = False) -> ConsumerSource:
+    def consumer(
+        self,
+        topics_: Sequence[str],
+        group: str | None,
+        *,
+        broadcast: bool = False,
+        listener: PartitionListener | None = None,
+    ) -> ConsumerSource:
         inner = self.inner.consumer(
-            [self.prefix + t for t in topics_], None if group is None else self.prefix + group, broadcast=broadcast
+            [self.prefix + t for t in topics_],
+            None if group is None else self.prefix + group,
+            broadcast=broadcast,
+            listener=None if listener is None else _UnprefixedListener(listener, self.prefix),
         )
         return _UnprefixedSource(inner, self.prefix)
+
+    async def partitioner(self, topic: str) -> Callable[[str], int]:
+        return await self.inner.partitioner(self.prefix + topic)
+
+
+class _UnprefixedListener(PartitionListener):
+    def __init__(self, inner: PartitionListener, prefix: str) -> None:
+        self.inner, self.cut = inner, len(prefix)
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        await self.inner.assigned({(t[self.cut :], p) for t, p in partitions})
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        await self.inner.revoked({(t[self.cut :], p) for t, p in partitions})
 
 
 class _UnprefixedSource(ConsumerSource):

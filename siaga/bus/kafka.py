@@ -17,16 +17,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 
 from siaga import topics
-from siaga.bus import Bus, BusUnavailable, ConsumerSource, PartitionOffsets, Record
+from siaga.bus import Bus, BusUnavailable, ConsumerSource, PartitionListener, PartitionOffsets, Record
 
 log = logging.getLogger("siaga.bus.kafka")
 
@@ -295,9 +296,24 @@ class KafkaBus(Bus):
 
     # -- consuming
 
-    def consumer(self, topics_: Sequence[str], group: str | None, *, broadcast: bool = False) -> ConsumerSource:
+    def consumer(
+        self,
+        topics_: Sequence[str],
+        group: str | None,
+        *,
+        broadcast: bool = False,
+        listener: PartitionListener | None = None,
+    ) -> ConsumerSource:
         """A member of `group`, or (broadcast=True or no group) a reader of all partitions from the start."""
-        return KafkaConsumerSource(self, list(topics_), None if broadcast else group)
+        return KafkaConsumerSource(self, list(topics_), None if broadcast else group, listener)
+
+    async def partitioner(self, topic: str) -> Callable[[str], int]:
+        """Kafka's default partitioner (murmur2 of the key) over the topic's partitions, as send() uses."""
+        partitions = await self.partitions_of(topic)
+        if not partitions:
+            raise BusUnavailable(f"topic {topic} does not exist (yet)")
+        default = DefaultPartitioner()
+        return lambda key: int(default(key.encode(), partitions, partitions))
 
     # -- health
 
@@ -371,24 +387,31 @@ def _sender_died(producer: AIOKafkaProducer) -> bool:
 
 
 class _RebalanceLog(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Logs rebalances. Commits need nothing here: the loop commits after every batch, and
-    what was fetched but not committed when a partition moves is redelivered to its new owner."""
+    """Logs rebalances and tells the member's listener. Commits need nothing here: the loop commits
+    after every batch, and what was fetched but not committed when a partition moves is redelivered
+    to its new owner."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, listener: PartitionListener | None = None) -> None:
+        self.name, self.listener = name, listener
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         log.info("consumer %s: partitions revoked: %s", self.name, sorted(map(tuple, revoked)))
+        if self.listener is not None and revoked:
+            await self.listener.revoked({(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("consumer %s: partitions assigned: %s", self.name, sorted(map(tuple, assigned)))
+        if self.listener is not None and assigned:
+            await self.listener.assigned({(tp.topic, tp.partition) for tp in assigned})
 
 
 class KafkaConsumerSource(ConsumerSource):
     """A group member with manual commits, or (group None) a broadcast reader of every partition."""
 
-    def __init__(self, bus: KafkaBus, topics_: list[str], group: str | None) -> None:
-        self.bus, self.topics, self.group = bus, topics_, group
+    def __init__(
+        self, bus: KafkaBus, topics_: list[str], group: str | None, listener: PartitionListener | None = None
+    ) -> None:
+        self.bus, self.topics, self.group, self.listener = bus, topics_, group, listener
         self._consumer: AIOKafkaConsumer | None = None
 
     @property
@@ -408,6 +431,9 @@ class KafkaConsumerSource(ConsumerSource):
             session_timeout_ms=bus.session_timeout_ms,
             heartbeat_interval_ms=bus.heartbeat_interval_ms,
             retry_backoff_ms=100,
+            # With a listener: partition p of every topic to one member (field events and commands of a
+            # key meet at one owner). The range assignor does that; the default round robin does not.
+            **({"partition_assignment_strategy": (RangePartitionAssignor,)} if self.listener is not None else {}),
         )
         await consumer.start()
         try:
@@ -416,7 +442,9 @@ class KafkaConsumerSource(ConsumerSource):
                 consumer.assign(assignment)
                 await consumer.seek_to_beginning(*assignment)
             else:
-                consumer.subscribe(self.topics, listener=_RebalanceLog(f"{self.group}:{','.join(self.topics)}"))
+                consumer.subscribe(
+                    self.topics, listener=_RebalanceLog(f"{self.group}:{','.join(self.topics)}", self.listener)
+                )
         except BaseException:
             await consumer.stop()
             raise

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from siaga.bus import Bus, ConsumerSource, PartitionOffsets, Record
+from siaga.bus import Bus, ConsumerSource, PartitionListener, PartitionOffsets, Record, TopicPartition
 
 DEFAULT_PARTITIONS = 4
 
@@ -77,8 +77,19 @@ class MemoryBus(Bus):
         async with self._changed:
             self._changed.notify_all()
 
-    def consumer(self, topics_: Sequence[str], group: str | None, *, broadcast: bool = False) -> ConsumerSource:
-        return MemoryConsumer(self, list(topics_), None if broadcast else group)
+    def consumer(
+        self,
+        topics_: Sequence[str],
+        group: str | None,
+        *,
+        broadcast: bool = False,
+        listener: PartitionListener | None = None,
+    ) -> ConsumerSource:
+        return MemoryConsumer(self, list(topics_), None if broadcast else group, listener)
+
+    async def partitioner(self, topic: str) -> Callable[[str], int]:
+        n = len(self._topic(topic).partitions)
+        return lambda key: partition_for(key, n, 0)
 
     # -- group bookkeeping
     def _join(self, c: MemoryConsumer) -> None:
@@ -97,19 +108,40 @@ class MemoryBus(Bus):
             return all_tp
         members = self._groups[c.group].members
         i = members.index(c)
+        if c.listener is not None:  # co-partitioned: partition p of every topic to the same member
+            return [tp for tp in all_tp if tp[1] % len(members) == i]
         return [tp for n, tp in enumerate(all_tp) if n % len(members) == i]
 
 
 class MemoryConsumer(ConsumerSource):
-    def __init__(self, bus: MemoryBus, topics_: list[str], group: str | None) -> None:
-        self.bus, self.topics, self.group = bus, topics_, group
+    def __init__(
+        self, bus: MemoryBus, topics_: list[str], group: str | None, listener: PartitionListener | None = None
+    ) -> None:
+        self.bus, self.topics, self.group, self.listener = bus, topics_, group, listener
         self._positions: dict[tuple[str, int], int] = {}
+        self._owned: set[TopicPartition] = set()
 
     async def start(self) -> None:
         self.bus._join(self)
 
     async def stop(self) -> None:
         self.bus._leave(self)
+        if self.listener is not None and self._owned:
+            owned, self._owned = self._owned, set()
+            await self.listener.revoked(owned)
+
+    async def _rebalance(self) -> None:
+        """Tell the listener what changed since the last fetch (members joined or left)."""
+        if self.listener is None:
+            return
+        now = set(self.bus._assignment(self))
+        gone, new = self._owned - now, now - self._owned
+        if gone:
+            self._owned -= gone
+            await self.listener.revoked(gone)
+        if new:
+            self._owned |= new
+            await self.listener.assigned(new)
 
     def _position(self, tp: tuple[str, int]) -> int:
         if tp not in self._positions:
@@ -138,6 +170,7 @@ class MemoryConsumer(ConsumerSource):
         return out
 
     async def fetch(self, max_records: int, timeout_s: float) -> list[Record]:
+        await self._rebalance()
         records = self._take(max_records)
         if records:
             return records
@@ -146,6 +179,7 @@ class MemoryConsumer(ConsumerSource):
                 await asyncio.wait_for(self.bus._changed.wait(), timeout_s)
         except TimeoutError:
             return []
+        await self._rebalance()
         return self._take(max_records)
 
     async def offsets(self) -> dict[tuple[str, int], PartitionOffsets]:

@@ -47,7 +47,7 @@ class Harness:
 @pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     prefix = f"contract-{uuid.uuid4().hex[:10]}"
-    partitions = {f"{prefix}.a": PARTITIONS, topics.DEAD_LETTER: 1}
+    partitions = {f"{prefix}.a": PARTITIONS, f"{prefix}.b": PARTITIONS, topics.DEAD_LETTER: 1}
     bus: Bus
     if request.param == "kafka":
         bootstrap = request.getfixturevalue("kafka_bootstrap")
@@ -340,3 +340,80 @@ async def test_concurrent_publishes_all_land_one_partition_per_key(harness: Harn
     assert len(records) == 16 * 100
     assert all(ns == list(range(100)) for ns in by_key.values()), "each publisher's order kept"
     assert all(len(ps) == 1 for ps in partition_of.values()), partition_of
+
+
+# -- partition ownership: the listener and the partitioner ---------------------------------------
+class Told:
+    """A listener that records what it was told, and what the member holds after each call."""
+
+    def __init__(self) -> None:
+        self.owned: set[tuple[str, int]] = set()
+        self.calls: list[tuple[str, set[tuple[str, int]]]] = []
+
+    async def assigned(self, partitions: set[tuple[str, int]]) -> None:
+        assert not partitions & self.owned, "assigned a partition it already holds"
+        self.owned |= partitions
+        self.calls.append(("assigned", set(partitions)))
+
+    async def revoked(self, partitions: set[tuple[str, int]]) -> None:
+        assert partitions <= self.owned, "revoked a partition it did not hold"
+        self.owned -= partitions
+        self.calls.append(("revoked", set(partitions)))
+
+
+async def test_the_partitioner_names_the_partition_publish_uses(harness: Harness) -> None:
+    keys = [f"kecamatan-{i}" for i in range(40)]
+    await harness.bus.publish_many(harness.topic, [message(k, 0) for k in keys])
+    reader = await harness.consumer(None, broadcast=True)
+    try:
+        got = await fetch_until(reader, len(keys))
+    finally:
+        await reader.stop()
+    partition_of = await harness.bus.partitioner(harness.topic)
+    assert {r.key: r.partition for r in got} == {k: partition_of(k) for k in keys}
+    assert len({partition_of(k) for k in keys}) == PARTITIONS, "40 keys spread over every partition"
+
+
+async def test_a_listener_hears_its_partitions_and_members_get_the_same_numbers_of_every_topic(
+    harness: Harness,
+) -> None:
+    from siaga.bus import PartitionListener
+
+    other = f"{harness.prefix}.b"
+    both = {(t, p) for t in (harness.topic, other) for p in range(PARTITIONS)}
+    group = harness.group("owners")
+    told = [Told(), Told()]
+
+    def listener(t: Told) -> PartitionListener:
+        class Adapter(PartitionListener):
+            async def assigned(self, partitions: set[tuple[str, int]]) -> None:
+                await t.assigned(partitions)
+
+            async def revoked(self, partitions: set[tuple[str, int]]) -> None:
+                await t.revoked(partitions)
+
+        return Adapter()
+
+    first = harness.bus.consumer([harness.topic, other], group, listener=listener(told[0]))
+    await first.start()
+    try:
+        await settle(harness.bus, [first], both)
+        await eventually(lambda: told[0].owned == both)
+        assert told[0].owned == both
+        second = harness.bus.consumer([harness.topic, other], group, listener=listener(told[1]))
+        await second.start()
+        try:
+            await settle(harness.bus, [first, second], both)
+            await eventually(lambda: told[0].owned | told[1].owned == both and bool(told[1].owned))
+            assert told[0].owned == assignment(harness.bus, first) and told[1].owned == assignment(harness.bus, second)
+            for t in told:  # co-partitioned: a member holds partition p of both topics or of neither
+                numbers = {p for _, p in t.owned}
+                assert t.owned == {(topic, p) for topic in (harness.topic, other) for p in numbers}
+            assert any(kind == "revoked" for kind, _ in told[0].calls), "the first member gave partitions up"
+        finally:
+            await second.stop()
+        await settle(harness.bus, [first], both)
+        await eventually(lambda: told[0].owned == both)
+        assert told[0].owned == both
+    finally:
+        await first.stop()

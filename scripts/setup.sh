@@ -12,6 +12,9 @@ if [ "$want_test" = 1 ]; then
   missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v caddy >/dev/null 2>&1 || missing+=(caddy)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "==> installing Debian packages: ${missing[*]}"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -208,6 +208,24 @@ def cmd_admin(args: argparse.Namespace) -> int:
         print(issue_api_token(ctx.engine, name=args.name, role=Role(args.role), now=ctx.clock.now()))
         return 0
     if args.admin_command == "device":
+        # The same refusals as POST /v1/admin/devices: a device bound to nothing, or to TPS the
+        # registry does not know, could never post an event.
+        if not args.tps and not args.kecamatan:
+            print("a device needs --tps, or --kecamatan for a gateway", file=sys.stderr)
+            return 2
+        from sqlmodel import col, select
+
+        from siaga.models import Tps
+
+        with Session(ctx.engine) as s:
+            known_tps = set(s.exec(select(Tps.tps_id).where(col(Tps.tps_id).in_(args.tps or []))).all())
+            known_kec = set(s.exec(select(Tps.kecamatan).where(col(Tps.kecamatan).in_(args.kecamatan or []))).all())
+        unknown = [t for t in args.tps or [] if t not in known_tps]
+        empty = [k for k in args.kecamatan or [] if k not in known_kec]
+        if unknown or empty:
+            problem = f"unknown TPS {unknown[:10]}" if unknown else f"no TPS in kecamatan {empty}"
+            print(f"{problem}: import the TPS registry first (siaga admin import-tps)", file=sys.stderr)
+            return 1
         token = new_token("dev")
         with Session(ctx.engine) as s:
             d = Device(

@@ -144,6 +144,13 @@ async def permanent_failure_reaches_the_dashboard(
                 timeout_s=15,
             )
 
+    # A browser that opens the page afterwards sees the failure in its snapshot.
+    async with connect(ws_url) as late:
+        snapshot = orjson.loads(await late.recv())
+    assert snapshot["type"] == "snapshot"
+    shown = {i["id"]: i for i in snapshot["incidents"]}
+    assert shown[doc["id"]]["last_alert_failure"] == doc["last_alert_failure"]
+
     # A permanent error is not retried: one request per (incident, level, recipient), each refused.
     assert [q.status for q in hook.requests] == [403, 403], hook.requests
     assert len({q.idempotency_key for q in hook.requests}) == 2

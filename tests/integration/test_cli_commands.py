@@ -177,6 +177,18 @@ def test_admin_device_for_a_kecamatan_is_a_gateway_for_all_its_tps(system: Syste
     assert post_event(system, token, "T0000").status_code == 403, "Cikande is not its kecamatan"
 
 
+def test_admin_device_is_refused_what_the_admin_api_refuses(system: SystemProcs) -> None:
+    before = len(rows_of(system, Device))
+    unbound = siaga(system.env, "admin", "device", "--personnel-id", "POL-0008")
+    assert unbound.returncode == 2 and "--tps" in unbound.stderr, unbound.stderr
+    unknown = siaga(system.env, "admin", "device", "--tps", "T0000", "NOPE-9")
+    assert unknown.returncode == 1 and "NOPE-9" in unknown.stderr, unknown.stderr
+    nowhere = siaga(system.env, "admin", "device", "--kecamatan", "Atlantis")
+    assert nowhere.returncode == 1 and "Atlantis" in nowhere.stderr, nowhere.stderr
+    assert unbound.stdout == unknown.stdout == nowhere.stdout == "", "no token printed"
+    assert len(rows_of(system, Device)) == before, "no device stored"
+
+
 # -- admin import-tps / import-personnel ----------------------------------------------------------
 def test_admin_import_tps_prints_the_count_and_the_refused_rows_and_updates(
     system: SystemProcs, tmp_path: Path

@@ -12,16 +12,17 @@ from typing import Annotated, Any, TypeVar
 import yaml
 from fastapi import APIRouter, HTTPException, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Session, col, select
 
-from services.dispatch.policy import PolicyError
+from services.dispatch.policy import EscalationPolicy, PolicyError
 from services.dispatch.service import Dispatch
 from services.dispatch.views import requires
 from siaga.auth import Principal, Role, hash_token, new_token
 from siaga.clock import iso
 from siaga.events import Category
 from siaga.models import ApiToken, Device, Personnel, Tps
+from siaga.openapi import error_responses, inline_schema, invalid
 
 Admin = Annotated[Principal, requires(Role.ADMIN)]
 
@@ -40,6 +41,8 @@ class ImportResult(BaseModel):
 
 
 class DeviceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     personnel_id: str | None = Field(default=None, max_length=128)
     tps_ids: list[str] = Field(default_factory=list, max_length=5000)
     kecamatan: list[str] = Field(default_factory=list, max_length=100, description="For a gateway device.")
@@ -52,8 +55,27 @@ class DeviceCreate(BaseModel):
 
 
 class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=200)
     role: Role
+
+
+POLICY = inline_schema(EscalationPolicy)
+# The stored version is assigned on save: one sent is ignored, whatever it is.
+POLICY["properties"]["version"] = {"description": "Ignored: saving assigns the next version."}
+POLICY_BODY = {
+    "anyOf": [
+        POLICY,
+        {
+            "type": "object",
+            "description": "What GET /v1/admin/policy answers: the version is ignored.",
+            "required": ["policy"],
+            "properties": {"version": {"description": "Ignored: saving assigns the next version."}, "policy": POLICY},
+            "additionalProperties": False,
+        },
+    ]
+}
 
 
 def _read_csv(text: str, header: list[str]) -> tuple[list[tuple[int, dict[str, str]]], list[dict[str, Any]]]:
@@ -65,7 +87,7 @@ def _read_csv(text: str, header: list[str]) -> tuple[list[tuple[int, dict[str, s
         fields = [f.strip() for f in (reader.fieldnames or [])]
         missing = [h for h in header if h not in fields]
         if missing:
-            raise HTTPException(422, f"the CSV header must be {','.join(header)}; missing {','.join(missing)}")
+            raise invalid("body", f"the CSV header must be {','.join(header)}; missing {','.join(missing)}")
         reader.fieldnames = fields
         for row in reader:
             if None in row or any(v is None for v in row.values()):
@@ -73,7 +95,7 @@ def _read_csv(text: str, header: list[str]) -> tuple[list[tuple[int, dict[str, s
             else:
                 rows.append((reader.line_num, {k: (v or "").strip() for k, v in row.items()}))
     except csv.Error as exc:
-        raise HTTPException(422, f"the CSV cannot be read at line {reader.line_num}: {exc}") from None
+        raise invalid("body", f"the CSV cannot be read at line {reader.line_num}: {exc}") from None
     return rows, refused
 
 
@@ -114,7 +136,9 @@ def _tps_row(row: dict[str, str]) -> Tps | str:
 
 def build_router(dispatch: Dispatch) -> APIRouter:
     ctx = dispatch.ctx
-    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+    router = APIRouter(prefix="/v1/admin", tags=["admin"], responses=error_responses(401, 403, 422))
+    csv_refusals = error_responses(413, _413=f"The CSV is over {MAX_CSV_BYTES} bytes.")
+    json_refusals = error_responses(400)
 
     async def csv_body(request: Request) -> str:
         body = await request.body()
@@ -123,21 +147,23 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         try:
             return body.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise HTTPException(422, "the CSV must be UTF-8 text") from None
+            raise invalid("body", "the CSV must be UTF-8 text") from None
 
     @router.post(
         "/tps/import",
         response_model=ImportResult,
         summary="Import or update the TPS registry (CSV)",
+        responses=csv_refusals,
         openapi_extra={
             "requestBody": {
+                "required": True,
                 "content": {
                     "text/csv": {
                         "schema": {"type": "string"},
                         "example": "tps_id,name,kecamatan,desa,lat,lon,rawan\n"
                         "SRG-CKD-001,TPS 001,Cikande,Cikande,-6.18,106.34,flood;remote\n",
                     }
-                }
+                },
             }
         },
     )
@@ -173,15 +199,17 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         "/personnel/import",
         response_model=ImportResult,
         summary="Import or update the roster (CSV)",
+        responses=csv_refusals,
         openapi_extra={
             "requestBody": {
+                "required": True,
                 "content": {
                     "text/csv": {
                         "schema": {"type": "string"},
                         "example": "personnel_id,name,unit,role,tps_ids\n"
                         "POL-0001,Bripka Ahmad,Polsek Cikande,pam_tps,SRG-CKD-001;SRG-CKD-002\n",
                     }
-                }
+                },
             }
         },
     )
@@ -220,7 +248,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         n = await dispatch.transact(apply)
         return ImportResult(imported=n, refused=sorted(refused, key=lambda r: r["line"]))
 
-    @router.post("/devices", status_code=201, summary="Issue a device token (shown once)")
+    @router.post("/devices", status_code=201, summary="Issue a device token (shown once)", responses=json_refusals)
     async def create_device(body: DeviceCreate, _: Admin) -> dict[str, Any]:
         def issue() -> dict[str, Any]:
             with Session(ctx.engine) as s:
@@ -228,12 +256,12 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                     found = set(s.exec(select(Tps.tps_id).where(col(Tps.tps_id).in_(body.tps_ids))).all())
                     unknown = [t for t in body.tps_ids if t not in found]
                     if unknown:
-                        raise HTTPException(422, [{"field": "tps_ids", "message": f"unknown TPS {unknown[:10]}"}])
+                        raise invalid("tps_ids", f"unknown TPS {unknown[:10]}")
                 if body.kecamatan:
                     found = set(s.exec(select(Tps.kecamatan).where(col(Tps.kecamatan).in_(body.kecamatan))).all())
                     unknown = [k for k in body.kecamatan if k not in found]
                     if unknown:
-                        raise HTTPException(422, [{"field": "kecamatan", "message": f"no TPS in {unknown}"}])
+                        raise invalid("kecamatan", f"no TPS in {unknown[:10]}")
                 token = new_token("dev")
                 device = Device(
                     device_id="dev_" + secrets.token_hex(8),
@@ -284,11 +312,20 @@ def build_router(dispatch: Dispatch) -> APIRouter:
             s.commit()
             return {"revoked_at": iso(row.revoked_at)}
 
-    @router.delete("/devices/{device_id}", summary="Revoke a device at once")
+    @router.delete(
+        "/devices/{device_id}",
+        summary="Revoke a device at once",
+        responses=error_responses(404, _404="No such device."),
+    )
     async def revoke_device(device_id: str, _: Admin) -> dict[str, Any]:
         return {"device_id": device_id, **await asyncio.to_thread(revoke, Device, device_id, "device")}
 
-    @router.post("/tokens", status_code=201, summary="Issue a viewer, operator or admin token (shown once)")
+    @router.post(
+        "/tokens",
+        status_code=201,
+        summary="Issue a viewer, operator or admin token (shown once)",
+        responses=json_refusals,
+    )
     async def create_token(body: TokenCreate, _: Admin) -> dict[str, Any]:
         def issue() -> dict[str, Any]:
             token = new_token(body.role.value[:3])
@@ -320,7 +357,9 @@ def build_router(dispatch: Dispatch) -> APIRouter:
 
         return await asyncio.to_thread(rows)
 
-    @router.delete("/tokens/{token_id}", summary="Revoke a token at once")
+    @router.delete(
+        "/tokens/{token_id}", summary="Revoke a token at once", responses=error_responses(404, _404="No such token.")
+    )
     async def revoke_token(token_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], _: Admin) -> dict[str, Any]:
         return {"id": token_id, **await asyncio.to_thread(revoke, ApiToken, token_id, "token")}
 
@@ -332,12 +371,14 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     @router.put(
         "/policy",
         summary="Replace the escalation policy (validated; no restart needed)",
+        description="The policy as JSON or YAML (the same document either way), or what GET answered "
+        "(`{version, policy}`). Refused with 422, the previous policy staying in force, when it is not "
+        "consistent.",
+        responses=error_responses(400, _400="The body is neither JSON nor YAML."),
         openapi_extra={
             "requestBody": {
-                "content": {
-                    "application/json": {"schema": {"type": "object"}},
-                    "application/yaml": {"schema": {"type": "string"}},
-                }
+                "required": True,
+                "content": {"application/json": {"schema": POLICY_BODY}, "application/yaml": {"schema": POLICY_BODY}},
             }
         },
     )
@@ -348,11 +389,14 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
             raise HTTPException(400, f"the policy is neither JSON nor YAML: {str(exc)[:300]}") from None
         if isinstance(doc, dict) and isinstance(doc.get("policy"), dict):
+            extra = sorted(str(k) for k in doc if k not in ("version", "policy"))
+            if extra:
+                raise invalid(extra[0], "beside `policy`, only `version` may be sent (as GET answers it)")
             doc = doc["policy"]  # accept what GET returned
         try:
             policy = await asyncio.to_thread(dispatch.policies.put, doc, by=who.name)
         except PolicyError as exc:
-            raise HTTPException(422, f"policy refused, the previous one stays in force: {exc}") from None
+            raise invalid("policy", f"policy refused, the previous one stays in force: {exc}") from None
         return {"version": policy.version, "policy": policy.document()}
 
     return router

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from services.dispatch.engine import NotAllowed, public_incident
@@ -15,13 +17,21 @@ from services.dispatch.service import Dispatch
 from siaga.auth import Principal, Role, bearer, principal_for
 from siaga.clock import as_utc, iso
 from siaga.models import Incident, TimelineEntry, Tps
+from siaga.openapi import API_TOKEN, SECURITY_SCHEMES, error_responses
 from siaga.runtime import Context
+
+# Declares the token scheme of every route that `requires` a role; the check reads the header itself.
+API_BEARER = HTTPBearer(
+    scheme_name=API_TOKEN, description=str(SECURITY_SCHEMES[API_TOKEN]["description"]), auto_error=False
+)
 
 
 def requires(role: Role) -> Any:
     """A dependency that admits a viewer/operator/admin token of at least `role`."""
 
-    async def check(request: Request) -> Principal:
+    async def check(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(API_BEARER)]
+    ) -> Principal:
         ctx: Context = request.app.state.ctx
         token = bearer(request.headers.get("authorization"))
         if token is None:
@@ -42,15 +52,35 @@ Viewer = Annotated[Principal, requires(Role.VIEWER)]
 Operator = Annotated[Principal, requires(Role.OPERATOR)]
 
 
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    """Admit only what `format: date-time` means (RFC 3339, with an offset): pydantic alone would
+    also take `0.5` as a Unix time and `2024-11-27` as midnight."""
+    if isinstance(value, str) and not RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, as 2024-11-27T08:00:00+07:00")
+    return value
+
+
+Since = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(as_utc)]
+
+
 class ResolveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     resolution: str = Field(default="", max_length=4000, description="What was done.")
 
 
 class NoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     text: str = Field(min_length=1, max_length=4000)
 
 
 class EscalateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     note: str = Field(default="", max_length=4000)
 
 
@@ -73,7 +103,7 @@ def _list(
         if kecamatan:
             q = q.where(Incident.kecamatan == kecamatan)
         if since:
-            q = q.where(Incident.updated_at >= as_utc(since))  # no offset: taken as UTC
+            q = q.where(Incident.updated_at >= since)
         rows = s.exec(q.order_by(col(Incident.updated_at).desc()).offset(offset).limit(limit)).all()
         names = dict(
             s.exec(select(Tps.tps_id, Tps.name).where(col(Tps.tps_id).in_({r.tps_id for r in rows if r.tps_id}))).all()
@@ -100,7 +130,15 @@ def _one(ctx: Context, incident_id: str) -> dict[str, Any] | None:
 
 def build_router(dispatch: Dispatch) -> APIRouter:
     ctx = dispatch.ctx
-    router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
+    router = APIRouter(prefix="/v1/incidents", tags=["incidents"], responses=error_responses(401, 403, 422))
+    no_incident = error_responses(404, _404="No incident with that id.")
+    acts = no_incident | error_responses(
+        409,
+        503,
+        _409="The incident's status does not allow this.",
+        _503="Dispatch could not apply the action in time (restarting or rebalancing); retry after `Retry-After`.",
+    )
+    with_body = acts | error_responses(400)
 
     @router.get("", summary="List incidents (newest change first)")
     async def list_incidents(
@@ -108,7 +146,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         status: Annotated[str | None, Query(description="open, escalated, acknowledged, resolved (comma list)")] = None,
         severity: Annotated[str | None, Query(description="low, medium, high, critical (comma list)")] = None,
         kecamatan: str | None = None,
-        since: Annotated[datetime | None, Query(description="Only incidents changed at or after this time")] = None,
+        since: Annotated[Since | None, Query(description="Only incidents changed at or after this time")] = None,
         limit: Annotated[int, Query(ge=1, le=10000)] = 500,
         offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> dict[str, Any]:
@@ -117,7 +155,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         )
         return {"items": items, "count": len(items)}
 
-    @router.get("/{incident_id}", summary="One incident with its timeline")
+    @router.get("/{incident_id}", summary="One incident with its timeline", responses=no_incident)
     async def get_incident(incident_id: str, _: Viewer) -> dict[str, Any]:
         doc = await asyncio.to_thread(_one, ctx, incident_id)
         if doc is None:
@@ -135,21 +173,21 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         assert doc is not None
         return doc
 
-    @router.post("/{incident_id}/ack", summary="Acknowledge: stops the climb up the ladder")
+    @router.post("/{incident_id}/ack", summary="Acknowledge: stops the climb up the ladder", responses=acts)
     async def ack(incident_id: str, who: Operator) -> dict[str, Any]:
         return await act(incident_id, lambda e: e.acknowledge(incident_id, actor=f"operator:{who.name}"))
 
-    @router.post("/{incident_id}/escalate", summary="Send one level up (a reminder at level 3)")
+    @router.post("/{incident_id}/escalate", summary="Send one level up (a reminder at level 3)", responses=with_body)
     async def escalate(incident_id: str, who: Operator, body: EscalateBody | None = None) -> dict[str, Any]:
         note = body.note if body else ""
         return await act(incident_id, lambda e: e.escalate(incident_id, actor=f"operator:{who.name}", note=note))
 
-    @router.post("/{incident_id}/resolve", summary="Resolve")
+    @router.post("/{incident_id}/resolve", summary="Resolve", responses=with_body)
     async def resolve(incident_id: str, who: Operator, body: ResolveBody | None = None) -> dict[str, Any]:
         text = body.resolution if body else ""
         return await act(incident_id, lambda e: e.resolve(incident_id, actor=f"operator:{who.name}", resolution=text))
 
-    @router.post("/{incident_id}/notes", summary="Add a note to the timeline")
+    @router.post("/{incident_id}/notes", summary="Add a note to the timeline", responses=with_body)
     async def note(incident_id: str, who: Operator, body: NoteBody) -> dict[str, Any]:
         return await act(incident_id, lambda e: e.note(incident_id, actor=f"operator:{who.name}", text=body.text))
 

@@ -76,6 +76,7 @@ class IngestAnswer(BaseModel):
 BATCH_SCHEMA = {
     "type": "object",
     "required": ["events"],
+    "additionalProperties": False,
     "properties": {
         "events": {
             "type": "array",
@@ -220,6 +221,9 @@ class Ingest:
             return [doc]
         if not isinstance(doc, dict) or not isinstance(doc.get("events"), list):
             return _problem(422, [{"field": "events", "message": "must be a list of events"}])
+        unknown = sorted(k for k in doc if k != "events")
+        if unknown:
+            return _problem(422, [{"field": unknown[0], "message": 'unknown field: a batch is {"events": [...]}'}])
         raws: list[Any] = doc["events"]
         if len(raws) > self.ctx.settings.max_batch:
             return _problem(413, f"a batch holds at most {self.ctx.settings.max_batch} events, got {len(raws)}")

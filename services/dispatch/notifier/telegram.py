@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from services.dispatch.notifier.channels import USER_AGENT, parse_callback_data
 from services.dispatch.notifier.messages import LANGUAGES, load_templates
 from services.dispatch.notifier.routing import AlertRouting
+from siaga.openapi import error_responses, inline_schema, invalid, json_body
 from siaga.runtime import Context
 
 if TYPE_CHECKING:
@@ -28,24 +29,24 @@ ANSWER_TIMEOUT_S = 5.0
 
 
 class TelegramUser(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     id: int
     username: str | None = None
 
 
 class TelegramChat(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     id: int | str
 
 
 class TelegramMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     message_id: int | None = None
     chat: TelegramChat
 
 
 class CallbackQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
     id: str
     from_: TelegramUser = Field(alias="from")
     message: TelegramMessage | None = None
@@ -55,7 +56,7 @@ class CallbackQuery(BaseModel):
 class TelegramUpdate(BaseModel):
     """The part of a Telegram Update this endpoint reads."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     update_id: int
     callback_query: CallbackQuery | None = None
 
@@ -81,7 +82,17 @@ def telegram_router(ctx: Context, *, routing: Callable[[], AlertRouting], action
     @router.post(
         "/v1/telegram/webhook",
         summary="Telegram button presses (Acknowledge/Resolve) from alert messages",
-        responses={403: {"description": "Wrong secret token, or a chat that may not act"}},
+        responses=error_responses(
+            403,
+            404,
+            409,
+            422,
+            _403="Wrong secret token, or a chat that may not act.",
+            _404="The button's incident does not exist.",
+            _409="The incident's status does not allow the button's action.",
+            _422="Not a Telegram Update.",
+        ),
+        openapi_extra=json_body(inline_schema(TelegramUpdate)),
     )
     async def telegram_webhook(
         request: Request,
@@ -97,9 +108,9 @@ def telegram_router(ctx: Context, *, routing: Callable[[], AlertRouting], action
         if not secret_token or not hmac.compare_digest(secret_token.encode(), expected.encode()):
             raise HTTPException(403, "wrong or missing X-Telegram-Bot-Api-Secret-Token header")
         try:
-            update = TelegramUpdate.model_validate(await request.json())
+            update = TelegramUpdate.model_validate_json(await request.body())
         except (ValueError, ValidationError, RecursionError) as exc:
-            raise HTTPException(422, "not a Telegram Update (JSON with update_id)") from exc
+            raise invalid("body", "not a Telegram Update (JSON with update_id)") from exc
         query = update.callback_query
         if query is None:
             return {"ok": True, "ignored": "not a button press"}

@@ -100,6 +100,16 @@ def error_responses(*statuses: int, **descriptions: str) -> dict[int | str, dict
     return out
 
 
+def answer(model: Any, description: str, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry documenting a route's success by `model` (a pydantic model, or a list of one).
+
+    For routes that return plain data: pass `response_model=None` too, so that FastAPI neither
+    documents the return annotation nor validates the answer again (tests/contract/test_openapi.py
+    checks every answer against the document instead).
+    """
+    return {status: {"model": model, "description": description}}
+
+
 API_TOKEN = "apiToken"  # viewer, operator or admin: `Authorization: Bearer <token>`
 DEVICE_TOKEN = "deviceToken"  # a field device's token: `Authorization: Bearer <token>`
 SECURITY_SCHEMES = {

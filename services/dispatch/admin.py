@@ -7,6 +7,7 @@ import csv
 import io
 import secrets
 from collections import Counter
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import yaml
@@ -22,7 +23,7 @@ from siaga.auth import Principal, Role, hash_token, new_token
 from siaga.clock import iso
 from siaga.events import Category
 from siaga.models import ApiToken, Device, Personnel, Tps
-from siaga.openapi import error_responses, inline_schema, invalid
+from siaga.openapi import answer, error_responses, inline_schema, invalid
 
 Admin = Annotated[Principal, requires(Role.ADMIN)]
 
@@ -59,6 +60,53 @@ class TokenCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     role: Role
+
+
+class DeviceIssued(BaseModel):
+    device_id: str
+    token: str = Field(description="The device's token: shown this once, stored only as a hash.")
+    personnel_id: str | None
+    tps_ids: list[str]
+    kecamatan: list[str]
+
+
+class DeviceInfo(BaseModel):
+    device_id: str
+    personnel_id: str | None
+    tps_ids: list[str]
+    kecamatan: list[str]
+    created_at: datetime | None
+    revoked_at: datetime | None
+
+
+class DeviceRevoked(BaseModel):
+    device_id: str
+    revoked_at: datetime
+
+
+class TokenIssued(BaseModel):
+    id: int
+    name: str
+    role: Role
+    token: str = Field(description="The token: shown this once, stored only as a hash.")
+
+
+class TokenInfo(BaseModel):
+    id: int
+    name: str
+    role: Role
+    created_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenRevoked(BaseModel):
+    id: int
+    revoked_at: datetime
+
+
+class PolicyInForce(BaseModel):
+    version: int = Field(description="The stored version now in force.")
+    policy: dict[str, Any] = Field(description="The policy document, as PUT takes it.")
 
 
 POLICY = inline_schema(EscalationPolicy)
@@ -248,7 +296,13 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         n = await dispatch.transact(apply)
         return ImportResult(imported=n, refused=sorted(refused, key=lambda r: r["line"]))
 
-    @router.post("/devices", status_code=201, summary="Issue a device token (shown once)", responses=json_refusals)
+    @router.post(
+        "/devices",
+        status_code=201,
+        summary="Issue a device token (shown once)",
+        response_model=None,
+        responses=answer(DeviceIssued, "The new device and its token.", 201) | json_refusals,
+    )
     async def create_device(body: DeviceCreate, _: Admin) -> dict[str, Any]:
         def issue() -> dict[str, Any]:
             with Session(ctx.engine) as s:
@@ -283,7 +337,12 @@ def build_router(dispatch: Dispatch) -> APIRouter:
 
         return await asyncio.to_thread(issue)
 
-    @router.get("/devices", summary="List devices (never their tokens)")
+    @router.get(
+        "/devices",
+        summary="List devices (never their tokens)",
+        response_model=None,
+        responses=answer(list[DeviceInfo], "Every device, revoked ones too."),
+    )
     async def list_devices(_: Admin) -> list[dict[str, Any]]:
         def rows() -> list[dict[str, Any]]:
             with Session(ctx.engine) as s:
@@ -315,7 +374,9 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     @router.delete(
         "/devices/{device_id}",
         summary="Revoke a device at once",
-        responses=error_responses(404, _404="No such device."),
+        response_model=None,
+        responses=answer(DeviceRevoked, "Revoked (again: the first time stays).")
+        | error_responses(404, _404="No such device."),
     )
     async def revoke_device(device_id: str, _: Admin) -> dict[str, Any]:
         return {"device_id": device_id, **await asyncio.to_thread(revoke, Device, device_id, "device")}
@@ -324,7 +385,8 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         "/tokens",
         status_code=201,
         summary="Issue a viewer, operator or admin token (shown once)",
-        responses=json_refusals,
+        response_model=None,
+        responses=answer(TokenIssued, "The new token.", 201) | json_refusals,
     )
     async def create_token(body: TokenCreate, _: Admin) -> dict[str, Any]:
         def issue() -> dict[str, Any]:
@@ -340,7 +402,12 @@ def build_router(dispatch: Dispatch) -> APIRouter:
 
         return await asyncio.to_thread(issue)
 
-    @router.get("/tokens", summary="List tokens (never the tokens themselves)")
+    @router.get(
+        "/tokens",
+        summary="List tokens (never the tokens themselves)",
+        response_model=None,
+        responses=answer(list[TokenInfo], "Every issued token, revoked ones too."),
+    )
     async def list_tokens(_: Admin) -> list[dict[str, Any]]:
         def rows() -> list[dict[str, Any]]:
             with Session(ctx.engine) as s:
@@ -358,12 +425,21 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         return await asyncio.to_thread(rows)
 
     @router.delete(
-        "/tokens/{token_id}", summary="Revoke a token at once", responses=error_responses(404, _404="No such token.")
+        "/tokens/{token_id}",
+        summary="Revoke a token at once",
+        response_model=None,
+        responses=answer(TokenRevoked, "Revoked (again: the first time stays).")
+        | error_responses(404, _404="No such token."),
     )
     async def revoke_token(token_id: Annotated[int, PathParam(ge=1, le=2**63 - 1)], _: Admin) -> dict[str, Any]:
         return {"id": token_id, **await asyncio.to_thread(revoke, ApiToken, token_id, "token")}
 
-    @router.get("/policy", summary="The escalation policy in force")
+    @router.get(
+        "/policy",
+        summary="The escalation policy in force",
+        response_model=None,
+        responses=answer(PolicyInForce, "The policy in force."),
+    )
     async def get_policy(_: Admin) -> dict[str, Any]:
         policy = await asyncio.to_thread(dispatch.policies.current)
         return {"version": policy.version, "policy": policy.document()}
@@ -371,10 +447,12 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     @router.put(
         "/policy",
         summary="Replace the escalation policy (validated; no restart needed)",
+        response_model=None,
         description="The policy as JSON or YAML (the same document either way), or what GET answered "
         "(`{version, policy}`). Refused with 422, the previous policy staying in force, when it is not "
         "consistent.",
-        responses=error_responses(400, _400="The body is neither JSON nor YAML."),
+        responses=answer(PolicyInForce, "The new policy, now in force.")
+        | error_responses(400, _400="The body is neither JSON nor YAML."),
         openapi_extra={
             "requestBody": {
                 "required": True,

@@ -16,8 +16,9 @@ from services.dispatch.engine import NotAllowed, public_incident
 from services.dispatch.service import Dispatch
 from siaga.auth import Principal, Role, bearer, principal_for
 from siaga.clock import as_utc, iso
+from siaga.contracts import IncidentPublic
 from siaga.models import Incident, TimelineEntry, Tps
-from siaga.openapi import API_TOKEN, SECURITY_SCHEMES, error_responses
+from siaga.openapi import API_TOKEN, SECURITY_SCHEMES, answer, error_responses
 from siaga.runtime import Context
 
 # Declares the token scheme of every route that `requires` a role; the check reads the header itself.
@@ -84,6 +85,28 @@ class EscalateBody(BaseModel):
     note: str = Field(default="", max_length=4000)
 
 
+class TimelineItem(BaseModel):
+    """One change of an incident: who or what did it, when, and why (hash-chained per incident)."""
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    detail: dict[str, Any]
+    hash: str
+
+
+class IncidentDetail(IncidentPublic):
+    """An incident with its whole timeline."""
+
+    timeline: list[TimelineItem]
+
+
+class IncidentPage(BaseModel):
+    items: list[IncidentPublic]
+    count: int = Field(description="How many items this page holds.")
+
+
 def _list(
     ctx: Context,
     *,
@@ -139,8 +162,14 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         _503="Dispatch could not apply the action in time (restarting or rebalancing); retry after `Retry-After`.",
     )
     with_body = acts | error_responses(400)
+    detail = answer(IncidentDetail, "The incident with its timeline.")
 
-    @router.get("", summary="List incidents (newest change first)")
+    @router.get(
+        "",
+        summary="List incidents (newest change first)",
+        response_model=None,
+        responses=answer(IncidentPage, "A page of incidents."),
+    )
     async def list_incidents(
         _: Viewer,
         status: Annotated[str | None, Query(description="open, escalated, acknowledged, resolved (comma list)")] = None,
@@ -155,7 +184,9 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         )
         return {"items": items, "count": len(items)}
 
-    @router.get("/{incident_id}", summary="One incident with its timeline", responses=no_incident)
+    @router.get(
+        "/{incident_id}", summary="One incident with its timeline", response_model=None, responses=detail | no_incident
+    )
     async def get_incident(incident_id: str, _: Viewer) -> dict[str, Any]:
         doc = await asyncio.to_thread(_one, ctx, incident_id)
         if doc is None:
@@ -173,21 +204,33 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         assert doc is not None
         return doc
 
-    @router.post("/{incident_id}/ack", summary="Acknowledge: stops the climb up the ladder", responses=acts)
+    @router.post(
+        "/{incident_id}/ack",
+        summary="Acknowledge: stops the climb up the ladder",
+        response_model=None,
+        responses=detail | acts,
+    )
     async def ack(incident_id: str, who: Operator) -> dict[str, Any]:
         return await act(incident_id, lambda e: e.acknowledge(incident_id, actor=f"operator:{who.name}"))
 
-    @router.post("/{incident_id}/escalate", summary="Send one level up (a reminder at level 3)", responses=with_body)
+    @router.post(
+        "/{incident_id}/escalate",
+        summary="Send one level up (a reminder at level 3)",
+        response_model=None,
+        responses=detail | with_body,
+    )
     async def escalate(incident_id: str, who: Operator, body: EscalateBody | None = None) -> dict[str, Any]:
         note = body.note if body else ""
         return await act(incident_id, lambda e: e.escalate(incident_id, actor=f"operator:{who.name}", note=note))
 
-    @router.post("/{incident_id}/resolve", summary="Resolve", responses=with_body)
+    @router.post("/{incident_id}/resolve", summary="Resolve", response_model=None, responses=detail | with_body)
     async def resolve(incident_id: str, who: Operator, body: ResolveBody | None = None) -> dict[str, Any]:
         text = body.resolution if body else ""
         return await act(incident_id, lambda e: e.resolve(incident_id, actor=f"operator:{who.name}", resolution=text))
 
-    @router.post("/{incident_id}/notes", summary="Add a note to the timeline", responses=with_body)
+    @router.post(
+        "/{incident_id}/notes", summary="Add a note to the timeline", response_model=None, responses=detail | with_body
+    )
     async def note(incident_id: str, who: Operator, body: NoteBody) -> dict[str, Any]:
         return await act(incident_id, lambda e: e.note(incident_id, actor=f"operator:{who.name}", text=body.text))
 

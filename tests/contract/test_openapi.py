@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from pathlib import Path
 
 from tests.security import TELEGRAM_SECRET, served_rig
@@ -89,7 +90,9 @@ async def test_the_api_answers_as_its_openapi_document_says(tmp_path: Path) -> N
         failures = []
         for name, token, only in runs:
             assert token
+            started = time.monotonic()
             code, report = await schemathesis(base, token, cwd=tmp_path, incident_id=rig.incident_id, only=only)
+            print(f"schemathesis with the {name} token: exit {code} in {time.monotonic() - started:.1f} s")
             if code != 0:
                 failures.append(f"--- schemathesis with the {name} token (exit {code}) ---\n{report[-20000:]}")
         assert not failures, "\n".join(failures)

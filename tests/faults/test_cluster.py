@@ -317,9 +317,13 @@ def run(tmp_path: Path, kafka_cluster: Cluster) -> Iterator[Callable[..., Run]]:
         kafka_cluster.heal(n)
 
 
-def _busiest(cluster: Cluster, topic: str) -> tuple[int, dict[int, int]]:
-    leaders = cluster.leaders(topic)
-    return max(leaders, key=lambda n: leaders[n]), leaders
+def _busiest(cluster: Cluster, topic: str) -> tuple[int, int, dict[int, int]]:
+    """The node leading most partitions of `topic` (of a tie, the active controller if it is one of
+    them: the harder case), the controller, and the leader counts."""
+    leaders, controller = cluster.leaders(topic), cluster.controller()
+    most = max(leaders.values())
+    tied = [n for n in leaders if leaders[n] == most]
+    return (controller if controller in tied else tied[0]), controller, leaders
 
 
 def test_kill_9_of_the_broker_leading_most_field_event_partitions(run: Any, kafka_cluster: Cluster) -> None:  # noqa: F811
@@ -327,7 +331,7 @@ def test_kill_9_of_the_broker_leading_most_field_event_partitions(run: Any, kafk
     topic = r.prefix + topics.FIELD_EVENTS
 
     def fault(load: Load) -> dict[str, Any]:
-        victim, leaders = _busiest(kafka_cluster, topic)
+        victim, controller, leaders = _busiest(kafka_cluster, topic)
         at = time.monotonic()
         kafka_cluster.kill(victim)
         time.sleep(10.0)  # the cluster runs on two brokers meanwhile
@@ -335,6 +339,7 @@ def test_kill_9_of_the_broker_leading_most_field_event_partitions(run: Any, kafk
         kafka_cluster.await_full_isr(topic, timeout=150)
         return {
             "victim": victim,
+            "controller_before": controller,
             "leaders_before": leaders,
             "leaders_after": kafka_cluster.leaders(topic),
             "client_errors_s": round(load.failure_window(at), 1),
@@ -384,7 +389,7 @@ def test_network_partition_of_one_broker(run: Any, kafka_cluster: Cluster) -> No
     topic = r.prefix + topics.FIELD_EVENTS
 
     def fault(load: Load) -> dict[str, Any]:
-        victim, leaders = _busiest(kafka_cluster, topic)
+        victim, controller, leaders = _busiest(kafka_cluster, topic)
         at = time.monotonic()
         kafka_cluster.partition(victim)
         time.sleep(20.0)
@@ -394,6 +399,7 @@ def test_network_partition_of_one_broker(run: Any, kafka_cluster: Cluster) -> No
         isr_s = kafka_cluster.await_full_isr(topic, timeout=120)
         return {
             "victim": victim,
+            "controller_before": controller,
             "partitioned_s": round(healed - at, 1),
             "leaders_before": leaders,
             "leaders_during": during,

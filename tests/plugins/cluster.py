@@ -345,6 +345,18 @@ class Cluster:
             time.sleep(0.5)
         raise TimeoutError(f"the cluster did not show {count} brokers within {timeout}s (last error {last!r})")
 
+    def controller(self) -> int:
+        """The node id the cluster names as its active controller."""
+
+        async def run() -> int:
+            admin = await self._admin()
+            try:
+                return int((await asyncio.wait_for(admin.describe_cluster(), 10))["controller_id"])
+            finally:
+                await admin.close()
+
+        return asyncio.run(run())
+
     def describe(self, topic: str) -> list[dict[str, Any]]:
         """The partitions of `topic`: partition, leader, replicas, isr."""
 

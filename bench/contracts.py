@@ -19,10 +19,10 @@ import orjson
 
 from bench.common import loadavg, table, write
 from services.dashboard.hub import Hub
+from services.dispatch.domain import Incident, Tps
 from services.dispatch.engine import incident_public, public_incident
 from siaga.clock import iso
 from siaga.contracts import INCIDENT_UPDATE, IncidentChanged
-from siaga.models import Incident, Tps
 
 NOW = datetime(2024, 11, 27, 7, 0, 0, 123456, tzinfo=UTC)
 

@@ -112,7 +112,7 @@ def db_load(seed: int, *, start: str = "06:55", limit: int = 6000) -> dict[str, 
     from sqlalchemy import event, text
     from sqlmodel import Session
 
-    from services.dispatch.service import Dispatch, parse_record
+    from services.dispatch.service import Dispatch
     from siaga.bus import Record
     from siaga.runtime import make_context
     from siaga.settings import Settings
@@ -139,14 +139,7 @@ def db_load(seed: int, *, start: str = "06:55", limit: int = 6000) -> dict[str, 
         await ctx.bus.start()
         t0 = time.perf_counter()
         for i in range(0, len(records), 500):
-            received = [parse_record(r) for r in records[i : i + 500]]
-
-            def apply_all(engine: Any, received: list[Any] = received) -> None:
-                engine.store.preload_processed([r.event.event_id for r in received])
-                for r in received:
-                    engine.apply(r)
-
-            await dispatch.transact(apply_all)
+            await dispatch.handle(records[i : i + 500])  # as the consumer loop hands them over
         elapsed = time.perf_counter() - t0
         await ctx.bus.stop()
         return elapsed

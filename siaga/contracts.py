@@ -230,6 +230,7 @@ class CommandKind(StrEnum):
     ASSIGN = "assign"
     ORDER_ACK = "order_ack"
     DELIVERY_OUTCOME = "delivery_outcome"
+    REFRESH_TPS = "refresh_tps"
 
 
 class DeliveryOutcome(StrEnum):
@@ -337,6 +338,13 @@ class RecordDelivery(_IncidentCommand):
     detail: Text = ""
 
 
+class RefreshTps(_Command):
+    """The registry (TPS or roster import) changed these TPS: the owner reloads and announces them."""
+
+    kind: Literal[CommandKind.REFRESH_TPS] = CommandKind.REFRESH_TPS
+    tps_ids: list[Id] = Field(min_length=1)
+
+
 Command = Annotated[
     Acknowledge
     | Escalate
@@ -346,7 +354,8 @@ Command = Annotated[
     | ReportFromCommandPost
     | Assign
     | AcknowledgeOrder
-    | RecordDelivery,
+    | RecordDelivery
+    | RefreshTps,
     Field(discriminator="kind"),
 ]
 COMMAND: TypeAdapter[
@@ -359,7 +368,9 @@ COMMAND: TypeAdapter[
     | Assign
     | AcknowledgeOrder
     | RecordDelivery
+    | RefreshTps
 ] = TypeAdapter(Command)
+CommandBase = _Command  # what every command has: command_id, kecamatan, actor, issued_at
 
 
 # -- siaga.field-orders -----------------------------------------------------------------------------

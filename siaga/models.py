@@ -102,6 +102,20 @@ class ProcessedEvent(SQLModel, table=True):
     processed_at: datetime
 
 
+class CommandResult(SQLModel, table=True):
+    """What the partition owner made of a command (siaga.commands); the API that sent it waits for it.
+
+    Written in the owner's batch transaction, so a redelivered command finds it and is not applied
+    again. `status` is the HTTP status the action answers: 200, 404 (no such incident) or 409.
+    """
+
+    command_id: str = Field(primary_key=True, max_length=128)
+    status: int
+    incident_id: str | None = None
+    detail: str = ""
+    applied_at: datetime = Field(index=True)
+
+
 class IncidentReport(SQLModel, table=True):
     """Which incident a field report (by its event_id) was merged into."""
 

@@ -33,6 +33,8 @@ def make_bus(settings: Settings) -> Bus:
     prefix = settings.topic_prefix
     partitions = {
         prefix + topics.FIELD_EVENTS: settings.field_events_partitions,
+        # Co-partitioned with the field events: a kecamatan's commands reach the owner of its events.
+        prefix + topics.COMMANDS: settings.field_events_partitions,
         prefix + topics.INCIDENT_UPDATES: settings.updates_partitions,
         prefix + topics.ALERTS: settings.alerts_partitions,
         prefix + topics.DEAD_LETTER: 1,

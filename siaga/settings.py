@@ -65,6 +65,11 @@ class Settings(BaseSettings):
         default=None, description="Escalation policy YAML. Unset: the packaged default policy."
     )
     tick_interval_s: float = Field(default=1.0, description="How often dispatch checks deadlines.")
+    command_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long an operator action waits for the partition owner to apply it (then 503).",
+    )
     notifier_in_dispatch: bool = Field(default=True, description="Run the alert notifier inside the dispatch process.")
     public_url: str = Field(
         default="http://localhost:8000", description="Where the dashboard is reached; used in alert links."

@@ -229,18 +229,21 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                 seen.add(tps.tps_id)
                 good.append(tps)
 
-        def upsert(engine: Any) -> None:
-            store = engine.store
-            for new in good:
-                tps = store.tps(new.tps_id)
-                if tps is None:
-                    tps = new
-                else:
-                    for k in ("name", "kecamatan", "desa", "lat", "lon", "rawan"):
-                        setattr(tps, k, getattr(new, k))
-                engine.announce_tps(tps)
+        def upsert() -> list[Tps]:
+            # The registry's columns only: a TPS's live state belongs to its partition owner, which
+            # hears of the change by a command and announces the TPS to the dashboards.
+            with Session(ctx.engine, expire_on_commit=False) as s:
+                for new in good:
+                    tps = s.get(Tps, new.tps_id)
+                    if tps is None:
+                        s.add(new)
+                    else:
+                        for k in ("name", "kecamatan", "desa", "lat", "lon", "rawan"):
+                            setattr(tps, k, getattr(new, k))
+                s.commit()
+            return good
 
-        await dispatch.transact(upsert)
+        await dispatch.refresh_tps(await asyncio.to_thread(upsert), actor="admin")
         return ImportResult(imported=len(good), refused=sorted(refused, key=lambda r: r["line"]))
 
     @router.post(
@@ -264,36 +267,39 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     async def import_personnel(request: Request, _: Admin) -> ImportResult:
         rows, refused = _read_csv(await csv_body(request), PERSONNEL_HEADER)
 
-        def apply(engine: Any) -> int:
-            s: Session = engine.store.s
-            known = set(s.exec(select(Tps.tps_id)).all())
-            n = 0
-            for line, row in rows:
-                tps_ids = [t.strip() for t in row["tps_ids"].split(";") if t.strip()]
-                unknown = [t for t in tps_ids if t not in known]
-                if not row["personnel_id"] or not row["name"]:
-                    refused.append({"line": line, "reason": "personnel_id and name are required"})
-                elif unknown:
-                    refused.append({"line": line, "reason": f"unknown TPS {unknown[:5]}"})
-                else:
-                    person = s.get(Personnel, row["personnel_id"]) or Personnel(
-                        personnel_id=row["personnel_id"], name=row["name"]
-                    )
-                    person.name, person.unit, person.role = row["name"], row["unit"], row["role"]
-                    person.tps_ids = tps_ids
-                    s.add(person)
-                    n += 1
-            s.flush()
-            counts: Counter[str] = Counter()
-            for ids in s.exec(select(Personnel.tps_ids)).all():
-                counts.update(set(ids or []))
-            for tps in s.exec(select(Tps)).all():
-                if tps.assigned != counts.get(tps.tps_id, 0):
-                    tps.assigned = counts.get(tps.tps_id, 0)
-                    engine.announce_tps(tps)
-            return n
+        def apply() -> tuple[int, list[Tps]]:
+            with Session(ctx.engine, expire_on_commit=False) as s:
+                known = set(s.exec(select(Tps.tps_id)).all())
+                n = 0
+                for line, row in rows:
+                    tps_ids = [t.strip() for t in row["tps_ids"].split(";") if t.strip()]
+                    unknown = [t for t in tps_ids if t not in known]
+                    if not row["personnel_id"] or not row["name"]:
+                        refused.append({"line": line, "reason": "personnel_id and name are required"})
+                    elif unknown:
+                        refused.append({"line": line, "reason": f"unknown TPS {unknown[:5]}"})
+                    else:
+                        person = s.get(Personnel, row["personnel_id"]) or Personnel(
+                            personnel_id=row["personnel_id"], name=row["name"]
+                        )
+                        person.name, person.unit, person.role = row["name"], row["unit"], row["role"]
+                        person.tps_ids = tps_ids
+                        s.add(person)
+                        n += 1
+                s.flush()
+                counts: Counter[str] = Counter()
+                for ids in s.exec(select(Personnel.tps_ids)).all():
+                    counts.update(set(ids or []))
+                changed: list[Tps] = []
+                for tps in s.exec(select(Tps)).all():
+                    if tps.assigned != counts.get(tps.tps_id, 0):
+                        tps.assigned = counts.get(tps.tps_id, 0)
+                        changed.append(tps)
+                s.commit()
+                return n, changed
 
-        n = await dispatch.transact(apply)
+        n, changed = await asyncio.to_thread(apply)
+        await dispatch.refresh_tps(changed, actor="admin")  # their owners take the new counts
         return ImportResult(imported=n, refused=sorted(refused, key=lambda r: r["line"]))
 
     @router.post(

@@ -11,11 +11,13 @@ Times: `occurred_at` (device clock) decides windows and grouping ("event time");
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from services.dispatch.classify import Classifier, Facts, severity_for
+from services.dispatch.domain import Incident, Personnel, Tps
 from services.dispatch.policy import EscalationPolicy
 from services.dispatch.store import OPEN_STATUSES, Store, coverage
 from siaga.clock import Clock, as_utc, iso
@@ -43,7 +45,6 @@ from siaga.events import (
     Severity,
     TpsStatus,
 )
-from siaga.models import Incident, Personnel, Tps
 
 SYSTEM = "siaga"
 LEVEL_NAMES = {0: "on site", 1: "Polsek", 2: "Polres command center", 3: "Polda/Brimob"}
@@ -663,6 +664,11 @@ class Engine:
         tps = tps or self._tps_of(inc)
         self.store.emit(IncidentChanged(incident=incident_public(inc, tps)))
         if tps is not None:
+            self._tps_changed(tps)
+
+    def refresh_tps(self, tps_ids: Sequence[str]) -> None:
+        """The registry changed these TPS (an import): take their new registry rows and announce them."""
+        for tps in self.store.reload_tps(tps_ids):
             self._tps_changed(tps)
 
     def announce_tps(self, tps: Tps) -> None:

@@ -1,9 +1,16 @@
-"""Dispatch's runtime: feeds the engine from the bus, the clock and the operators, one transaction at a time.
+"""Dispatch's runtime: feeds the engine from the bus and the clock, one transaction a batch.
 
-Every change runs as one database transaction through `SqlStore`; the messages it announces are
-written to the outbox in that transaction, and the relay publishes them after the commit. So a
-crash between the two loses nothing (the relay publishes them on restart), and a redelivered field
-event changes nothing (its id is recorded in the same transaction).
+Dispatch owns partitions (SPEC section 3, "Scaling out"). Field events and commands are keyed by
+kecamatan and co-partitioned, so the owner of partition p decides every kecamatan that maps to p:
+it holds their working state in memory (`OwnedState`), loaded when p is assigned and dropped when
+it is revoked, applies each consumer batch there, and writes the batch back in one transaction:
+the changed rows, the timeline, the outbox, the applied event and command ids, the command results.
+The relay publishes the outbox after the commit, and only then does the consumer loop commit the
+offsets. So a crash anywhere loses nothing (the relay publishes on restart; the batch comes again)
+and doubles nothing (a redelivered event or command finds its id applied).
+
+Operator actions are commands: `acknowledge()` and the rest put one on siaga.commands and wait,
+bounded, for the owner's result, whichever process that is.
 """
 
 from __future__ import annotations
@@ -12,23 +19,37 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import func
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import Session, col, delete, select
 
 from services.dispatch.classify import Classifier
-from services.dispatch.engine import Engine, Received
+from services.dispatch.commands import Outcome, apply_command
+from services.dispatch.engine import Engine, NotAllowed, Received
 from services.dispatch.policy import PolicyStore
-from services.dispatch.store import SqlStore
+from services.dispatch.state import OutboxMessage, OwnedState
 from siaga import topics
-from siaga.bus import BusUnavailable, ConsumerLoop, Record, TransientError
-from siaga.events import BusEvent
-from siaga.models import Outbox, Tps
+from siaga.bus import BusUnavailable, ConsumerLoop, PartitionListener, Record, TopicPartition, TransientError
+from siaga.contracts import (
+    COMMAND,
+    Acknowledge,
+    AddNote,
+    CommandBase,
+    DeliveryOutcome,
+    Escalate,
+    KecamatanKey,
+    RecordDelivery,
+    RefreshTps,
+    Resolve,
+)
+from siaga.events import BusEvent, EventType
+from siaga.keys import kecamatan_key
+from siaga.models import CommandResult, Incident, Outbox, Tps
 from siaga.runtime import Context
 
 log = logging.getLogger("siaga.dispatch")
@@ -83,18 +104,19 @@ class OutboxRelay:
                 done = self.take_published()
                 await asyncio.to_thread(self._delete, done)
 
-    async def after_commit(self, rows: list[Outbox]) -> None:
+    async def after_commit(self, messages: list[OutboxMessage], ids: list[int]) -> None:
+        """Publish what a transaction just committed to the outbox (its rows' `ids`, in any order)."""
         if self._backlog:
             await self.flush()
             return
         async with self._lock:
             try:
-                await self._publish(rows)
+                await self._publish(messages)
             except BusUnavailable as exc:
-                log.warning("outbox: bus unavailable (%s); %d messages wait", exc, len(rows))
+                log.warning("outbox: bus unavailable (%s); %d messages wait", exc, len(messages))
                 self._backlog = True
                 return
-            self._published.extend(r.id for r in rows if r.id is not None)
+            self._published.extend(ids)
 
     async def flush(self) -> int:
         """Publish everything the table holds, oldest first (the backlog lasts until it is empty)."""
@@ -109,7 +131,7 @@ class OutboxRelay:
                     self._backlog = False
                     return total
                 try:
-                    await self._publish(rows)
+                    await self._publish([(r.topic, r.key, r.value) for r in rows])
                 except BusUnavailable as exc:
                     log.warning("outbox: bus unavailable (%s); %d messages wait", exc, len(rows))
                     self._backlog = True
@@ -126,10 +148,10 @@ class OutboxRelay:
             delete_outbox(s, ids)
             s.commit()
 
-    async def _publish(self, rows: list[Outbox]) -> None:
+    async def _publish(self, messages: list[OutboxMessage]) -> None:
         by_topic: dict[str, list[tuple[str | None, bytes]]] = {}
-        for r in rows:
-            by_topic.setdefault(r.topic, []).append((r.key, r.value))
+        for topic, key, value in messages:
+            by_topic.setdefault(topic, []).append((key, value))
         for topic, items in by_topic.items():
             await self.ctx.bus.publish_many(topic, items)
             RELAYED.labels(topic).inc(len(items))
@@ -140,75 +162,165 @@ def delete_outbox(s: Session, ids: list[int]) -> None:
         s.exec(delete(Outbox).where(col(Outbox.id).in_(ids[i : i + 500])))
 
 
+class NoOwner(Exception):
+    """No partition owner applied a command in time (dispatch restarting, rebalancing, or down): 503."""
+
+
 class Dispatch:
-    """The running dispatch: engine transactions, the field-event consumer, the deadline ticker."""
+    """The running dispatch: the owner of its partitions' state, their consumer, the deadline ticker.
+
+    Also the sender of commands: a process that only sends them (the notifier alone, say) never
+    starts the consumer and holds no state.
+    """
 
     def __init__(self, ctx: Context, *, classifier: Classifier | None = None) -> None:
         self.ctx = ctx
         self.policies = PolicyStore(ctx.engine, file=ctx.settings.policy_file)
         self.classifier = classifier or Classifier.default()
         self.relay = OutboxRelay(ctx)
-        self._lock = asyncio.Lock()
+        self.state = OwnedState(lambda: Session(ctx.engine, expire_on_commit=False))
+        self._lock = asyncio.Lock()  # one batch, tick or hand-over at a time: the state is not shared
         self._consumer: ConsumerLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Ownership: until the consumer starts, this process owns everything (tools and tests that
+        # drive `transact` directly); then what the group assigned it.
+        self._partition_of: Callable[[str], int] | None = None
+        self._owned: set[int] = set()
+        self._loaded = False  # whether every owned kecamatan is in memory (and in the timers)
+        self._waiters: dict[str, asyncio.Future[Outcome]] = {}
+
+    # ------------------------------------------------------------------ ownership
+    def owns(self, kecamatan: str) -> bool:
+        """Whether this process decides the kecamatan (its partition is assigned here)."""
+        if self._partition_of is None:
+            return True
+        return self._partition_of(kecamatan_key(kecamatan)) in self._owned
+
+    def _load_owned(self) -> None:
+        """Every owned kecamatan into memory, so that its deadlines and silent posts are in the timers."""
+        names = self.state.kecamatan_names()
+        n = self.state.load([k for k in names if self.owns(k)])
+        self._loaded = True
+        if n:
+            log.info("dispatch: loaded %d TPS of %d owned partitions", n, len(self._owned) or 1)
+
+    async def _assigned(self, partitions: set[TopicPartition]) -> None:
+        async with self._lock:
+            self._owned |= {p for t, p in partitions if t == topics.FIELD_EVENTS}
+            self._loaded = False  # the next batch or tick loads them (here, not inside the rebalance)
+
+    async def _revoked(self, partitions: set[TopicPartition]) -> None:
+        # The lock: a batch in flight finishes and writes back before the partitions go.
+        async with self._lock:
+            self._owned -= {p for t, p in partitions if t == topics.FIELD_EVENTS}
+            self.state.drop(keep=self.owns)
 
     # ------------------------------------------------------------------ transactions
-    def _run(self, fn: Callable[[Engine], T], published: list[int]) -> tuple[T, list[Outbox]]:
-        policy = self.policies.current()
-        with Session(self.ctx.engine, expire_on_commit=False) as s:
-            store = SqlStore(s)
-            engine = Engine(store, policy, self.classifier, self.ctx.clock)
+    def _run(
+        self, fn: Callable[[Engine], T], published: list[int]
+    ) -> tuple[T, tuple[list[OutboxMessage], list[int]], list[CommandResult]]:
+        try:
+            if not self._loaded:
+                self._load_owned()
+            engine = Engine(self.state, self.policies.current(), self.classifier, self.ctx.clock)
             result = fn(engine)
             engine.finish()
-            delete_outbox(s, published)  # what earlier transactions put on the bus
-            s.commit()
-            return result, store.outbox
+            with Session(self.ctx.engine, expire_on_commit=False) as s:
+                rows, results = self.state.flush(s, created_at=self.ctx.clock.now())
+                delete_outbox(s, published)  # what earlier transactions put on the bus
+                s.commit()
+        except BaseException:
+            # Memory may hold the half-applied batch: drop it; the database has the truth.
+            self.state.discard()
+            self._loaded = False
+            raise
+        return result, rows, results
 
     async def transact(self, fn: Callable[[Engine], T], *, attempts: int = 5) -> T:
-        """Run fn on an engine in one transaction (retried when another writer won a race), then publish."""
+        """Run fn on the engine over the owned state, write the changes back in one transaction, publish.
+
+        Retried from a fresh state when the database refused the write (SQLite busy, say).
+        """
         for attempt in range(attempts):
             published = self.relay.take_published()
             try:
                 async with self._lock:
-                    result, rows = await asyncio.to_thread(self._run, fn, published)
-                    await self.relay.after_commit(rows)  # in the lock: messages go out in commit order
+                    result, rows, results = await asyncio.to_thread(self._run, fn, published)
+                    await self.relay.after_commit(*rows)  # in the lock: messages go out in commit order
                 break
-            except (StaleDataError, OperationalError) as exc:
+            except OperationalError as exc:
                 self.relay.give_back(published)  # not deleted after all: next time
                 if attempt == attempts - 1:
                     raise
-                log.info("transaction lost a race (%s); retrying", type(exc).__name__)
+                log.info("transaction failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(0.05 * (attempt + 1))
             except BaseException:
                 self.relay.give_back(published)
                 raise
+        for r in results:  # senders waiting in this process hear at once
+            waiter = self._waiters.get(r.command_id)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(Outcome(r.status, r.incident_id, r.detail))
         return result
 
     # ------------------------------------------------------------------ the bus
     async def handle(self, records: list[Record]) -> None:
-        received = [parse_record(r) for r in records]
+        """Apply a batch of field events and commands, in order, as one transaction."""
+        items: list[Received | CommandBase] = []
+        for r in records:
+            if r.topic == topics.COMMANDS:
+                items.append(COMMAND.validate_json(r.value))
+            else:
+                items.append(parse_record(r))
+        partitions = {(r.topic, r.partition) for r in records}
 
         def apply_all(engine: Engine) -> None:
-            if isinstance(engine.store, SqlStore):
-                engine.store.preload_processed([r.event.event_id for r in received])
-            for r in received:
-                engine.apply(r)
+            # Records of a partition revoked since they were fetched belong to its new owner, which
+            # reads them again from the last commit (and this member cannot commit them).
+            if self._partition_of is not None and any(p not in self._owned for _, p in partitions):
+                keep = [(r, i) for r, i in zip(records, items, strict=True) if r.partition in self._owned]
+            else:
+                keep = list(zip(records, items, strict=True))
+            state = self.state
+            state.preload_processed([_item_id(i) for _, i in keep])
+            state.preload_personnel(
+                str(i.event.payload.get("personnel_id"))
+                for _, i in keep
+                if isinstance(i, Received) and i.event.type is EventType.CHECKIN and i.event.payload.get("personnel_id")
+            )
+            now = self.ctx.clock.now()
+            for _, item in keep:
+                if isinstance(item, Received):
+                    engine.apply(item)
+                elif not state.processed(item.command_id):
+                    outcome = apply_command(engine, item)
+                    state.mark_processed(item.command_id, now)
+                    state.record_result(
+                        item.command_id,
+                        status=outcome.status,
+                        incident_id=outcome.incident_id,
+                        detail=outcome.detail,
+                        at=now,
+                    )
 
         try:
             with BATCH_SECONDS.time():
                 await self.transact(apply_all)
-        except (OperationalError, InterfaceError, StaleDataError) as exc:
+        except (OperationalError, InterfaceError) as exc:
             raise TransientError(f"database unavailable or contended: {type(exc).__name__}") from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 raise TransientError("database connection lost") from exc
             raise
-        APPLIED.inc(len(received))
+        APPLIED.inc(sum(isinstance(i, Received) for i in items))
 
     async def start(self) -> None:
         self.policies.current()  # fail at start, not at the first event, on a bad policy
         await self.relay.flush()  # what a previous run committed but did not publish
-        source = self.ctx.bus.consumer([topics.FIELD_EVENTS], "siaga-dispatch")
+        self._partition_of = await self.ctx.bus.partitioner(topics.FIELD_EVENTS)
+        source = self.ctx.bus.consumer(
+            [topics.FIELD_EVENTS, topics.COMMANDS], "siaga-dispatch", listener=_Ownership(self)
+        )
         self._consumer = ConsumerLoop(self.ctx.bus, source, self.handle, name="dispatch")
         await self._consumer.start()
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="dispatch:tick"))
@@ -246,18 +358,136 @@ class Dispatch:
             except Exception:
                 log.exception("deadline tick failed; trying again next tick")
 
-    # ------------------------------------------------------------------ actions (operators, notifier)
+    # ------------------------------------------------------------------ commands (operators, notifier)
+    async def command(self, command: CommandBase, *, wait: bool = True) -> Outcome | None:
+        """Send a command to its kecamatan's owner; with `wait`, its outcome (NoOwner when none came).
+
+        Raises BusUnavailable when the bus does not take it.
+        """
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Outcome] = loop.create_future()
+        if wait:
+            self._waiters[command.command_id] = waiter
+        try:
+            await self.ctx.bus.publish(topics.COMMANDS, command.bus_key(), command.to_bytes())
+            if not wait:
+                return None
+            deadline = loop.time() + self.ctx.settings.command_timeout_s
+            while True:
+                # The owner in this process answers through the waiter; another's through the database.
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(asyncio.shield(waiter), min(0.05, deadline - loop.time()))
+                found = await asyncio.to_thread(self._stored_outcome, command.command_id)
+                if found is not None:
+                    return found
+                if loop.time() >= deadline:
+                    raise NoOwner(f"no dispatch applied command {command.command_id} in time")
+        finally:
+            self._waiters.pop(command.command_id, None)
+
+    def _stored_outcome(self, command_id: str) -> Outcome | None:
+        with Session(self.ctx.engine) as s:
+            r = s.get(CommandResult, command_id)
+            return None if r is None else Outcome(r.status, r.incident_id, r.detail)
+
+    def _kecamatan_of(self, incident_id: str) -> KecamatanKey:
+        with Session(self.ctx.engine) as s:
+            inc = s.get(Incident, incident_id)
+            if inc is None:
+                raise KeyError(incident_id)
+            return KecamatanKey(kecamatan=inc.kecamatan)
+
+    def _envelope(self, incident_id: str, actor: str) -> dict[str, Any]:
+        return {
+            "command_id": uuid.uuid4().hex,
+            "kecamatan": self._kecamatan_of(incident_id),
+            "actor": actor,
+            "issued_at": self.ctx.clock.now(),
+            "incident_id": incident_id,
+        }
+
+    async def _act(self, command: CommandBase) -> Outcome:
+        outcome = await self.command(command)
+        assert outcome is not None
+        if outcome.status == 404:
+            raise KeyError(outcome.detail)
+        if outcome.status == 409:
+            raise NotAllowed(outcome.detail)
+        if outcome.status >= 400:
+            raise RuntimeError(f"command {command.command_id}: {outcome.status} {outcome.detail}")
+        return outcome
+
     async def acknowledge(self, incident_id: str, *, actor: str) -> None:
-        await self.transact(lambda e: e.acknowledge(incident_id, actor=actor))
+        """Raises KeyError (no such incident), NotAllowed (resolved), NoOwner, BusUnavailable."""
+        env = await asyncio.to_thread(self._envelope, incident_id, actor)
+        await self._act(Acknowledge(**env))
+
+    async def escalate(self, incident_id: str, *, actor: str, note: str = "") -> None:
+        env = await asyncio.to_thread(self._envelope, incident_id, actor)
+        await self._act(Escalate(**env, note=note))
 
     async def resolve(self, incident_id: str, *, actor: str, resolution: str) -> None:
-        await self.transact(lambda e: e.resolve(incident_id, actor=actor, resolution=resolution))
+        env = await asyncio.to_thread(self._envelope, incident_id, actor)
+        await self._act(Resolve(**env, resolution=resolution))
+
+    async def note(self, incident_id: str, *, actor: str, text: str) -> None:
+        env = await asyncio.to_thread(self._envelope, incident_id, actor)
+        await self._act(AddNote(**env, text=text))
 
     async def delivery(
         self, incident_id: str, *, key: str, channel: str, recipient: str, outcome: str, detail: str
     ) -> None:
-        await self.transact(
-            lambda e: e.record_delivery(
-                incident_id, key=key, channel=channel, recipient=recipient, outcome=outcome, detail=detail
-            )
+        """The notifier's word on a delivery, for the timeline (sent; not waited for)."""
+        try:
+            env = await asyncio.to_thread(self._envelope, incident_id, f"notifier:{channel}")
+        except KeyError:
+            return  # an incident this database does not know (nothing to record it on)
+        # One id per delivery and outcome: the notifier telling twice records it once.
+        env["command_id"] = f"delivery:{key}:{outcome}"
+        command = RecordDelivery(
+            **env, key=key, channel=channel, recipient=recipient, outcome=DeliveryOutcome(outcome), detail=detail
         )
+        await self.command(command, wait=False)
+
+    async def refresh_tps(self, tps: list[Tps], *, actor: str) -> int:
+        """Tell the owners that the registry changed these TPS, one command per kecamatan, and wait
+        (bounded) until they took them and announced them; returns how many kecamatan did not answer
+        in time (their owners take the change when they apply the command, later)."""
+        by_kecamatan: dict[str, list[str]] = {}
+        for t in tps:
+            by_kecamatan.setdefault(t.kecamatan, []).append(t.tps_id)
+        now = self.ctx.clock.now()
+        commands = [
+            RefreshTps(
+                command_id=uuid.uuid4().hex,
+                kecamatan=KecamatanKey(kecamatan=kecamatan),
+                actor=actor,
+                issued_at=now,
+                tps_ids=ids[i : i + 1000],
+            )
+            for kecamatan, ids in sorted(by_kecamatan.items())
+            for i in range(0, len(ids), 1000)
+        ]
+        answers = await asyncio.gather(*(self.command(c) for c in commands), return_exceptions=True)
+        late = [a for a in answers if isinstance(a, BaseException)]
+        for a in late:
+            if not isinstance(a, NoOwner | BusUnavailable):
+                raise a
+        if late:
+            log.warning("registry change: %d of %d kecamatan owners did not answer in time", len(late), len(commands))
+        return len(late)
+
+
+def _item_id(item: Received | CommandBase) -> str:
+    return item.event.event_id if isinstance(item, Received) else item.command_id
+
+
+class _Ownership(PartitionListener):
+    def __init__(self, dispatch: Dispatch) -> None:
+        self.dispatch = dispatch
+
+    async def assigned(self, partitions: set[TopicPartition]) -> None:
+        await self.dispatch._assigned(partitions)
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        await self.dispatch._revoked(partitions)

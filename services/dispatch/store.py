@@ -1,24 +1,21 @@
 """Where the engine keeps incidents and the registry, and how it announces changes.
 
 The engine only talks to this protocol. `MemoryStore` backs the unit tests (an hour of policy in a
-millisecond); `SqlStore` is the real one: one database transaction per batch, with outgoing
-messages written to the outbox in the same transaction.
+millisecond); the real one is `services.dispatch.state.OwnedState`: the partition owner's state in
+memory, written back to the database in one transaction a batch, the outbox included.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import or_
-from sqlmodel import Session, col, select
-
-from siaga import topics
+from services.dispatch.domain import Incident, Personnel, Tps
 from siaga.audit import chain_hash, entry_content
 from siaga.clock import as_utc
 from siaga.contracts import Message
-from siaga.models import Incident, IncidentReport, Outbox, Personnel, ProcessedEvent, TimelineEntry, Tps
+from siaga.models import TimelineEntry
 
 OPEN_STATUSES = ("open", "escalated", "acknowledged")
 
@@ -42,6 +39,10 @@ class Store(Protocol):
     def open_area(self, kecamatan: str, category: str) -> Incident | None: ...
     def due(self, now: datetime) -> list[Incident]: ...
     def silent_candidates(self, phases: Sequence[str], seen_before: datetime) -> list[Tps]: ...
+    def reload_tps(self, tps_ids: Sequence[str]) -> list[Tps]:
+        """Take these TPS's registry fields (name, place, rawan, assigned) as the registry holds them now."""
+        ...
+
     def timeline(
         self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]
     ) -> None: ...
@@ -148,6 +149,9 @@ class MemoryStore:
             and as_utc(t.last_seen_at) <= seen_before
         ]
 
+    def reload_tps(self, tps_ids: Sequence[str]) -> list[Tps]:
+        return [self.tps_rows[t] for t in tps_ids if t in self.tps_rows]  # the tests change the rows themselves
+
     def timeline(self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]) -> None:
         entries = self.entries.setdefault(incident.id, [])
         prev = entries[-1].hash if entries else ""
@@ -170,161 +174,6 @@ class MemoryStore:
     # -- for tests
     def emitted(self, topic: str) -> list[dict[str, Any]]:
         return [v for t, _, v in self.out if t == topic]
-
-
-class SqlStore:
-    """The store on one SQLModel session (one transaction); the caller commits."""
-
-    def __init__(self, session: Session) -> None:
-        self.s = session
-        self.outbox: list[Outbox] = []
-        self._pending_updates: dict[str | None, Outbox] = {}  # key -> its not yet flushed update row
-        self._chain: dict[str, tuple[int, str]] = {}  # incident id -> (last seq, last hash)
-        self._processed: set[str] | None = None
-        self._checked: set[str] = set()
-
-    def preload_processed(self, event_ids: Sequence[str]) -> None:
-        """Learn in one query which of a batch's events were applied before."""
-        self._checked = set(event_ids)
-        self._processed = set(
-            self.s.exec(select(ProcessedEvent.event_id).where(col(ProcessedEvent.event_id).in_(list(event_ids)))).all()
-        )
-
-    def processed(self, event_id: str) -> bool:
-        if self._processed is not None and event_id in self._checked:
-            return event_id in self._processed
-        return self.s.get(ProcessedEvent, event_id) is not None
-
-    def mark_processed(self, event_id: str, at: datetime) -> None:
-        self.s.add(ProcessedEvent(event_id=event_id, processed_at=at))
-        if self._processed is not None:
-            self._processed.add(event_id)
-
-    def tps(self, tps_id: str) -> Tps | None:
-        return self.s.get(Tps, tps_id)
-
-    def save_tps(self, tps: Tps) -> None:
-        self.s.add(tps)
-
-    def personnel(self, personnel_id: str) -> Personnel | None:
-        return self.s.get(Personnel, personnel_id)
-
-    def save_personnel(self, person: Personnel) -> None:
-        self.s.add(person)
-
-    def incident(self, incident_id: str) -> Incident | None:
-        return self.s.get(Incident, incident_id)
-
-    def incident_for_report(self, report_id: str) -> Incident | None:
-        link = self.s.get(IncidentReport, report_id)
-        return self.s.get(Incident, link.incident_id) if link else None
-
-    def link_report(self, report_id: str, incident_id: str) -> None:
-        self.s.add(IncidentReport(event_id=report_id, incident_id=incident_id))  # new: the report was never applied
-
-    def add_incident(self, incident: Incident) -> None:
-        self.s.add(incident)
-        self._chain[incident.id] = (0, "")  # a new incident's timeline starts here
-
-    def save_incident(self, incident: Incident) -> None:
-        self.s.add(incident)
-
-    def open_incident(self, tps_id: str, category: str, since: datetime) -> Incident | None:
-        q = (
-            select(Incident)
-            .where(
-                Incident.tps_id == tps_id,
-                Incident.category == category,
-                col(Incident.status).in_(OPEN_STATUSES),
-                Incident.opened_at >= since,
-            )
-            .order_by(col(Incident.opened_at).desc())
-        )
-        return self.s.exec(q).first()
-
-    def open_at_tps(self, tps_id: str) -> list[Incident]:
-        return self.open_at_many([tps_id])[tps_id]
-
-    def open_at_many(self, tps_ids: Sequence[str]) -> dict[str, list[Incident]]:
-        found: dict[str, list[Incident]] = {t: [] for t in tps_ids}
-        for chunk in (list(tps_ids)[i : i + 500] for i in range(0, len(tps_ids), 500)):
-            q = select(Incident).where(col(Incident.tps_id).in_(chunk), col(Incident.status).in_(OPEN_STATUSES))
-            for inc in self.s.exec(q).all():
-                found[inc.tps_id or ""].append(inc)
-        return found
-
-    def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]:
-        q = (
-            select(Incident)
-            .where(
-                Incident.kecamatan == kecamatan,
-                Incident.category == category,
-                col(Incident.tps_id).is_not(None),
-                col(Incident.status).in_(OPEN_STATUSES),
-                Incident.opened_at >= since,
-            )
-            .order_by(col(Incident.opened_at))
-        )
-        return list(self.s.exec(q).all())
-
-    def open_area(self, kecamatan: str, category: str) -> Incident | None:
-        q = select(Incident).where(
-            Incident.kecamatan == kecamatan,
-            Incident.category == category,
-            col(Incident.tps_id).is_(None),
-            col(Incident.status).in_(OPEN_STATUSES),
-        )
-        return self.s.exec(q).first()
-
-    def due(self, now: datetime) -> list[Incident]:
-        q = select(Incident).where(
-            col(Incident.status).in_(OPEN_STATUSES),
-            or_(col(Incident.escalate_at) <= now, col(Incident.ack_deadline) <= now),
-        )
-        return list(self.s.exec(q.limit(500)).all())
-
-    def silent_candidates(self, phases: Sequence[str], seen_before: datetime) -> list[Tps]:
-        q = select(Tps).where(
-            col(Tps.phase).in_(list(phases)),
-            Tps.silent == False,  # noqa: E712
-            Tps.assigned > 0,
-            col(Tps.last_seen_at) <= seen_before,
-        )
-        return list(self.s.exec(q.limit(2000)).all())
-
-    def timeline(self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]) -> None:
-        if incident.id not in self._chain:
-            last = self.s.exec(
-                select(TimelineEntry.seq, TimelineEntry.hash)
-                .where(TimelineEntry.incident_id == incident.id)
-                .order_by(col(TimelineEntry.seq).desc())
-            ).first()
-            self._chain[incident.id] = (last[0], last[1]) if last else (0, "")
-        seq, prev = self._chain[incident.id]
-        e = TimelineEntry(
-            incident_id=incident.id, seq=seq + 1, at=at, actor=actor, action=action, detail=detail, prev_hash=prev
-        )
-        e.hash = chain_hash(prev, entry_content(e))
-        self._chain[incident.id] = (e.seq, e.hash)
-        self.s.add(e)
-
-    def emit(self, message: Message) -> None:
-        topic, key, body = message.TOPIC, message.bus_key(), message.to_bytes()
-        if topic == topics.INCIDENT_UPDATES:
-            # Updates carry the whole state of their key: within one transaction only the last counts.
-            pending = self._pending_updates.get(key)
-            if pending is not None:
-                pending.value = body
-                return
-        row = Outbox(topic=topic, key=key, value=body, created_at=_now_for_outbox())
-        self.s.add(row)
-        self.outbox.append(row)
-        if topic == topics.INCIDENT_UPDATES:
-            self._pending_updates[key] = row
-
-
-def _now_for_outbox() -> datetime:
-    return datetime.now(UTC)  # bookkeeping only: the relay's order is the row id
 
 
 def coverage(tps: Tps, now: datetime, fresh: timedelta) -> int:

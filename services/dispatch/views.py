@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,14 +14,20 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from sqlmodel import Session, col, select
 
+from services.dispatch import domain
 from services.dispatch.engine import NotAllowed, public_incident
-from services.dispatch.service import Dispatch
+from services.dispatch.service import Dispatch, NoOwner
 from siaga.auth import Principal, Role, bearer, principal_for
+from siaga.bus import BusUnavailable
 from siaga.clock import as_utc, iso
 from siaga.contracts import IncidentPublic
+from siaga.events import Text
 from siaga.models import Incident, TimelineEntry, Tps
 from siaga.openapi import API_TOKEN, SECURITY_SCHEMES, answer, error_responses
 from siaga.runtime import Context
+
+log = logging.getLogger("siaga.dispatch.api")
+COMMAND_RETRY_AFTER_S = "2"  # an owner is back within seconds of a restart or a rebalance
 
 # Declares the token scheme of every route that `requires` a role; the check reads the header itself.
 API_BEARER = HTTPBearer(
@@ -70,19 +78,19 @@ Since = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(as_utc)]
 class ResolveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    resolution: str = Field(default="", max_length=4000, description="What was done.")
+    resolution: Text = Field(default="", description="What was done.")
 
 
 class NoteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=4000)
+    text: Text = Field(min_length=1)
 
 
 class EscalateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    note: str = Field(default="", max_length=4000)
+    note: Text = ""
 
 
 class TimelineItem(BaseModel):
@@ -131,7 +139,7 @@ def _list(
         names = dict(
             s.exec(select(Tps.tps_id, Tps.name).where(col(Tps.tps_id).in_({r.tps_id for r in rows if r.tps_id}))).all()
         )
-    return [public_incident(r) | {"tps_name": names.get(r.tps_id or "")} for r in rows]
+    return [public_incident(domain.Incident.from_row(r)) | {"tps_name": names.get(r.tps_id or "")} for r in rows]
 
 
 def _one(ctx: Context, incident_id: str) -> dict[str, Any] | None:
@@ -143,7 +151,7 @@ def _one(ctx: Context, incident_id: str) -> dict[str, Any] | None:
         entries = s.exec(
             select(TimelineEntry).where(TimelineEntry.incident_id == incident_id).order_by(col(TimelineEntry.seq))
         ).all()
-    doc = public_incident(inc, tps)
+    doc = public_incident(domain.Incident.from_row(inc), domain.Tps.from_row(tps) if tps else None)
     doc["timeline"] = [
         {"seq": e.seq, "at": iso(e.at), "actor": e.actor, "action": e.action, "detail": e.detail, "hash": e.hash}
         for e in entries
@@ -193,13 +201,21 @@ def build_router(dispatch: Dispatch) -> APIRouter:
             raise HTTPException(404, f"no incident {incident_id!r}")
         return doc
 
-    async def act(incident_id: str, action: Any) -> dict[str, Any]:
+    async def act(incident_id: str, action: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+        """Send the action to the incident's partition owner as a command; answer with the incident."""
         try:
-            await dispatch.transact(action)
+            await action()
         except KeyError:
             raise HTTPException(404, f"no incident {incident_id!r}") from None
         except NotAllowed as exc:
             raise HTTPException(409, f"cannot do that: {exc}") from None
+        except (NoOwner, BusUnavailable) as exc:
+            log.warning("operator action on %s not applied: %s", incident_id, exc)
+            raise HTTPException(
+                503,
+                "dispatch did not apply the action in time (restarting or rebalancing); try again",
+                headers={"Retry-After": COMMAND_RETRY_AFTER_S},
+            ) from None
         doc = await asyncio.to_thread(_one, ctx, incident_id)
         assert doc is not None
         return doc
@@ -211,7 +227,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         responses=detail | acts,
     )
     async def ack(incident_id: str, who: Operator) -> dict[str, Any]:
-        return await act(incident_id, lambda e: e.acknowledge(incident_id, actor=f"operator:{who.name}"))
+        return await act(incident_id, lambda: dispatch.acknowledge(incident_id, actor=f"operator:{who.name}"))
 
     @router.post(
         "/{incident_id}/escalate",
@@ -221,17 +237,19 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     )
     async def escalate(incident_id: str, who: Operator, body: EscalateBody | None = None) -> dict[str, Any]:
         note = body.note if body else ""
-        return await act(incident_id, lambda e: e.escalate(incident_id, actor=f"operator:{who.name}", note=note))
+        return await act(incident_id, lambda: dispatch.escalate(incident_id, actor=f"operator:{who.name}", note=note))
 
     @router.post("/{incident_id}/resolve", summary="Resolve", response_model=None, responses=detail | with_body)
     async def resolve(incident_id: str, who: Operator, body: ResolveBody | None = None) -> dict[str, Any]:
         text = body.resolution if body else ""
-        return await act(incident_id, lambda e: e.resolve(incident_id, actor=f"operator:{who.name}", resolution=text))
+        return await act(
+            incident_id, lambda: dispatch.resolve(incident_id, actor=f"operator:{who.name}", resolution=text)
+        )
 
     @router.post(
         "/{incident_id}/notes", summary="Add a note to the timeline", response_model=None, responses=detail | with_body
     )
     async def note(incident_id: str, who: Operator, body: NoteBody) -> dict[str, Any]:
-        return await act(incident_id, lambda e: e.note(incident_id, actor=f"operator:{who.name}", text=body.text))
+        return await act(incident_id, lambda: dispatch.note(incident_id, actor=f"operator:{who.name}", text=body.text))
 
     return router

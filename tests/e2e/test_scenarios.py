@@ -68,7 +68,15 @@ class Field:
         return found[0]
 
 
-@pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("kafka", marks=pytest.mark.kafka),
+        # Two dispatch processes share the partitions: each kecamatan (the spread one included) has
+        # one owner, and operator actions reach it as commands from whichever process serves the API.
+        pytest.param("kafka-two-dispatchers", marks=pytest.mark.kafka),
+    ]
+)
 def field(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Field]:
     policy = yaml.safe_load(DEFAULT_FILE.read_text())
     policy["local_window_minutes"] = {"low": 0.1, "medium": 0.1, "high": 0.05}  # 6 s, 6 s, 3 s
@@ -78,12 +86,15 @@ def field(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Field]:
     policy["silent_post_minutes"] = 0.05
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(policy))
-    kafka = request.getfixturevalue("kafka_bootstrap") if request.param == "kafka" else None
+    kafka = request.getfixturevalue("kafka_bootstrap") if request.param.startswith("kafka") else None
     with FakeWebhook() as hook:
         sysm = SystemProcs(
             tmp_path, kafka=kafka, env={"SIAGA_POLICY_FILE": str(path), "SIAGA_WEBHOOK_URL": hook.hook_url}
         )
-        sysm.start()
+        if request.param == "kafka-two-dispatchers":
+            sysm.start("dispatch", "dispatch2", "ingest", "dashboard")
+        else:
+            sysm.start()
         try:
             yield Field(sysm, hook)
         finally:

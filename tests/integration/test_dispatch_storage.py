@@ -14,13 +14,14 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
+from services.dispatch import domain
 from services.dispatch.service import Dispatch
 from siaga import topics
 from siaga.audit import verify
 from siaga.bus import Record
 from siaga.bus.memory import MemoryBus
 from siaga.clock import ManualClock, iso
-from siaga.models import Incident, Outbox, Tps
+from siaga.models import Incident, Outbox
 from siaga.runtime import Context, make_context
 from siaga.settings import Settings
 
@@ -73,7 +74,7 @@ class Rig:
 async def _seed(d: Dispatch, *ids: str) -> None:
     def add(engine: Any) -> None:
         for t in ids:
-            engine.announce_tps(Tps(tps_id=t, name=f"TPS {t}", kecamatan="Kopo", lat=-6.1, lon=106.2))
+            engine.announce_tps(domain.Tps(tps_id=t, name=f"TPS {t}", kecamatan="Kopo", lat=-6.1, lon=106.2))
 
     await d.transact(add)
 
@@ -174,7 +175,11 @@ async def test_audit_chain_detects_a_modified_row(db_url: str) -> None:
     )
     await d.handle([rig.record("incident.update", "T1", {"report_id": rid, "note": "teknisi datang"})])
     iid = rig.incidents()[0].id
-    await d.acknowledge(iid, actor="operator:ops")
+    await d.start()  # an operator's action is a command: the running owner applies it
+    try:
+        await d.acknowledge(iid, actor="operator:ops")
+    finally:
+        await d.stop()
     assert verify(rig.ctx.engine).ok
     with rig.ctx.engine.begin() as c:
         c.execute(

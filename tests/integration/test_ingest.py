@@ -325,7 +325,7 @@ async def test_a_browser_on_an_allowed_origin_can_read_the_answer(tmp_path: Path
         assert "access-control-allow-origin" not in r.headers
 
 
-async def test_a_tps_lands_on_one_partition_whether_posted_alone_or_in_a_batch(
+async def test_a_kecamatan_lands_on_one_partition_whether_posted_alone_or_in_a_batch(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     async for rig in _rig(tmp_path, kafka_bootstrap):
@@ -337,7 +337,7 @@ async def test_a_tps_lands_on_one_partition_whether_posted_alone_or_in_a_batch(
         by_key: dict[str | None, set[int]] = {}
         for rec in await rig.on_bus(7):
             by_key.setdefault(rec.key, set()).add(rec.partition)
-        assert set(by_key) == {"T1", "K1"}
+        assert set(by_key) == {"Cikande", "Kopo"}  # T1's and K1's kecamatan
         assert all(len(partitions) == 1 for partitions in by_key.values()), by_key
 
 

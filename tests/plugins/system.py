@@ -70,7 +70,9 @@ class SystemProcs:
     def spawn(self, name: str, extra: list[str] | None = None) -> None:
         port = self.ports.get(name) or free_port()
         self.ports[name] = port
-        args = [SIAGA, name, "--port", str(port), *(extra or [])]
+        # "dispatch2" is a second `siaga dispatch` (same group: the partitions are shared).
+        command = name.rstrip("0123456789") or name
+        args = [SIAGA, command, "--port", str(port), *(extra or [])]
         if name == "dev":
             args.append("--no-demo")
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115  (kept open for the child)

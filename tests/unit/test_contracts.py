@@ -12,6 +12,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from services.dashboard.app import Dashboard
+from services.dispatch.domain import Incident, Tps
 from services.dispatch.engine import incident_public, public_incident, tps_public
 from services.dispatch.notifier import AlertRouting, Notifier
 from siaga import topics
@@ -46,7 +47,6 @@ from siaga.contracts import (
 )
 from siaga.events import Category, Severity
 from siaga.keys import kecamatan_key
-from siaga.models import Incident, Tps
 from siaga.runtime import Context, make_context
 from siaga.settings import Settings
 from tests.fakes import RecordingRecorder, alert_intent

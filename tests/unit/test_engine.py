@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from services.dispatch.classify import Classifier
+from services.dispatch.domain import Tps
 from services.dispatch.engine import Engine, NotAllowed, Received, UnknownReport
 from services.dispatch.policy import DEFAULT_FILE, EscalationPolicy, load_file
 from services.dispatch.store import MemoryStore
 from siaga import topics
 from siaga.clock import ManualClock
 from siaga.events import FieldEvent
-from siaga.models import Tps
 
 
 class World:

@@ -1,0 +1,57 @@
+"""Operator actions as commands: what the partition owner does with each (SPEC section 3, siaga.commands).
+
+The HTTP API, Telegram's buttons and the notifier send commands; the owner of the incident's
+kecamatan applies them, in order with that kecamatan's field events, and records an `Outcome`
+that the sender waits for. A command's id makes a redelivered copy a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.dispatch.engine import Engine, NotAllowed
+from siaga.contracts import Acknowledge, AddNote, CommandBase, Escalate, RecordDelivery, RefreshTps, Resolve
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the owner made of a command: the HTTP status it answers (200, 404, 409), and why."""
+
+    status: int
+    incident_id: str | None = None
+    detail: str = ""
+
+
+def apply_command(engine: Engine, command: CommandBase) -> Outcome:
+    """Apply one command to the engine's state; the engine's refusals become outcomes, not errors."""
+    incident_id = getattr(command, "incident_id", None)
+    actor = command.actor
+    try:
+        match command:
+            case Acknowledge():
+                engine.acknowledge(command.incident_id, actor=actor)
+            case Escalate():
+                engine.escalate(command.incident_id, actor=actor, note=command.note)
+            case Resolve():
+                engine.resolve(command.incident_id, actor=actor, resolution=command.resolution)
+            case AddNote():
+                engine.note(command.incident_id, actor=actor, text=command.text)
+            case RecordDelivery():
+                engine.record_delivery(
+                    command.incident_id,
+                    key=command.key,
+                    channel=command.channel,
+                    recipient=command.recipient,
+                    outcome=command.outcome.value,
+                    detail=command.detail,
+                )
+            case RefreshTps():
+                engine.refresh_tps(command.tps_ids)
+            case _:
+                kind = getattr(command, "kind", type(command).__name__)
+                return Outcome(501, incident_id, f"{kind} is not applied by this version of dispatch")
+    except KeyError:
+        return Outcome(404, incident_id, f"no incident {incident_id!r}")
+    except NotAllowed as exc:
+        return Outcome(409, incident_id, str(exc))
+    return Outcome(200, incident_id)

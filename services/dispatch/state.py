@@ -1,0 +1,578 @@
+"""The working state of the partitions a dispatch process owns, in memory (SPEC section 3, "Scaling out").
+
+Field events and commands are keyed by kecamatan, so the owner of a partition decides every TPS,
+incident and area incident of its kecamatan, in order, and no other process writes them. It can
+then keep them in memory: the engine's rules read and change Python objects, not rows, and what a
+consumer batch changed is written back in one transaction (`OwnedState.flush`):
+
+- bulk upserts of the changed TPS, personnel and incidents, each row once however often it changed;
+- the new timeline rows, report links and applied event ids (a redelivered event is then a no-op);
+- the outbox, with incident and TPS updates coalesced per key (latest wins; alerts never).
+
+A kecamatan's state is loaded whole the first time anything touches it (its TPS, open incidents,
+their report links and timeline chains), and every owned kecamatan is loaded when its partition is
+assigned, so that its pending deadlines and silent posts are in the timers from the start. The
+timers are heaps (deadlines by time, TPS by when they were last heard of), never a table scan.
+
+What the database holds stays the truth: a batch that fails (the database down, a bug) drops the
+state it may have half-changed, and the next one reloads it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, func, insert
+from sqlalchemy import select as select_rows
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, SQLModel, col, select
+
+from services.dispatch.domain import Incident, Personnel, Tps
+from services.dispatch.store import OPEN_STATUSES
+from siaga import models as rows
+from siaga import topics
+from siaga.audit import chain_hash, entry_content
+from siaga.clock import as_utc
+from siaga.contracts import Message
+from siaga.models import CommandResult, IncidentReport, Outbox, ProcessedEvent, TimelineEntry
+
+TPS: Table = rows.Tps.__table__  # type: ignore[attr-defined]
+PERSONNEL: Table = rows.Personnel.__table__  # type: ignore[attr-defined]
+INCIDENT: Table = rows.Incident.__table__  # type: ignore[attr-defined]
+
+log = logging.getLogger("siaga.dispatch.state")
+
+# Columns the registry (the admin API's imports) owns. The partition owner writes everything else of
+# a TPS or a person, and never these, so an import is not undone by the owner's next write-back; it
+# learns of them from a RefreshTps command (`reload_tps`).
+REGISTRY_TPS = ("name", "kecamatan", "desa", "lat", "lon", "rawan", "assigned")
+REGISTRY_PERSONNEL = ("name", "unit", "role", "tps_ids")
+RECENT_EVENT_IDS = 200_000  # applied event ids remembered in memory; older ones are asked of the database
+CHUNK = 500  # rows in one IN list or one multi-row INSERT
+OutboxMessage = tuple[str, str | None, bytes]  # topic, key, value
+
+
+@dataclass
+class Changes:
+    """What the current batch changed: written back in one transaction, then forgotten."""
+
+    tps: set[str] = field(default_factory=set)
+    personnel: set[str] = field(default_factory=set)
+    incidents: set[str] = field(default_factory=set)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    reports: list[tuple[str, str]] = field(default_factory=list)  # (report event id, incident id)
+    processed: list[tuple[str, datetime]] = field(default_factory=list)
+    outbox: list[OutboxMessage] = field(default_factory=list)
+    updates_at: dict[str | None, int] = field(default_factory=dict)  # updates key -> index in outbox
+    results: list[CommandResult] = field(default_factory=list)  # what the batch's commands came to
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.tps
+            or self.personnel
+            or self.incidents
+            or self.timeline
+            or self.reports
+            or self.processed
+            or self.outbox
+            or self.results
+        )
+
+
+def _row(obj: SQLModel, table: Table) -> dict[str, Any]:
+    return {c.name: getattr(obj, c.name) for c in table.columns}
+
+
+def _deadline(inc: Incident) -> datetime | None:
+    times = [as_utc(t) for t in (inc.escalate_at, inc.ack_deadline) if t is not None]
+    return min(times) if times else None
+
+
+class OwnedState:
+    """The engine's store for the kecamatan this process owns: memory, written back once a batch.
+
+    `session` opens a database session for loads and read-throughs (the caller's transaction does
+    the write-back). Which kecamatan are owned is the caller's to know: it loads and drops them.
+    """
+
+    def __init__(self, session: Callable[[], Session]) -> None:
+        self._session = session
+        self.changes = Changes()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.tps_rows: dict[str, Tps] = {}
+        self.people: dict[str, Personnel] = {}
+        self.incidents: dict[str, Incident] = {}  # every incident of a loaded kecamatan that is open, and any read
+        self._open_at: dict[str, set[str]] = {}  # tps id -> ids of its open incidents
+        self._kecamatan_open: dict[str, set[str]] = {}  # kecamatan -> ids of its open incidents
+        self._reports: dict[str, str] = {}  # report event id -> incident id
+        self._chains: dict[str, tuple[int, str]] = {}  # incident id -> (last seq, last hash)
+        self._loaded: set[str] = set()  # kecamatan whose TPS and open incidents are all here
+        self._recent: OrderedDict[str, None] = OrderedDict()  # applied event ids, newest last
+        self._batch_seen: set[str] = set()  # event ids of this batch known not to be applied before
+        self._batch_absent: set[str] = set()  # personnel ids of this batch known not to be on the roster
+        self._deadlines: list[tuple[datetime, str]] = []  # (when, incident id), stale entries skipped
+        self._quiet: list[tuple[datetime, str]] = []  # (last_seen_at, tps id), stale entries skipped
+
+    # ------------------------------------------------------------------ ownership and loading
+    def load(self, kecamatan: Iterable[str]) -> int:
+        """Load these kecamatan whole (those not loaded yet); returns how many TPS came in."""
+        wanted = sorted(set(kecamatan) - self._loaded)
+        if not wanted:
+            return 0
+        n = 0
+        with self._session() as s:
+            for chunk in _chunks(wanted):
+                tps = s.execute(select_rows(TPS).where(TPS.c.kecamatan.in_(chunk))).mappings().all()
+                for t in tps:
+                    if t["tps_id"] not in self.tps_rows:  # what memory holds is newer than the database
+                        self._keep_tps(Tps.from_row(t))
+                n += len(tps)
+                opened = (
+                    s.execute(
+                        select_rows(INCIDENT).where(
+                            INCIDENT.c.kecamatan.in_(chunk), INCIDENT.c.status.in_(OPEN_STATUSES)
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
+                self._keep_incidents(s, [Incident.from_row(i) for i in opened if i["id"] not in self.incidents])
+        self._loaded.update(wanted)
+        return n
+
+    def drop(self, keep: Callable[[str], bool]) -> None:
+        """Forget every kecamatan for which `keep` is false (its partition went to another process)."""
+        gone = {k for k in self._loaded if not keep(k)}
+        gone |= {t.kecamatan for t in self.tps_rows.values() if not keep(t.kecamatan)}
+        if not gone:
+            return
+        self._loaded -= gone
+        for tps_id in [t for t, row in self.tps_rows.items() if row.kecamatan in gone]:
+            del self.tps_rows[tps_id]
+            self._open_at.pop(tps_id, None)
+        for iid in [i for i, inc in self.incidents.items() if inc.kecamatan in gone]:
+            del self.incidents[iid]
+            self._chains.pop(iid, None)
+        for k in gone:
+            self._kecamatan_open.pop(k, None)
+        self._reports = {r: i for r, i in self._reports.items() if i in self.incidents}
+        self._deadlines = [e for e in self._deadlines if e[1] in self.incidents]
+        heapq.heapify(self._deadlines)
+        self._quiet = [e for e in self._quiet if e[1] in self.tps_rows]
+        heapq.heapify(self._quiet)
+
+    def forget(self) -> None:
+        """Drop everything: after a failed batch, what memory holds may be half-changed."""
+        self.changes = Changes()
+        self._reset()
+
+    def kecamatan_names(self) -> list[str]:
+        """Every kecamatan of the registry (to find those of newly assigned partitions)."""
+        with self._session() as s:
+            return list(s.execute(select_rows(TPS.c.kecamatan).distinct()).scalars().all())
+
+    def _ensure(self, kecamatan: str) -> None:
+        if kecamatan not in self._loaded:
+            self.load([kecamatan])
+
+    def _keep_tps(self, tps: Tps) -> None:
+        self.tps_rows[tps.tps_id] = tps
+        if tps.last_seen_at is not None:
+            heapq.heappush(self._quiet, (as_utc(tps.last_seen_at), tps.tps_id))
+
+    def _keep_incidents(self, s: Session, incidents: Sequence[Incident]) -> None:
+        """Take incidents into memory with their report links and timeline chains."""
+        if not incidents:
+            return
+        ids = [i.id for i in incidents]
+        for inc in incidents:
+            self.incidents[inc.id] = inc
+            self._index(inc)
+        for chunk in _chunks(ids):
+            for event_id, incident_id in s.exec(
+                select(IncidentReport.event_id, IncidentReport.incident_id).where(
+                    col(IncidentReport.incident_id).in_(chunk)
+                )
+            ).all():
+                self._reports[event_id] = incident_id
+            last = (
+                select(TimelineEntry.incident_id, func.max(TimelineEntry.seq).label("seq"))
+                .where(col(TimelineEntry.incident_id).in_(chunk))
+                .group_by(col(TimelineEntry.incident_id))
+                .subquery()
+            )
+            rows = s.exec(
+                select(TimelineEntry.incident_id, TimelineEntry.seq, TimelineEntry.hash).join(
+                    last,
+                    and_(col(TimelineEntry.incident_id) == last.c.incident_id, col(TimelineEntry.seq) == last.c.seq),
+                )
+            ).all()
+            for incident_id, seq, digest in rows:
+                self._chains[incident_id] = (seq, digest)
+        for inc in incidents:
+            self._chains.setdefault(inc.id, (0, ""))
+
+    def _index(self, inc: Incident) -> None:
+        """Keep the open-incident indexes and the deadline heap in step with one incident."""
+        is_open = inc.status in OPEN_STATUSES
+        by_kec = self._kecamatan_open.setdefault(inc.kecamatan, set())
+        if is_open:
+            by_kec.add(inc.id)
+        else:
+            by_kec.discard(inc.id)
+        if inc.tps_id is not None:
+            at_tps = self._open_at.setdefault(inc.tps_id, set())
+            if is_open:
+                at_tps.add(inc.id)
+            else:
+                at_tps.discard(inc.id)
+        when = _deadline(inc) if is_open else None
+        if when is not None:
+            heapq.heappush(self._deadlines, (when, inc.id))
+
+    def _read_incident(self, incident_id: str) -> Incident | None:
+        with self._session() as s:
+            found = s.execute(select_rows(INCIDENT).where(INCIDENT.c.id == incident_id)).mappings().first()
+            if found is None:
+                return None
+            row = Incident.from_row(found)
+            kecamatan = row.kecamatan
+        self._ensure(kecamatan)  # its kecamatan whole (an open incident is then already here)
+        if incident_id not in self.incidents:  # closed: kept as read
+            with self._session() as s:
+                self._keep_incidents(s, [row])
+        return self.incidents[incident_id]
+
+    # ------------------------------------------------------------------ applied events
+    def preload_processed(self, event_ids: Sequence[str]) -> None:
+        """Learn in one query which of a batch's events, not remembered here, were applied before."""
+        unknown = [e for e in event_ids if e not in self._recent]
+        self._batch_seen = set(unknown)
+        if not unknown:
+            return
+        with self._session() as s:
+            for chunk in _chunks(unknown):
+                for event_id in s.exec(
+                    select(ProcessedEvent.event_id).where(col(ProcessedEvent.event_id).in_(chunk))
+                ).all():
+                    self._remember(event_id)
+                    self._batch_seen.discard(event_id)
+
+    def processed(self, event_id: str) -> bool:
+        if event_id in self._recent:
+            return True
+        if event_id in self._batch_seen:
+            return False
+        with self._session() as s:
+            return s.get(ProcessedEvent, event_id) is not None
+
+    def mark_processed(self, event_id: str, at: datetime) -> None:
+        self._remember(event_id)
+        self._batch_seen.discard(event_id)
+        self.changes.processed.append((event_id, at))
+
+    def _remember(self, event_id: str) -> None:
+        self._recent[event_id] = None
+        if len(self._recent) > RECENT_EVENT_IDS:
+            self._recent.popitem(last=False)
+
+    # ------------------------------------------------------------------ the Store protocol
+    def tps(self, tps_id: str) -> Tps | None:
+        found = self.tps_rows.get(tps_id)
+        if found is not None:
+            return found
+        with self._session() as s:
+            kecamatan = s.execute(select_rows(TPS.c.kecamatan).where(TPS.c.tps_id == tps_id)).scalar()
+        if kecamatan is None:
+            return None
+        self._loaded.discard(kecamatan)  # a TPS registered since the load: load its kecamatan again
+        self.load([kecamatan])
+        return self.tps_rows.get(tps_id)
+
+    def reload_tps(self, tps_ids: Sequence[str]) -> list[Tps]:
+        out: list[Tps] = []
+        with self._session() as s:
+            for chunk in _chunks(sorted(set(tps_ids))):
+                for row in s.execute(select_rows(TPS).where(TPS.c.tps_id.in_(chunk))).mappings().all():
+                    known = self.tps_rows.get(row["tps_id"])
+                    if known is None:
+                        known = Tps.from_row(row)
+                        self._keep_tps(known)
+                    else:
+                        fresh = Tps.from_row(row)
+                        for name in REGISTRY_TPS:
+                            setattr(known, name, getattr(fresh, name))
+                    out.append(known)
+        return out
+
+    def known_tps(self, tps_ids: Iterable[str]) -> set[str]:
+        """Which of these TPS are in the registry."""
+        wanted = set(tps_ids)
+        found = wanted & self.tps_rows.keys()
+        missing = sorted(wanted - found)
+        with self._session() as s:
+            for chunk in _chunks(missing):
+                found.update(s.execute(select_rows(TPS.c.tps_id).where(TPS.c.tps_id.in_(chunk))).scalars().all())
+        return found
+
+    def save_tps(self, tps: Tps) -> None:
+        self.tps_rows[tps.tps_id] = tps  # a new TPS joins its kecamatan; a load never replaces it
+        if tps.last_seen_at is not None:
+            heapq.heappush(self._quiet, (as_utc(tps.last_seen_at), tps.tps_id))
+        self.changes.tps.add(tps.tps_id)
+
+    def personnel(self, personnel_id: str) -> Personnel | None:
+        found = self.people.get(personnel_id)
+        if found is not None:
+            return found
+        if personnel_id in self._batch_absent:
+            return None
+        with self._session() as s:
+            mapping = (
+                s.execute(select_rows(PERSONNEL).where(PERSONNEL.c.personnel_id == personnel_id)).mappings().first()
+            )
+            person = Personnel.from_row(mapping) if mapping is not None else None
+        if person is not None:
+            self.people[personnel_id] = person
+        return person
+
+    def preload_personnel(self, personnel_ids: Iterable[str]) -> None:
+        """Bring a batch's personnel into memory in one query per chunk."""
+        missing = sorted(set(personnel_ids) - self.people.keys())
+        self._batch_absent = set(missing)  # not on the roster (a check-in then adds them)
+        if not missing:
+            return
+        with self._session() as s:
+            for chunk in _chunks(missing):
+                for p in s.execute(select_rows(PERSONNEL).where(PERSONNEL.c.personnel_id.in_(chunk))).mappings().all():
+                    self.people[p["personnel_id"]] = Personnel.from_row(p)
+                    self._batch_absent.discard(p["personnel_id"])
+
+    def save_personnel(self, person: Personnel) -> None:
+        self.people[person.personnel_id] = person
+        self._batch_absent.discard(person.personnel_id)
+        self.changes.personnel.add(person.personnel_id)
+
+    def incident(self, incident_id: str) -> Incident | None:
+        return self.incidents.get(incident_id) or self._read_incident(incident_id)
+
+    def incident_for_report(self, report_id: str) -> Incident | None:
+        iid = self._reports.get(report_id)
+        if iid is None:
+            with self._session() as s:
+                link = s.get(IncidentReport, report_id)
+                iid = link.incident_id if link else None
+            if iid is None:
+                return None
+            self._reports[report_id] = iid
+        return self.incident(iid)
+
+    def link_report(self, report_id: str, incident_id: str) -> None:
+        self._reports[report_id] = incident_id
+        self.changes.reports.append((report_id, incident_id))
+
+    def add_incident(self, incident: Incident) -> None:
+        self.incidents[incident.id] = incident
+        self._chains[incident.id] = (0, "")
+        self._index(incident)
+        self.changes.incidents.add(incident.id)
+
+    def save_incident(self, incident: Incident) -> None:
+        self.incidents[incident.id] = incident
+        self._index(incident)
+        self.changes.incidents.add(incident.id)
+
+    def _open_ids(self, ids: Iterable[str]) -> Iterator[Incident]:
+        for iid in ids:
+            inc = self.incidents.get(iid)
+            if inc is not None and inc.status in OPEN_STATUSES:
+                yield inc
+
+    def open_incident(self, tps_id: str, category: str, since: datetime) -> Incident | None:
+        tps = self.tps(tps_id)
+        if tps is not None:
+            self._ensure(tps.kecamatan)
+        found = [
+            i
+            for i in self._open_ids(self._open_at.get(tps_id, ()))
+            if i.category == category and as_utc(i.opened_at) >= since
+        ]
+        return max(found, key=lambda i: as_utc(i.opened_at)) if found else None
+
+    def open_at_tps(self, tps_id: str) -> list[Incident]:
+        return list(self._open_ids(self._open_at.get(tps_id, ())))
+
+    def open_at_many(self, tps_ids: Sequence[str]) -> dict[str, list[Incident]]:
+        return {t: self.open_at_tps(t) for t in tps_ids}
+
+    def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]:
+        self._ensure(kecamatan)
+        return sorted(
+            (
+                i
+                for i in self._open_ids(self._kecamatan_open.get(kecamatan, ()))
+                if i.category == category and i.tps_id is not None and as_utc(i.opened_at) >= since
+            ),
+            key=lambda i: as_utc(i.opened_at),
+        )
+
+    def open_area(self, kecamatan: str, category: str) -> Incident | None:
+        self._ensure(kecamatan)
+        return next(
+            (
+                i
+                for i in self._open_ids(self._kecamatan_open.get(kecamatan, ()))
+                if i.tps_id is None and i.category == category
+            ),
+            None,
+        )
+
+    def due(self, now: datetime) -> list[Incident]:
+        """Open incidents whose window or acknowledgement deadline has passed, from the timer heap."""
+        out: dict[str, Incident] = {}
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, iid = heapq.heappop(self._deadlines)
+            inc = self.incidents.get(iid)
+            if inc is None or inc.status not in OPEN_STATUSES or iid in out:
+                continue
+            current = _deadline(inc)
+            if current is not None and current <= now:
+                out[iid] = inc
+            # else: the deadline moved; its own entry is in the heap
+        return list(out.values())
+
+    def silent_candidates(self, phases: Sequence[str], seen_before: datetime) -> list[Tps]:
+        """TPS in an operating phase, not silent, with personnel, last heard of at or before the cutoff."""
+        out: dict[str, Tps] = {}
+        operating = set(phases)
+        while self._quiet and self._quiet[0][0] <= seen_before:
+            seen, tps_id = heapq.heappop(self._quiet)
+            tps = self.tps_rows.get(tps_id)
+            if tps is None or tps.last_seen_at is None or as_utc(tps.last_seen_at) != seen:
+                continue  # heard of since: a newer entry stands for it
+            if tps.phase in operating and not tps.silent and tps.assigned > 0:
+                out[tps_id] = tps
+            # Not operating, silent already, or nobody assigned: a phase change, a check-in or a
+            # roster change saves the TPS again, and that puts it back on the heap.
+        return list(out.values())
+
+    def timeline(self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]) -> None:
+        seq, prev = self._chains.get(incident.id, (0, ""))
+        e = TimelineEntry(
+            incident_id=incident.id, seq=seq + 1, at=at, actor=actor, action=action, detail=detail, prev_hash=prev
+        )
+        e.hash = chain_hash(prev, entry_content(e))
+        self._chains[incident.id] = (e.seq, e.hash)
+        self.changes.timeline.append(e)
+
+    def record_result(
+        self, command_id: str, *, status: int, incident_id: str | None, detail: str, at: datetime
+    ) -> None:
+        """What a command came to: written with the batch, read by the API that sent it."""
+        self.changes.results.append(
+            CommandResult(command_id=command_id, status=status, incident_id=incident_id, detail=detail, applied_at=at)
+        )
+
+    def emit(self, message: Message) -> None:
+        topic, key, body = message.TOPIC, message.bus_key(), message.to_bytes()
+        ch = self.changes
+        if topic == topics.INCIDENT_UPDATES:
+            # An update carries the whole state of its key: in one batch only the last one counts.
+            at = ch.updates_at.get(key)
+            if at is not None:
+                ch.outbox[at] = (topic, key, body)
+                return
+            ch.updates_at[key] = len(ch.outbox)
+        ch.outbox.append((topic, key, body))
+
+    # ------------------------------------------------------------------ writing back
+    def flush(
+        self, s: Session, *, created_at: datetime
+    ) -> tuple[tuple[list[OutboxMessage], list[int]], list[CommandResult]]:
+        """Write the batch's changes in the caller's transaction.
+
+        Returns the outbox messages with their rows' ids (for the relay) and the command results.
+        """
+        ch, self.changes = self.changes, Changes()
+        dialect = s.get_bind().dialect.name
+        tps = [self.tps_rows[t].columns() for t in sorted(ch.tps) if t in self.tps_rows]
+        _upsert(s, dialect, TPS, tps, ["tps_id"], keep=REGISTRY_TPS)
+        people = [self.people[p].columns() for p in sorted(ch.personnel) if p in self.people]
+        _upsert(s, dialect, PERSONNEL, people, ["personnel_id"], keep=REGISTRY_PERSONNEL)
+        incidents = [self.incidents[i].columns() for i in sorted(ch.incidents) if i in self.incidents]
+        _upsert(s, dialect, INCIDENT, incidents, ["id"])
+        table = TimelineEntry.__table__  # type: ignore[attr-defined]
+        for chunk in _chunks(ch.timeline):
+            s.execute(insert(table), [{k: v for k, v in _row(e, table).items() if k != "id"} for e in chunk])
+        _insert_new(s, dialect, IncidentReport, [{"event_id": r, "incident_id": i} for r, i in ch.reports])
+        _insert_new(s, dialect, ProcessedEvent, [{"event_id": e, "processed_at": at} for e, at in ch.processed])
+        _insert_new(s, dialect, CommandResult, [_row(r, CommandResult.__table__) for r in ch.results])  # type: ignore[attr-defined]
+        return (ch.outbox, _insert_outbox(s, ch.outbox, created_at)), ch.results
+
+    def discard(self) -> None:
+        """Undo a batch that did not commit: memory may hold its half-applied changes, so reload."""
+        self.forget()
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def _dialect_insert(dialect: str, table: Table) -> Any:
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise RuntimeError(f"no bulk upsert for the {dialect} database; use SQLite or PostgreSQL")
+
+
+def _upsert(
+    s: Session,
+    dialect: str,
+    table: Table,
+    values: Sequence[dict[str, Any]],
+    keys: list[str],
+    *,
+    keep: Sequence[str] = (),
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE the other columns, except `keep`: each row written once."""
+    if not values:
+        return
+    others = [c.name for c in table.columns if c.name not in keys and c.name not in keep]
+    stmt = _dialect_insert(dialect, table)
+    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in others})
+    for chunk in _chunks(values):
+        s.execute(stmt, list(chunk))
+
+
+def _insert_outbox(s: Session, messages: list[OutboxMessage], created_at: datetime) -> list[int]:
+    """The outbox rows; returns their ids (the relay deletes them by id once they are on the bus).
+
+    One INSERT … RETURNING for many rows ("insertmanyvalues"). The ids may come back in any order:
+    they are only deleted, and the messages go out in the order of `messages`.
+    """
+    if not messages:
+        return []
+    table: Table = Outbox.__table__  # type: ignore[attr-defined]
+    values: list[dict[str, Any]] = [
+        {"topic": t, "key": k, "value": v, "created_at": created_at} for t, k, v in messages
+    ]
+    return list(s.execute(insert(table).returning(table.c.id), values).scalars().all())
+
+
+def _insert_new(s: Session, dialect: str, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING (a link or an id already written stays as it was)."""
+    if not rows:
+        return
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    for chunk in _chunks(rows):
+        s.execute(_dialect_insert(dialect, table).on_conflict_do_nothing(), list(chunk))

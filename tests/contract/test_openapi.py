@@ -23,6 +23,7 @@ report (tokens filtered out).
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,9 @@ import pytest
 from tests.security import TELEGRAM_SECRET, served_rig
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
+REPO = Path(__file__).resolve().parents[2]
+HOOKS = "tests.contract.schemathesis_hooks"  # single events at the device's TPS, now: see there
+DEVICE_TPS = "T1"  # the rig's device is bound to it
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 MAX_EXAMPLES = 5
 SEED = 20241127
@@ -86,8 +90,9 @@ async def schemathesis(base: str, token: str, *, cwd: Path, config: Path, only: 
         f"X-Telegram-Bot-Api-Secret-Token: {TELEGRAM_SECRET}",
         *only,
     ]
+    env = os.environ | {"SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": str(REPO), "SIAGA_CONTRACT_TPS": DEVICE_TPS}
     proc = await asyncio.create_subprocess_exec(
-        *args, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *args, cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), RUN_TIMEOUT_S)

@@ -41,7 +41,7 @@ from tests.plugins.cluster import Cluster, kafka_cluster  # noqa: F401  (the mod
 from tests.plugins.postgres import PgServer
 from tests.plugins.system import SIAGA, SystemProcs, free_port, tps_rows
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]  # the first test also starts the cluster
 
 N_TPS = 240
 LOAD_S = float(os.environ.get("SIAGA_CLUSTER_LOAD_S", "62"))  # seconds of new events
@@ -49,7 +49,7 @@ FAULT_AT = 15.0  # seconds into the load
 RATE = float(os.environ.get("SIAGA_CLUSTER_RATE", "680"))  # events/s asked for (above 500: faults cost some)
 MIN_RATE = 500.0
 POSTERS = 4
-BATCH = 100
+BATCH = 170  # a batch a second per poster: ingest spends less CPU per event, dispatch has more
 NOTE_SHARE = 0.2  # the rest are check-ins
 
 

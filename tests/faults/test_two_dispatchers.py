@@ -1,10 +1,11 @@
 """Two dispatch processes on the real broker share the partitions; one dies with kill -9 under load.
 
-Reports go to TPS spread over many kecamatan (so both processes own some), each opening an incident
-with a local window of seconds. Midway one dispatch is killed. Its partitions go to the other,
-which loads their kecamatan from the database and goes on. Afterwards: every accepted report is one
-incident with one report (lost 0, doubled 0), and every window fired once, by whichever process
-owned the kecamatan when it expired: one level-1 alert per incident, none twice.
+Reports go to TPS in many kecamatan (one TPS each, so that no spread groups them and every incident
+speaks for itself; both processes own some), each opening an incident with a local window of
+seconds. Midway one dispatch is killed. Its partitions go to the other, which loads their kecamatan
+from the database and goes on. Afterwards: every accepted report is one incident with one report
+(lost 0, doubled 0), every window fired once (one escalation on each timeline), by whichever
+process owned the kecamatan when it expired, and every escalation's alert was delivered.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from tests.plugins.system import SystemProcs, tps_rows
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-N = 240  # reports, one per TPS
-KECAMATAN = 24  # ten TPS each
+N = 240  # reports, one per TPS, one TPS per kecamatan
 WINDOW_S = 20
 
 
@@ -43,7 +43,7 @@ def test_kill_9_of_one_of_two_dispatchers_loses_nothing_doubles_nothing_and_fire
             sysm.start("dispatch", "dispatch2", "ingest", "dashboard")
             rows = tps_rows(N)
             for i, row in enumerate(rows):
-                row["kecamatan"] = f"Kec{i % KECAMATAN:02d}"
+                row["kecamatan"] = f"Kec{i:03d}"
             sysm.import_tps(rows)
             device, op = sysm.device([r["tps_id"] for r in rows]), sysm.token("operator")
             both = [sysm.log(n) for n in ("dispatch", "dispatch2")]
@@ -87,21 +87,29 @@ def test_kill_9_of_one_of_two_dispatchers_loses_nothing_doubles_nothing_and_fire
                     for e in r.json()["timeline"]
                 )
             twice = sum(n > 1 for n in fired.values())
-            alerted = {
-                r.json()["incident"]["id"]
-                for r in hook.requests
-                if r.accepted and ":1:police/" in r.json()["idempotency_key"]
-            }
+
+            def alerted() -> set[str]:
+                return {
+                    r.json()["incident"]["id"]
+                    for r in hook.requests
+                    if r.accepted and ":1:police/" in r.json()["idempotency_key"]
+                }
+
+            # The killed process's notifier held some alert partitions: the survivor's takes them over
+            # after the group's session timeout, and delivers within the channel's rate limit.
+            end = time.monotonic() + 60
+            while time.monotonic() < end and len(alerted()) < len(final):
+                time.sleep(0.5)
             print(
                 f"two dispatchers, one killed: {len(poster.accepted)} accepted, statuses={poster.statuses}, "
                 f"lost={lost} doubled={doubled}, escalated {escalated}/{len(final)}, window escalations "
-                f"{sum(fired.values())}, {twice} fired twice, level-1 alerts for {len(alerted)} incidents"
+                f"{sum(fired.values())}, {twice} fired twice, level-1 alerts for {len(alerted())} incidents"
             )
             assert len(poster.accepted) == N
             assert (lost, doubled) == (0, 0)
             assert escalated == len(final) == N, "every pending window fired, the dead one's too"
             assert twice == 0 and all(n == 1 for n in fired.values()), "each window fired once"
-            assert alerted == {i["id"] for i in final}, "every escalation's alert was delivered"
+            assert alerted() == {i["id"] for i in final}, "every escalation's alert was delivered"
             assert "partitions assigned" in sysm.log("dispatch").split("partitions revoked")[-1], "taken over"
         finally:
             sysm.stop()

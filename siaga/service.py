@@ -21,7 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from siaga.db import ping
@@ -136,13 +136,20 @@ def build_app(ctx: Context, parts: list[ServiceParts], *, title: str) -> FastAPI
     return app
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
 def methods_at(app: FastAPI, scope: Scope) -> list[str]:
-    """Every HTTP method some route of the app answers at the scope's path."""
-    methods: set[str] = set()
-    for route in app.routes:
-        if isinstance(route, Route) and route.methods and route.matches(scope)[0] is not Match.NONE:
-            methods |= route.methods
-    return sorted(methods)
+    """Every HTTP method some route of the app answers at the scope's path.
+
+    Asked of each route by `matches` with each method (included routers are routes too, so this
+    finds the routes inside them), not read from the routes' attributes.
+    """
+    return [
+        method
+        for method in HTTP_METHODS
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in app.routes)
+    ]
 
 
 class FastRoutes:
@@ -198,6 +205,9 @@ def describe_errors(errors: object) -> list[dict[str, str]]:
     """Pydantic errors as [{field, message}] with a dotted field path a person can read."""
     out = []
     for e in errors if isinstance(errors, list) else []:
+        if e.get("type") == "json_invalid":  # its loc is ("body", <character offset>)
+            out.append({"field": "body", "message": "the body is not valid JSON (UTF-8)"})
+            continue
         loc = [str(x) for x in e.get("loc", ()) if x not in ("body",)]
         out.append({"field": ".".join(loc) or "body", "message": str(e.get("msg", "invalid"))})
     return out

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security import TELEGRAM_SECRET, served_rig
+from tests.security import TELEGRAM_SECRET, running_rig, served_rig
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 REPO = Path(__file__).resolve().parents[2]
@@ -122,3 +122,25 @@ async def test_the_api_answers_as_its_openapi_document_says(tmp_path: Path) -> N
             if code != 0:
                 failures.append(f"--- schemathesis with the {name} token (exit {code}) ---\n{report[-20000:]}")
         assert not failures, "\n".join(failures)
+
+
+async def test_a_405_names_every_method_of_its_path(tmp_path: Path) -> None:
+    """Schemathesis' allow_header_conformance checks Allow; these are the paths with two routes."""
+    async with running_rig(tmp_path, with_incident=False) as rig:
+        for method, path, allowed in [
+            ("PATCH", "/v1/admin/tokens", "GET, POST"),
+            ("PUT", "/v1/admin/devices", "GET, POST"),
+            ("DELETE", "/v1/admin/policy", "GET, PUT"),
+            ("GET", "/v1/events", "POST"),
+        ]:
+            r = await rig.client.request(method, path, headers=rig.headers("admin"))
+            assert (r.status_code, r.headers.get("allow")) == (405, allowed), (method, path, r.text)
+            assert allowed in r.json()["detail"]
+
+
+async def test_a_body_that_is_not_json_is_a_422_on_the_body(tmp_path: Path) -> None:
+    async with running_rig(tmp_path, with_incident=False) as rig:
+        headers = rig.headers("admin", **{"Content-Type": "application/json"})
+        for body in (b'{"name": "x", "role": ', b"\xff\xfe"):
+            r = await rig.client.post("/v1/admin/tokens", content=body, headers=headers)
+            assert r.status_code == 422 and r.json()["detail"][0]["field"] == "body", r.text

@@ -315,6 +315,9 @@ def run(tmp_path: Path, kafka_cluster: Cluster) -> Iterator[Callable[..., Run]]:
         r.stop()
     for n in list(kafka_cluster.partitioned):
         kafka_cluster.heal(n)
+    for n, node in kafka_cluster.nodes.items():  # a test that failed mid-fault leaves the next a whole cluster
+        if node.proc is None or node.proc.poll() is not None:
+            kafka_cluster.start_node(n)
 
 
 def _busiest(cluster: Cluster, topic: str) -> tuple[int, int, dict[int, int]]:

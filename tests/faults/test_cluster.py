@@ -9,7 +9,8 @@ Counted afterwards, from the database dispatch writes:
 - lost = event_ids answered 202 that dispatch never applied (no `processedevent` row), plus notes
   answered 202 without their effect (no timeline entry carrying the note);
 - doubled = effects applied twice: a note's timeline entry more than once, a seeded report counted
-  twice or opening a second incident.
+  twice or opening a second incident;
+- and every incident's timeline hash chain must verify (`siaga audit verify`).
 
 Figures (events, rate, lost, doubled, recovery) are printed; with SIAGA_CLUSTER_RESULTS=<file> they
 are appended to that file as JSON lines too (docs/reliability.md, "3-broker cluster faults").
@@ -37,6 +38,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from siaga import topics
+from siaga.audit import verify
 from tests.plugins.cluster import Cluster, kafka_cluster  # noqa: F401  (the module's cluster fixture)
 from tests.plugins.postgres import PgServer
 from tests.plugins.system import SIAGA, SystemProcs, free_port, tps_rows
@@ -268,7 +270,13 @@ class Run:
             + sum(r[1] - 1 for r in incidents if r[1] > 1)
             + sum(c - 1 for c in per_tps.values() if c > 1)
         )
+        engine = create_engine(self.db)
+        try:
+            audit = verify(engine)  # every timeline's hash chain: no entry lost, doubled or overwritten
+        finally:
+            engine.dispose()
         return {
+            "audit_ok": audit.ok,
             "events": len(load.accepted),
             "notes": len(load.notes),
             "rate": round(load.rate, 1),
@@ -298,6 +306,7 @@ def _check(load: Load, figures: dict[str, Any]) -> None:
     assert figures["rate"] >= MIN_RATE, f"load too light: {figures['rate']} events/s"
     assert LOAD_S >= 60 or os.environ.get("SIAGA_CLUSTER_LOAD_S"), "at least 60 s of load"
     assert (figures["lost"], figures["doubled"]) == (0, 0), figures
+    assert figures["audit_ok"], "siaga audit verify: a timeline's hash chain is broken"
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Dispatch throughput: field events a second through the real broker, one process, SQLite.
+"""Dispatch throughput: field events a second through the real broker, one process, SQLite or PostgreSQL.
 
 The events are put on the topic first; then `siaga dispatch` starts and the clock runs until it
 has applied them all. `--mix synthetic`: check-ins, reports that open incidents and follow-ups
@@ -6,19 +6,24 @@ has applied them all. `--mix synthetic`: check-ins, reports that open incidents 
 sends it (mostly check-ins and phase changes). The baseline, measured in the same run on the same
 events: a bare aiokafka consumer group that only reads and commits (the bus's own cost).
 
-    .venv/bin/python -m bench.dispatch [--events 20000] [--mix synthetic|day]
+    .venv/bin/python -m bench.dispatch [--events 20000] [--mix synthetic|day|reports] [--database sqlite|postgres]
+
+`--mix reports`: reports alone, each opening an incident at its own TPS. `--database postgres`
+starts a PostgreSQL server of its own (Debian's, as the tests do) for the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import re
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -109,21 +114,30 @@ def main() -> None:
     ap.add_argument("--tps", type=int, default=1000, help="distinct TPS of the synthetic mix (default 1000)")
     ap.add_argument(
         "--mix",
-        choices=("synthetic", "day"),
+        choices=("synthetic", "day", "reports"),
         default="synthetic",
         help="synthetic: 60%% check-ins, 25%% reports, 15%% follow-ups over --tps TPS (default); "
-        "day: the simulated Serang morning peak from 06:55 (1,408 TPS, mostly check-ins and phase changes)",
+        "day: the simulated Serang morning peak from 06:55 (1,408 TPS, mostly check-ins and phase changes); "
+        "reports: reports alone, one per TPS (--tps is raised to --events)",
+    )
+    ap.add_argument(
+        "--database",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="sqlite: a file in a temporary directory (default); postgres: a PostgreSQL server started for the run",
     )
     a = ap.parse_args()
-    with broker() as bootstrap:
+    with broker() as bootstrap, database(a.database) as db_url:
         prefix = unique("benchd")
         topic = prefix + topics.FIELD_EVENTS
-        db = Path(tempfile.mkdtemp(prefix="siaga-bench-")) / "dispatch.db"
         if a.mix == "day":
-            seed_serang(f"sqlite:///{db}")
+            seed_serang(db_url)
             items = field_records(day_events(1, limit=a.events))
+        elif a.mix == "reports":
+            _, tps = seed(db_url, n_tps=a.events)
+            items = reports(tps)
         else:
-            _, tps = seed(f"sqlite:///{db}", n_tps=a.tps)
+            _, tps = seed(db_url, n_tps=a.tps)
             items = events(a.events, tps)
         say(f"publishing {len(items)} field events")
         asyncio.run(publish(bootstrap, topic, items))
@@ -136,7 +150,7 @@ def main() -> None:
             SIAGA_TOPIC_PREFIX=prefix,
             SIAGA_ACCESS_LOG="false",
             SIAGA_LOG_LEVEL="WARNING",
-            SIAGA_DATABASE_URL=f"sqlite:///{db}",
+            SIAGA_DATABASE_URL=db_url,
         )
         say("siaga dispatch (no notifier)")
         started = time.perf_counter()
@@ -184,8 +198,45 @@ def main() -> None:
     for r in rows:
         r["vs_baseline"] = f"{r['events_per_s'] / rows[0]['events_per_s']:.2f}x"
     print(table(rows, ["what", "events", "seconds", "events_per_s", "vs_baseline"]))
-    name = "dispatch" if a.mix == "synthetic" else "dispatch_day"
-    say(f"wrote {write(name, {'events': len(items), 'mix': a.mix, 'tps': a.tps, 'rows': rows})}")
+    name = {"synthetic": "dispatch", "day": "dispatch_day", "reports": "dispatch_reports"}[a.mix]
+    if a.database == "postgres":
+        name += "_postgres"
+    result = {"events": len(items), "mix": a.mix, "tps": a.tps, "database": a.database, "rows": rows}
+    say(f"wrote {write(name, result)}")
+
+
+@contextlib.contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A SQLAlchemy URL of an empty database: a SQLite file, or a PostgreSQL server of the run's own."""
+    if kind == "sqlite":
+        yield f"sqlite:///{Path(tempfile.mkdtemp(prefix='siaga-bench-')) / 'dispatch.db'}"
+        return
+    from tests.plugins.postgres import PgServer
+
+    pg = PgServer()
+    say("starting PostgreSQL")
+    pg.start()
+    try:
+        yield pg.create_database()
+    finally:
+        pg.remove()
+
+
+def reports(tps: list[str]) -> list[tuple[str, bytes]]:
+    """One report a TPS (each opens an incident), texts from the shared examples' kinds."""
+    texts = ["Genset mati, TPS gelap", "Kotak suara rusak", "Warga ribut soal DPT", "Banjir setinggi lutut"]
+    out = []
+    now = datetime.now(UTC)
+    for i, t in enumerate(tps):
+        ev = {
+            "event_id": str(uuid.uuid4()),
+            "type": "incident.reported",
+            "tps_id": t,
+            "occurred_at": (now - timedelta(seconds=1)).isoformat(),
+            "payload": {"description": texts[i % len(texts)]},
+        }
+        out.append((t, orjson.dumps({"event": ev, "device_id": "bench", "received_at": now.isoformat()})))
+    return out
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The escalation engine's rules, a module by concern; `services.dispatch.engine.Engine` combines them."""

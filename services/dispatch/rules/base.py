@@ -1,0 +1,216 @@
+"""What every rule shares: the store, the policy, the clock; incidents and TPS announced once a batch.
+
+No HTTP, Kafka or SQL here, and no wall clock (SPEC section 5; see services/dispatch/engine.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.dispatch.classify import Classifier, Facts
+from services.dispatch.domain import Incident, Tps
+from services.dispatch.policy import EscalationPolicy
+from services.dispatch.store import Store, coverage
+from siaga.clock import Clock, as_utc
+from siaga.contracts import (
+    IncidentChanged,
+    IncidentPublic,
+    IncidentStatus,
+    TpsChanged,
+    TpsPublic,
+    TpsState,
+)
+from siaga.events import (
+    Category,
+    FieldEvent,
+    Phase,
+    Severity,
+)
+
+SYSTEM = "siaga"
+LEVEL_NAMES = {0: "on site", 1: "Polsek", 2: "Polres command center", 3: "Polda/Brimob"}
+CHECKIN_FRESH = timedelta(minutes=60)
+
+
+class UnknownReport(LookupError):
+    """A follow-up event names a report that dispatch never saw (it goes to dead-letter)."""
+
+
+class UnknownTps(LookupError):
+    """An event for a TPS that is not in the registry (it goes to dead-letter)."""
+
+
+class NotAllowed(ValueError):
+    """An operator action that the incident's state does not allow (answered 409)."""
+
+
+@dataclass(frozen=True)
+class Received:
+    """A field event with what ingest knew about it."""
+
+    event: FieldEvent
+    device_id: str
+    received_at: datetime
+
+
+def _short_id(prefix: str, *parts: str) -> str:
+    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:12].upper()
+    return f"{prefix}-{digest}"
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    return None if when is None else as_utc(when)  # SQLite hands back naive UTC
+
+
+def incident_public(inc: Incident, tps: Tps | None = None) -> IncidentPublic:
+    """The incident as the API, the bus and the dashboard show it (without the timeline)."""
+    return IncidentPublic(
+        id=inc.id,
+        tps_id=inc.tps_id,
+        tps_name=tps.name if tps else None,
+        kecamatan=inc.kecamatan,
+        category=Category(inc.category),
+        severity=Severity(inc.severity),
+        level=inc.level,
+        status=IncidentStatus(inc.status),
+        reports=inc.reports,
+        opened_at=as_utc(inc.opened_at),
+        received_at=_utc(inc.received_at),
+        local_deadline=_utc(inc.local_deadline),
+        ack_deadline=_utc(inc.ack_deadline),
+        why=list(inc.why or []),
+        facts=dict(inc.facts or {}),
+        description=inc.description,
+        parent_id=inc.parent_id,
+        children=list(inc.children or []),
+        policy_version=inc.policy_version,
+        updated_at=_utc(inc.updated_at),
+        resolved_at=_utc(inc.resolved_at),
+        resolution=inc.resolution,
+        last_alert_failure=inc.last_alert_failure,
+        version=inc.version,
+    )
+
+
+def public_incident(inc: Incident, tps: Tps | None = None) -> dict[str, Any]:
+    """`incident_public` as JSON-ready data, for the API's answers."""
+    return incident_public(inc, tps).model_dump(mode="json")
+
+
+def _facts_of(inc: Incident) -> Facts:
+    f = inc.facts or {}
+    return Facts(
+        injuries=int(f.get("injuries", 0)),
+        deaths=int(f.get("deaths", 0)),
+        weapons=bool(f.get("weapons", False)),
+        crowd_size=int(f.get("crowd_size", 0)),
+        deliberate_fire=bool(f.get("deliberate_fire", False)),
+    )
+
+
+def _facts_dict(f: Facts) -> dict[str, Any]:
+    return {
+        "injuries": f.injuries,
+        "deaths": f.deaths,
+        "weapons": f.weapons,
+        "crowd_size": f.crowd_size,
+        "deliberate_fire": f.deliberate_fire,
+    }
+
+
+class RuleBase:
+    """The engine's state and the helpers every rule uses."""
+
+    def __init__(self, store: Store, policy: EscalationPolicy, classifier: Classifier, clock: Clock) -> None:
+        self.store, self.policy, self.classifier, self.clock = store, policy, classifier, clock
+        self._dirty_tps: dict[str, Tps] = {}  # announced once per transaction, by finish()
+
+    def _incident_for(self, report_id: str) -> Incident:
+        inc = self.store.incident_for_report(report_id)
+        if inc is None:
+            raise UnknownReport(f"no incident for report {report_id!r}")
+        return inc
+
+    def _get(self, incident_id: str) -> Incident:
+        inc = self.store.incident(incident_id)
+        if inc is None:
+            raise KeyError(incident_id)
+        return inc
+
+    # ------------------------------------------------------------------ announcing
+    def _timeline(self, inc: Incident, actor: str, action: str, detail: dict[str, Any]) -> None:
+        self.store.timeline(inc, at=self.clock.now(), actor=actor, action=action, detail=detail)
+
+    def _tps_of(self, inc: Incident) -> Tps | None:
+        return self.store.tps(inc.tps_id) if inc.tps_id else None
+
+    def _changed(self, inc: Incident, tps: Tps | None = None) -> None:
+        inc.version += 1
+        inc.updated_at = self.clock.now()
+        self.store.save_incident(inc)
+        tps = tps or self._tps_of(inc)
+        self.store.emit(IncidentChanged(incident=incident_public(inc, tps)))
+        if tps is not None:
+            self._tps_changed(tps)
+
+    def refresh_tps(self, tps_ids: Sequence[str]) -> None:
+        """The registry changed these TPS (an import): take their new registry rows and announce them."""
+        for tps in self.store.reload_tps(tps_ids):
+            self._tps_changed(tps)
+
+    def announce_tps(self, tps: Tps) -> None:
+        """Store a registry change of a TPS and announce it to the dashboards."""
+        self._tps_changed(tps)
+
+    def _tps_changed(self, tps: Tps) -> None:
+        self.store.save_tps(tps)
+        self._dirty_tps[tps.tps_id] = tps
+
+    def finish(self) -> None:
+        """Announce each TPS that changed, once, with its final state (call before the commit)."""
+        if not self._dirty_tps:
+            return
+        now = self.clock.now()
+        open_by_tps = self.store.open_at_many(list(self._dirty_tps))
+        for tps in self._dirty_tps.values():
+            tps.version = (tps.version or 0) + 1
+            self.store.save_tps(tps)
+            self.store.emit(TpsChanged(tps=tps_public(tps, open_by_tps[tps.tps_id], now)))
+        self._dirty_tps.clear()
+
+
+def tps_state(tps: Tps, open_incidents: list[Incident]) -> TpsState:
+    """normal | open | escalated | silent | closed, as the map colours a TPS."""
+    if tps.phase == "closed" and not open_incidents:
+        return TpsState.CLOSED
+    if tps.silent:
+        return TpsState.SILENT
+    if any(i.level > 0 and i.status != "acknowledged" for i in open_incidents):
+        return TpsState.ESCALATED
+    if open_incidents:
+        return TpsState.OPEN
+    return TpsState.NORMAL
+
+
+def tps_public(tps: Tps, open_incidents: list[Incident], now: datetime) -> TpsPublic:
+    """The TPS as the dashboard shows it."""
+    return TpsPublic(
+        tps_id=tps.tps_id,
+        name=tps.name,
+        kecamatan=tps.kecamatan,
+        desa=tps.desa,
+        lat=tps.lat,
+        lon=tps.lon,
+        rawan=list(tps.rawan or []),
+        phase=Phase(tps.phase) if tps.phase else None,
+        state=tps_state(tps, open_incidents),
+        assigned=tps.assigned,
+        checked_in=coverage(tps, now, CHECKIN_FRESH),
+        last_checkin_at=_utc(tps.last_checkin_at),
+        open_incidents=len(open_incidents),
+        version=tps.version,
+    )

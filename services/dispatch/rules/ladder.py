@@ -1,0 +1,143 @@
+"""The ladder: windows, escalation up the levels, reminders, resolution, alerts and stakeholders."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from services.dispatch.domain import Incident
+from services.dispatch.rules.base import LEVEL_NAMES, SYSTEM, RuleBase, incident_public
+from services.dispatch.store import OPEN_STATUSES
+from siaga.clock import as_utc, iso
+from siaga.contracts import (
+    AlertIntent,
+    Audience,
+    Stakeholder,
+)
+from siaga.events import (
+    Category,
+    Severity,
+)
+
+
+class Ladder(RuleBase):
+    """Up the police ladder and out to the stakeholders (SPEC section 5)."""
+
+    def _start_window(self, inc: Incident, severity: Severity, now: datetime) -> None:
+        window = self.policy.window(severity)
+        assert window is not None
+        deadline = as_utc(inc.opened_at) + window
+        inc.local_deadline = deadline
+        grace = timedelta(seconds=self.policy.late_grace_seconds)
+        # A report that arrives after its window closed waits a grace for the rest of its backlog.
+        inc.escalate_at = deadline if now < deadline else now + grace
+
+    def _escalate(
+        self,
+        inc: Incident,
+        level: int,
+        *,
+        reason: str,
+        actor: str = SYSTEM,
+        note: str = "",
+        also_tell: list[int] | None = None,
+    ) -> None:
+        now = self.clock.now()
+        before = inc.level
+        inc.level = max(inc.level, min(level, 3))
+        inc.status = "escalated"
+        inc.escalate_at = None
+        inc.ack_deadline = now + self.policy.ack_timeout(inc.level)
+        self._timeline(
+            inc,
+            actor,
+            "escalated",
+            {"from": before, "to": inc.level, "reason": reason, "to_whom": LEVEL_NAMES[inc.level], "note": note},
+        )
+        for lv in sorted({*(also_tell or []), inc.level}):
+            if 0 < lv <= inc.level:
+                self._alert(inc, lv, reason=reason)
+        if before == 0:
+            self._tell_stakeholders(inc, "left level 0")
+        self._changed(inc)
+
+    def _remind(self, inc: Incident, *, actor: str = SYSTEM) -> None:
+        now = self.clock.now()
+        inc.reminders += 1
+        inc.ack_deadline = now + timedelta(minutes=self.policy.reminder_minutes)
+        self._timeline(inc, actor, "reminder", {"level": inc.level, "reminder": inc.reminders})
+        self._alert(inc, inc.level, reason="reminder", reminder=inc.reminders)
+        self._changed(inc)
+
+    def _resolve(self, inc: Incident, *, actor: str, resolution: str, at: datetime) -> None:
+        now = self.clock.now()
+        inc.status = "resolved"
+        inc.resolved_at = now
+        inc.resolution = resolution
+        inc.escalate_at = None
+        inc.ack_deadline = None
+        on_site = inc.level == 0
+        self._timeline(inc, actor, "resolved", {"resolution": resolution, "on_site": on_site, "occurred_at": iso(at)})
+        self._changed(inc)
+
+    def _note(self, inc: Incident, *, actor: str, text: str, at: datetime) -> None:
+        self._timeline(inc, actor, "note", {"text": text, "occurred_at": iso(at)})
+        self._changed(inc)
+
+    def _alert(self, inc: Incident, level: int, *, reason: str, reminder: int = 0) -> None:
+        if reminder == 0 and level in (inc.levels_alerted or []):
+            return  # a level is told once; reminders have their own numbers
+        if self._held_back(inc, f"level {level}"):
+            return
+        if reminder == 0:
+            inc.levels_alerted = [*(inc.levels_alerted or []), level]
+        self._emit_alert(inc, level=level, audience=Audience.POLICE, stakeholder=None, reminder=reminder, reason=reason)
+
+    def _tell_stakeholders(self, inc: Incident, why: str) -> None:
+        names = [
+            s
+            for s in self.policy.stakeholders.get(Category(inc.category), [])
+            if s not in (inc.stakeholders_told or [])
+        ]
+        if not names or self._held_back(inc, "stakeholders"):
+            return
+        inc.stakeholders_told = [*(inc.stakeholders_told or []), *names]
+        self._timeline(inc, SYSTEM, "stakeholders_told", {"stakeholders": names, "why": why})
+        for name in names:
+            self._emit_alert(
+                inc, level=inc.level, audience=Audience.STAKEHOLDER, stakeholder=name, reminder=0, reason=why
+            )
+
+    def _held_back(self, inc: Incident, what: str) -> bool:
+        """Children of an open area incident keep their alerts: the area incident speaks for them."""
+        if not inc.parent_id:
+            return False
+        parent = self.store.incident(inc.parent_id)
+        if parent is None or parent.status not in OPEN_STATUSES:
+            return False
+        self._timeline(inc, SYSTEM, "alert_held_back", {"what": what, "area_incident": parent.id})
+        return True
+
+    def _emit_alert(
+        self,
+        inc: Incident,
+        *,
+        level: int,
+        audience: Audience,
+        stakeholder: Stakeholder | None,
+        reminder: int,
+        reason: str,
+    ) -> None:
+        who = stakeholder or audience.value
+        self.store.emit(
+            AlertIntent(
+                alert_id=f"{inc.id}:{level}:{who}:{reminder}",
+                incident_id=inc.id,
+                level=level,
+                audience=audience,
+                stakeholder=stakeholder,
+                reminder=reminder,
+                reason=reason,
+                created_at=self.clock.now(),
+                incident=incident_public(inc, self._tps_of(inc)),
+            )
+        )

@@ -1,0 +1,100 @@
+"""Presence and silent posts: check-ins, TPS phases, and the TPS that went quiet."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from services.dispatch.classify import Facts, severity_for
+from services.dispatch.domain import Incident, Personnel, Tps
+from services.dispatch.rules.base import SYSTEM, Received, _short_id
+from services.dispatch.rules.reports import Reports
+from siaga.clock import as_utc, iso
+from siaga.events import (
+    Category,
+    Checkin,
+    TpsStatus,
+)
+
+
+class Presence(Reports):
+    """Who is on duty where, what phase a TPS is in, and silence."""
+
+    def _checkin(self, r: Received, tps: Tps, p: Checkin) -> None:
+        now, occurred = self.clock.now(), as_utc(r.event.occurred_at)
+        person = self.store.personnel(p.personnel_id)
+        if person is None:
+            person = Personnel(personnel_id=p.personnel_id, name=p.personnel_id, tps_ids=[tps.tps_id])
+        if person.last_checkin_at is None or occurred >= as_utc(person.last_checkin_at):
+            person.status, person.last_checkin_at = p.status, occurred
+            if p.battery is not None:
+                person.battery = p.battery
+        self.store.save_personnel(person)
+        checkins = dict(tps.checkins or {})
+        prior = checkins.get(p.personnel_id)
+        if not prior or occurred >= as_utc(datetime.fromisoformat(prior["at"])):
+            checkins[p.personnel_id] = {"status": p.status, "at": iso(occurred), "battery": p.battery}
+        tps.checkins = checkins
+        if tps.last_checkin_at is None or occurred > as_utc(tps.last_checkin_at):
+            tps.last_checkin_at = occurred
+        tps.last_seen_at = now
+        if tps.silent:
+            tps.silent = False
+            for inc in self.store.open_at_tps(tps.tps_id):
+                if inc.category == Category.SILENT_POST.value:
+                    inside = occurred <= as_utc(inc.opened_at)
+                    text = (
+                        f"backlog shows a check-in at {iso(occurred)}, inside the silent period"
+                        if inside
+                        else f"the post checked in again at {iso(occurred)}"
+                    )
+                    self._resolve(inc, actor=SYSTEM, resolution=text, at=occurred)
+        self._tps_changed(tps)
+
+    def _phase(self, r: Received, tps: Tps, p: TpsStatus) -> None:
+        now, occurred = self.clock.now(), as_utc(r.event.occurred_at)
+        if tps.phase_at is not None and occurred < as_utc(tps.phase_at):
+            return  # an older phase from a backlog does not undo a newer one
+        operating = set(self.policy.operating_phases)
+        was_operating = tps.phase in operating
+        tps.phase, tps.phase_at = p.phase.value, occurred
+        if p.phase in operating and not was_operating:
+            tps.last_seen_at = now  # the silence clock starts when operation starts
+        if p.phase not in operating and tps.silent:
+            tps.silent = False
+            for inc in self.store.open_at_tps(tps.tps_id):
+                if inc.category == Category.SILENT_POST.value:
+                    self._resolve(inc, actor=SYSTEM, resolution=f"TPS phase is now {p.phase.value}", at=occurred)
+        self._tps_changed(tps)
+
+    def _silent_posts(self, now: datetime) -> int:
+        cutoff = now - timedelta(minutes=self.policy.silent_post_minutes)
+        n = 0
+        for tps in self.store.silent_candidates([p.value for p in self.policy.operating_phases], cutoff):
+            tps.silent = True
+            last = iso(tps.last_checkin_at) or "never"
+            severity, why = severity_for(Category.SILENT_POST, Facts(), tps.rawan or [], self.policy.severity)
+            inc = Incident(
+                id=_short_id("SIL", tps.tps_id, iso(now) or ""),
+                tps_id=tps.tps_id,
+                kecamatan=tps.kecamatan,
+                category=Category.SILENT_POST.value,
+                severity=severity.value,
+                opened_at=now,
+                received_at=now,
+                why=[
+                    f"no check-in from the TPS's personnel for {self.policy.silent_post_minutes:g} minutes "
+                    f"(last: {last})",
+                    *why,
+                ],
+                description="Pos diam: personel belum melapor",
+                policy_version=self.policy.version,
+                updated_at=now,
+                reports=0,
+            )
+            self.store.add_incident(inc)
+            self._timeline(inc, SYSTEM, "opened", {"category": inc.category, "severity": inc.severity, "why": inc.why})
+            self._start_window(inc, severity, now)
+            self._changed(inc, tps)
+            self._tps_changed(tps)
+            n += 1
+        return n

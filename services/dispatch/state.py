@@ -237,6 +237,11 @@ class OwnedState:
         when = _deadline(inc) if is_open else None
         if when is not None:
             heapq.heappush(self._deadlines, (when, inc.id))
+            if len(self._deadlines) > 4 * len(self.incidents) + 1000:  # stale entries: one an incident
+                self._deadlines = [
+                    (d, i.id) for i in self.incidents.values() if i.status in OPEN_STATUSES and (d := _deadline(i))
+                ]
+                heapq.heapify(self._deadlines)
 
     def _read_incident(self, incident_id: str) -> Incident | None:
         with self._session() as s:
@@ -327,7 +332,14 @@ class OwnedState:
         self.tps_rows[tps.tps_id] = tps  # a new TPS joins its kecamatan; a load never replaces it
         if tps.last_seen_at is not None:
             heapq.heappush(self._quiet, (as_utc(tps.last_seen_at), tps.tps_id))
+            if len(self._quiet) > 4 * len(self.tps_rows) + 1000:
+                self._compact_quiet()
         self.changes.tps.add(tps.tps_id)
+
+    def _compact_quiet(self) -> None:
+        """Every check-in pushes an entry and leaves the older one stale: keep one a TPS."""
+        self._quiet = [(as_utc(t.last_seen_at), t.tps_id) for t in self.tps_rows.values() if t.last_seen_at]
+        heapq.heapify(self._quiet)
 
     def personnel(self, personnel_id: str) -> Personnel | None:
         found = self.people.get(personnel_id)

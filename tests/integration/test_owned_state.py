@@ -322,3 +322,24 @@ def test_the_engine_and_its_rules_import_no_sql_no_row_and_no_topic() -> None:
         for line in imports:
             for forbidden in ("sqlalchemy", "sqlmodel", "siaga.models", "siaga import topics", "siaga.topics"):
                 assert forbidden not in line, f"{source.name}: {line.strip()}"
+
+
+def test_the_timers_stay_one_entry_a_tps_however_often_it_checks_in() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.dispatch import domain
+    from services.dispatch.state import OwnedState
+
+    def no_database() -> Session:
+        raise AssertionError("the timers need no database")
+
+    state = OwnedState(no_database)
+    start = datetime(2024, 11, 27, 7, 0, tzinfo=UTC)
+    tps = domain.Tps(tps_id="T1", name="TPS 1", kecamatan="Kopo", phase="voting", assigned=2)
+    for minute in range(5000):  # a check-in a minute for three and a half days
+        tps.last_seen_at = start + timedelta(minutes=minute)
+        state.save_tps(tps)
+    assert len(state._quiet) <= 4 * len(state.tps_rows) + 1001
+    last = start + timedelta(minutes=4999)
+    assert state.silent_candidates(["voting"], last - timedelta(minutes=1)) == []
+    assert state.silent_candidates(["voting"], last) == [tps]

@@ -11,7 +11,7 @@ rate) and what it applied. It passes when:
 - the lag never exceeded 5 s of events;
 - every published event was applied (lost 0): `siaga_dispatch_events_total` reaches the count.
 
-    .venv/bin/python -m bench.soak [--minutes 30] [--rate 1400] [--tps 100000]
+    .venv/bin/python -m bench.soak [--minutes 30] [--rate 1222] [--tps 91469]
 
 Results: bench/results/soak.json, summarised in docs/reliability.md.
 """
@@ -138,11 +138,11 @@ def main() -> None:
     ap.add_argument(
         "--rate",
         type=float,
-        default=1400,
-        help="events a second: the design rate over the planned dispatch processes (default 1400 = 11,000 / 8)",
+        default=1222,
+        help="events a second: the design rate over the planned dispatch processes (default 1222 = 11,000 / 9)",
     )
     ap.add_argument(
-        "--tps", type=int, default=100_000, help="TPS of this process's share (default 100000 = 823,220 / 8)"
+        "--tps", type=int, default=91_469, help="TPS of this process's share (default 91469 = 823,220 / 9)"
     )
     ap.add_argument("--per-kecamatan", type=int, default=114, help="TPS a kecamatan (default 114, the national mean)")
     a = ap.parse_args()

@@ -7,20 +7,50 @@ and look at what it put on the in-process bus, the way a consumer downstream wou
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from siaga import topics
 from siaga.bus import ConsumerSource
-from siaga.clock import iso
-from tests.security import Rig
+from siaga.clock import ManualClock, iso
+from tests.security import Rig, running_rig, tps_csv
 
 NO_ALERT_CHANNEL: dict[str, Any] = {"telegram_bot_token": None, "telegram_chat_id": None, "webhook_url": None}
 """Rig settings with no alert channel: the notifier routes every intent to nobody, so nothing but
 the test changes an incident (no delivery results land on the timeline behind its back)."""
+
+
+def own_tps(prefix: str, kecamatan: str, n: int) -> list[dict[str, str]]:
+    """n TPS rows, one per kecamatan: no three incidents of a category ever make an area incident."""
+    return [
+        {
+            "tps_id": f"{prefix}{i}",
+            "name": f"TPS {prefix}{i}",
+            "kecamatan": f"{kecamatan}{i}",
+            "desa": "Desa",
+            "lat": "-6.2",
+            "lon": "106.3",
+            "rawan": "",
+        }
+        for i in range(1, n + 1)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def clocked_rig(
+    tmp_path: Path, now: datetime, tps: list[dict[str, str]]
+) -> AsyncIterator[tuple[Rig, ManualClock, str]]:
+    """(rig on a manual clock at `now` with no alert channel, its clock, a device token for `tps`)."""
+    clock = ManualClock(now)
+    async with running_rig(tmp_path, clock=clock, with_incident=False, **NO_ALERT_CHANNEL) as r:
+        await r.admin("POST", "/v1/admin/tps/import", content=tps_csv(tps), headers={"Content-Type": "text/csv"})
+        _, token = await r.issue_device([t["tps_id"] for t in tps])
+        yield r, clock, token
 
 
 class Tap:

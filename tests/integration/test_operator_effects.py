@@ -19,36 +19,22 @@ from typing import Any
 import pytest
 
 from siaga.clock import ManualClock
-from tests.integration.operator_helpers import NO_ALERT_CHANNEL, Tap, act, get_incident, report, tick, z
-from tests.security import Rig, running_rig, tps_csv
+from tests.integration.operator_helpers import Tap, act, clocked_rig, get_incident, own_tps, report, tick, z
+from tests.security import Rig
 
 NOW = datetime(2024, 11, 27, 8, 0, tzinfo=UTC)
 OPERATOR = "operator:sec-operator"  # the rig's operator token is named sec-operator
 EQUIPMENT = {"category": "equipment", "description": "HT rusak, tidak bisa menghubungi Polsek"}
 FLOOD = {"category": "flood", "description": "air masuk ke TPS, kotak suara dipindah"}
 # One TPS per kecamatan: no three incidents of a category ever make an area incident here.
-OWN_TPS = [
-    {
-        "tps_id": f"OP{i}",
-        "name": f"TPS OP{i}",
-        "kecamatan": f"Operasi{i}",
-        "desa": "Desa",
-        "lat": "-6.2",
-        "lon": "106.3",
-        "rawan": "",
-    }
-    for i in range(1, 9)
-]
+OWN_TPS = own_tps("OP", "Operasi", 8)
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[tuple[Rig, ManualClock, str]]:
     """(rig, its clock, a device token for OP1..OP8)."""
-    clock = ManualClock(NOW)
-    async with running_rig(tmp_path, clock=clock, with_incident=False, **NO_ALERT_CHANNEL) as r:
-        await r.admin("POST", "/v1/admin/tps/import", content=tps_csv(OWN_TPS), headers={"Content-Type": "text/csv"})
-        _, token = await r.issue_device([t["tps_id"] for t in OWN_TPS])
-        yield r, clock, token
+    async with clocked_rig(tmp_path, NOW, OWN_TPS) as opened:
+        yield opened
 
 
 def last(doc: dict[str, Any]) -> dict[str, Any]:

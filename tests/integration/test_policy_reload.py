@@ -21,32 +21,18 @@ import yaml
 
 from services.dispatch.policy import PolicyStore
 from siaga.clock import ManualClock
-from tests.integration.operator_helpers import NO_ALERT_CHANNEL, Tap, act, get_incident, report, tick, z
-from tests.security import Rig, running_rig, tps_csv
+from tests.integration.operator_helpers import Tap, act, clocked_rig, get_incident, own_tps, report, tick, z
+from tests.security import Rig
 
 NOW = datetime(2024, 11, 27, 10, 0, tzinfo=UTC)
 EQUIPMENT = {"category": "equipment", "description": "genset mati, TPS gelap"}
-OWN_TPS = [
-    {
-        "tps_id": f"PR{i}",
-        "name": f"TPS PR{i}",
-        "kecamatan": f"Kebijakan{i}",
-        "desa": "Desa",
-        "lat": "-6.2",
-        "lon": "106.3",
-        "rawan": "",
-    }
-    for i in range(1, 7)
-]
+OWN_TPS = own_tps("PR", "Kebijakan", 6)
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[tuple[Rig, ManualClock, str]]:
-    clock = ManualClock(NOW)
-    async with running_rig(tmp_path, clock=clock, with_incident=False, **NO_ALERT_CHANNEL) as r:
-        await r.admin("POST", "/v1/admin/tps/import", content=tps_csv(OWN_TPS), headers={"Content-Type": "text/csv"})
-        _, token = await r.issue_device([t["tps_id"] for t in OWN_TPS])
-        yield r, clock, token
+    async with clocked_rig(tmp_path, NOW, OWN_TPS) as opened:
+        yield opened
 
 
 async def policy(rig: Rig) -> tuple[int, dict[str, Any]]:

@@ -141,9 +141,7 @@ def main() -> None:
         default=1222,
         help="events a second: the design rate over the planned dispatch processes (default 1222 = 11,000 / 9)",
     )
-    ap.add_argument(
-        "--tps", type=int, default=91_469, help="TPS of this process's share (default 91469 = 823,220 / 9)"
-    )
+    ap.add_argument("--tps", type=int, default=91_469, help="TPS of this process's share (default 91469 = 823,220 / 9)")
     ap.add_argument("--per-kecamatan", type=int, default=114, help="TPS a kecamatan (default 114, the national mean)")
     a = ap.parse_args()
     seconds = a.minutes * 60

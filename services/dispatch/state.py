@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, func, insert
+from sqlalchemy import Table, and_, bindparam, func, insert, update
 from sqlalchemy import select as select_rows
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
@@ -120,6 +120,10 @@ class OwnedState:
         self._batch_absent: set[str] = set()  # personnel ids of this batch known not to be on the roster
         self._deadlines: list[tuple[datetime, str]] = []  # (when, incident id), stale entries skipped
         self._quiet: list[tuple[datetime, str]] = []  # (last_seen_at, tps id), stale entries skipped
+        # Rows known to be in the database (read from it, or written back): their write-back is a
+        # narrow UPDATE of the owner's columns, not an upsert that binds every registry column too.
+        self._stored_tps: set[str] = set()
+        self._stored_people: set[str] = set()
 
     # ------------------------------------------------------------------ ownership and loading
     def load(self, kecamatan: Iterable[str]) -> int:
@@ -134,6 +138,7 @@ class OwnedState:
                 for t in tps:
                     if t["tps_id"] not in self.tps_rows:  # what memory holds is newer than the database
                         self._keep_tps(Tps.from_row(t))
+                    self._stored_tps.add(t["tps_id"])
                 n += len(tps)
                 opened = (
                     s.execute(
@@ -307,6 +312,7 @@ class OwnedState:
         with self._session() as s:
             for chunk in _chunks(sorted(set(tps_ids))):
                 for row in s.execute(select_rows(TPS).where(TPS.c.tps_id.in_(chunk))).mappings().all():
+                    self._stored_tps.add(row["tps_id"])
                     known = self.tps_rows.get(row["tps_id"])
                     if known is None:
                         known = Tps.from_row(row)
@@ -354,6 +360,7 @@ class OwnedState:
             person = Personnel.from_row(mapping) if mapping is not None else None
         if person is not None:
             self.people[personnel_id] = person
+            self._stored_people.add(personnel_id)
         return person
 
     def preload_personnel(self, personnel_ids: Iterable[str]) -> None:
@@ -366,6 +373,7 @@ class OwnedState:
             for chunk in _chunks(missing):
                 for p in s.execute(select_rows(PERSONNEL).where(PERSONNEL.c.personnel_id.in_(chunk))).mappings().all():
                     self.people[p["personnel_id"]] = Personnel.from_row(p)
+                    self._stored_people.add(p["personnel_id"])
                     self._batch_absent.discard(p["personnel_id"])
 
     def save_personnel(self, person: Personnel) -> None:
@@ -515,10 +523,24 @@ class OwnedState:
         """
         ch, self.changes = self.changes, Changes()
         dialect = s.get_bind().dialect.name
-        tps = [self.tps_rows[t].columns() for t in sorted(ch.tps) if t in self.tps_rows]
-        _upsert(s, dialect, TPS, tps, ["tps_id"], keep=REGISTRY_TPS)
-        people = [self.people[p].columns() for p in sorted(ch.personnel) if p in self.people]
-        _upsert(s, dialect, PERSONNEL, people, ["personnel_id"], keep=REGISTRY_PERSONNEL)
+        _write_back(
+            s,
+            dialect,
+            TPS,
+            "tps_id",
+            [self.tps_rows[t] for t in sorted(ch.tps) if t in self.tps_rows],
+            self._stored_tps,
+            keep=REGISTRY_TPS,
+        )
+        _write_back(
+            s,
+            dialect,
+            PERSONNEL,
+            "personnel_id",
+            [self.people[p] for p in sorted(ch.personnel) if p in self.people],
+            self._stored_people,
+            keep=REGISTRY_PERSONNEL,
+        )
         incidents = [self.incidents[i].columns() for i in sorted(ch.incidents) if i in self.incidents]
         _upsert(s, dialect, INCIDENT, incidents, ["id"])
         table = TimelineEntry.__table__  # type: ignore[attr-defined]
@@ -545,6 +567,39 @@ def _dialect_insert(dialect: str, table: Table) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(table)
     raise RuntimeError(f"no bulk upsert for the {dialect} database; use SQLite or PostgreSQL")
+
+
+def _write_back(
+    s: Session,
+    dialect: str,
+    table: Table,
+    key: str,
+    changed: Sequence[Tps | Personnel],
+    stored: set[str],
+    *,
+    keep: Sequence[str],
+) -> None:
+    """Write changed TPS or people: rows the database has get an UPDATE of the owner's columns only.
+
+    A check-in changes a handful of a TPS's columns; binding the registry's (name, coordinates,
+    JSON lists) for every row of every batch was most of the write-back's time. New rows are upserted.
+    `stored` learns the ids written, so that their next write-back is narrow too.
+    """
+    owned = [c.name for c in table.columns if c.name != key and c.name not in keep]
+    present: list[dict[str, Any]] = []
+    new: list[dict[str, Any]] = []
+    for item in changed:
+        values = item.columns()
+        if values[key] in stored:
+            present.append({"_key": values[key], **{c: values[c] for c in owned}})
+        else:
+            new.append(values)
+    if present:
+        stmt = update(table).where(table.c[key] == bindparam("_key")).values({c: bindparam(c) for c in owned})
+        for chunk in _chunks(present):
+            s.execute(stmt, list(chunk))
+    _upsert(s, dialect, table, new, [key], keep=keep)
+    stored.update(v[key] for v in new)
 
 
 def _upsert(

@@ -167,7 +167,8 @@ class RuleBase:
         self._tps_changed(tps)
 
     def _tps_changed(self, tps: Tps) -> None:
-        self.store.save_tps(tps)
+        if tps.tps_id not in self._dirty_tps:  # finish() saves it again, in its final state
+            self.store.save_tps(tps)
         self._dirty_tps[tps.tps_id] = tps
 
     def finish(self) -> None:

@@ -220,7 +220,16 @@ def seed_serang(db_url: str) -> list[str]:
 
 
 def loadgen(
-    url: str, *, token: str, tps: list[str], batch: int, concurrency: int, duration: float, reconnect: bool = False
+    url: str,
+    *,
+    token: str,
+    tps: list[str],
+    batch: int,
+    concurrency: int,
+    duration: float,
+    reconnect: bool = False,
+    kind: str = "report",
+    max_tps: int = 50,
 ) -> dict[str, Any]:
     """Run bench/loadgen.py in its own process; its result (see `bench.loadgen.run`)."""
     out = subprocess.run(
@@ -233,7 +242,7 @@ def loadgen(
             "--token",
             token,
             "--tps",
-            ",".join(tps[:50]),
+            ",".join(tps[:max_tps]),
             "--batch",
             str(batch),
             "--concurrency",
@@ -241,6 +250,8 @@ def loadgen(
             "--duration",
             str(duration),
             *(["--reconnect"] if reconnect else []),
+            "--kind",
+            kind,
         ],
         cwd=ROOT,
         check=True,

@@ -20,13 +20,17 @@ from urllib.parse import urlsplit
 from bench.common import percentile
 
 
-def _event(tps_id: str) -> dict[str, object]:
+def _event(tps_id: str, kind: str = "report") -> dict[str, object]:
+    if kind == "checkin":  # the bulk of a real day: personnel reporting in from their post
+        typ, payload = "checkin", {"personnel_id": f"P-{tps_id}", "status": "on_duty", "battery": 80}
+    else:
+        typ, payload = "incident.reported", {"description": "Genset mati, TPS gelap", "category": "equipment"}
     return {
         "event_id": str(uuid.uuid4()),
-        "type": "incident.reported",
+        "type": typ,
         "tps_id": tps_id,
         "occurred_at": datetime.now(UTC).isoformat(),
-        "payload": {"description": "Genset mati, TPS gelap", "category": "equipment", "injuries": 0},
+        "payload": payload,
     }
 
 
@@ -38,8 +42,8 @@ class Bodies:
     sequential ids would make the server's index inserts unrealistically cheap.
     """
 
-    def __init__(self, tps: list[str]) -> None:
-        template = json.dumps(_event("TPS")).replace('"TPS"', '"%(tps)s"')
+    def __init__(self, tps: list[str], kind: str = "report") -> None:
+        template = json.dumps(_event("TPS", kind)).replace('"TPS"', '"%(tps)s"').replace('"P-TPS"', '"P-%(tps)s"')
         template = template.replace(str(json.loads(template)["event_id"]), "%(id)s")
         template = template.replace(str(json.loads(template)["occurred_at"]), "%(at)s")
         self.parts = [(template % {"tps": t, "id": "\0", "at": "\1"}).encode().split(b"\0") for t in tps]
@@ -99,7 +103,15 @@ class Connection:
 
 
 async def run(
-    url: str, token: str, tps: list[str], *, batch: int, concurrency: int, duration: float, reconnect: bool = False
+    url: str,
+    token: str,
+    tps: list[str],
+    *,
+    batch: int,
+    concurrency: int,
+    duration: float,
+    reconnect: bool = False,
+    kind: str = "report",
 ) -> dict[str, object]:
     """Keep `concurrency` requests in flight for `duration` seconds; counts, rate, latency, statuses.
 
@@ -111,7 +123,7 @@ async def run(
     if reconnect:
         headers["Connection"] = "close"
     path = "/v1/events/batch" if batch > 1 else "/v1/events"
-    bodies = Bodies(tps)
+    bodies = Bodies(tps, kind)
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     events = 0
@@ -161,6 +173,12 @@ def main() -> None:
     ap.add_argument(
         "--reconnect", action="store_true", help="a new connection per request (default: keep one per slot in flight)"
     )
+    ap.add_argument(
+        "--kind",
+        choices=("report", "checkin"),
+        default="report",
+        help="report: incident reports (default); checkin: personnel check-ins, one person a TPS",
+    )
     a = ap.parse_args()
     result = asyncio.run(
         run(
@@ -171,6 +189,7 @@ def main() -> None:
             concurrency=a.concurrency,
             duration=a.duration,
             reconnect=a.reconnect,
+            kind=a.kind,
         )
     )
     print(json.dumps(result))

@@ -164,7 +164,7 @@ def upgrade_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_empty_database_reaches_head_and_matches_the_models(engine: Engine) -> None:
     assert db.current_revision(engine) is None
     db.create_schema(engine)
-    assert db.current_revision(engine) == db.head_revision() == "0005"
+    assert db.current_revision(engine) == db.head_revision() == "0006"
     assert set(sa.inspect(engine).get_table_names()) == set(SQLModel.metadata.tables) | {"alembic_version"}
     # Alembic's autogenerate compares tables, columns, types, nullability, indexes and unique constraints.
     assert db.schema_differences(engine) == []

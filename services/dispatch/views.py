@@ -121,9 +121,8 @@ def _not_blank(v: str) -> str:
     return v
 
 
-NonBlank = Annotated[
-    Text, AfterValidator(_not_blank), WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 4000})
-]
+NON_BLANK_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 4000, "pattern": "\\S"}
+NonBlank = Annotated[Text, AfterValidator(_not_blank), WithJsonSchema(NON_BLANK_SCHEMA)]
 
 
 def _not_null_or_internal(v: object) -> object:

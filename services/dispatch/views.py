@@ -17,7 +17,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
     WithJsonSchema,
     field_validator,
 )
@@ -30,7 +29,7 @@ from siaga.auth import Principal, Role, bearer, principal_for
 from siaga.bus import BusUnavailable
 from siaga.clock import as_utc, iso
 from siaga.contracts import IncidentPublic
-from siaga.events import Category, Severity, Text
+from siaga.events import Category, Id, Severity, Text
 from siaga.models import Incident, TimelineEntry, Tps
 from siaga.openapi import API_TOKEN, SECURITY_SCHEMES, answer, error_responses, invalid
 from siaga.runtime import Context
@@ -156,7 +155,7 @@ class ReportBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tps_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(description="The TPS it is about.")
+    tps_id: Id = Field(description="The TPS it is about.")
     description: NonBlank
     category: OptionalCategory = None
     injuries: Annotated[int | None, WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 100_000})] = Field(

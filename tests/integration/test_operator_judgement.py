@@ -215,6 +215,7 @@ async def test_a_command_post_report_is_classified_escalated_and_merged_like_a_f
     assert field["source"] == "field"
     for bad, name in [
         ({"tps_id": "NOPE", "description": "x"}, "tps_id"),
+        ({"tps_id": "JD1\u0000", "description": "x"}, "tps_id"),
         ({"tps_id": "JD1", "description": ""}, "description"),
         ({"tps_id": "JD1", "description": "x", "category": "banjir"}, "category"),
         ({"tps_id": "JD1", "description": "x", "occurred_at": (NOW + timedelta(hours=1)).isoformat()}, "occurred_at"),

@@ -43,6 +43,15 @@ class IncidentStatus(StrEnum):
     RESOLVED = "resolved"
 
 
+class IncidentSource(StrEnum):
+    """How the first report of an incident reached Siaga (SPEC section 5, operator judgement)."""
+
+    FIELD = "field"  # a field device's event
+    SMS = "sms"
+    WHATSAPP = "whatsapp"
+    COMMAND_POST = "command_post"  # taken by radio or phone at the command post (POST /v1/incidents)
+
+
 class TpsState(StrEnum):
     """How the dashboard map colours a TPS."""
 
@@ -110,6 +119,7 @@ class IncidentPublic(_Part):
     resolved_at: AwareDatetime | None = None
     resolution: str | None = None
     last_alert_failure: str | None = None
+    source: IncidentSource = IncidentSource.FIELD
     version: StrictInt = Field(ge=0, description="Grows with every change; a reader keeps only newer copies.")
 
 
@@ -297,9 +307,9 @@ class ReportFromCommandPost(_Command):
     tps_id: Id
     description: Text = Field(min_length=1)
     category: Category | None = None
-    injuries: int | None = Field(default=None, ge=0)
+    injuries: int | None = Field(default=None, ge=0, le=100_000)  # the field event's bounds
     weapons: bool | None = None
-    crowd_size: int | None = Field(default=None, ge=0)
+    crowd_size: int | None = Field(default=None, ge=0, le=10_000_000)
     occurred_at: AwareDatetime | None = None  # None: when the command post took it
 
 

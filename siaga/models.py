@@ -156,6 +156,7 @@ class Incident(SQLModel, table=True):
     resolved_at: datetime | None = None
     resolution: str | None = None
     last_alert_failure: str | None = None
+    source: str = "field"  # field | sms | whatsapp | command_post (siaga.contracts.IncidentSource)
     version: int = Field(default=1, sa_column=_incident_version)
 
     __table_args__ = (Index("ix_incident_tps_cat_status", "tps_id", "category", "status"),)
@@ -176,6 +177,26 @@ class TimelineEntry(SQLModel, table=True):
     hash: str = ""
 
     __table_args__ = (UniqueConstraint("incident_id", "seq"),)
+
+
+class Correction(SQLModel, table=True):
+    """An operator's correction of an incident's classification: a labelled example for the lexicon.
+
+    Written by the partition owner in the batch that applied the `classify` command.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: str = Field(index=True)
+    at: datetime = Field(index=True)
+    actor: str
+    text: str = ""  # the incident's description (the first report's text)
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # as dispatch read them
+    rawan: list[str] = _json()  # the TPS's rawan categories when it was corrected
+    source: str = "field"
+    before: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # category, severity, why
+    after: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # category, severity
+    reason: str = ""
+    override: bool = False  # a severity below what the facts demand
 
 
 class Outbox(SQLModel, table=True):

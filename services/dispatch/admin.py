@@ -1,4 +1,5 @@
-"""The admin API: TPS registry and roster imports, devices, tokens, the escalation policy."""
+"""The admin API: TPS registry and roster imports, devices, tokens, the escalation policy, and the
+operators' corrections as labelled examples."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
+import orjson
 import yaml
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Session, col, select
@@ -22,10 +24,60 @@ from services.dispatch.views import requires
 from siaga.auth import Principal, Role, hash_token, new_token
 from siaga.clock import iso
 from siaga.events import Category
-from siaga.models import ApiToken, Device, Personnel, Tps
+from siaga.models import ApiToken, Correction, Device, Personnel, Tps
 from siaga.openapi import answer, error_responses, inline_schema, invalid
 
 Admin = Annotated[Principal, requires(Role.ADMIN)]
+NDJSON = "application/x-ndjson"
+
+
+class Said(BaseModel):
+    category: str
+    severity: str
+    why: list[str] = Field(default_factory=list, description="The classifier's reasons (its proposal only).")
+
+
+class CorrectionLine(BaseModel):
+    """One operator correction, a labelled example: the text and what each side said of it."""
+
+    incident_id: str
+    at: datetime
+    text: str = Field(description="The incident's description (its first report).")
+    payload: dict[str, Any] = Field(description="The facts as dispatch read them from payload and text.")
+    rawan: list[str] = Field(description="The TPS's rawan categories then.")
+    source: str = Field(description="field | sms | whatsapp | command_post")
+    classifier: Said = Field(description="What the classifier said: before the incident's first correction.")
+    before: Said = Field(description="What the incident said just before this correction.")
+    operator: Said = Field(description="What the operator said.")
+    reason: str
+    override: bool = Field(description="A severity below what the facts demand.")
+    who: str
+
+
+def correction_lines(rows: list[Correction]) -> list[dict[str, Any]]:
+    """The export, oldest first; `classifier` is the first correction's `before` of each incident."""
+    first: dict[str, dict[str, Any]] = {}
+    out = []
+    for c in sorted(rows, key=lambda c: (c.at, c.id or 0)):
+        classifier = first.setdefault(c.incident_id, c.before)
+        out.append(
+            {
+                "incident_id": c.incident_id,
+                "at": iso(c.at),
+                "text": c.text,
+                "payload": c.facts,
+                "rawan": c.rawan,
+                "source": c.source,
+                "classifier": classifier,
+                "before": c.before,
+                "operator": c.after,
+                "reason": c.reason,
+                "override": c.override,
+                "who": c.actor,
+            }
+        )
+    return out
+
 
 TPS_HEADER = ["tps_id", "name", "kecamatan", "desa", "lat", "lon", "rawan"]
 PERSONNEL_HEADER = ["personnel_id", "name", "unit", "role", "tps_ids"]
@@ -482,5 +534,26 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         except PolicyError as exc:
             raise invalid("policy", f"policy refused, the previous one stays in force: {exc}") from None
         return {"version": policy.version, "policy": policy.document()}
+
+    @router.get(
+        "/corrections",
+        summary="Operators' corrections as labelled examples (JSON lines)",
+        description="One JSON object a line, oldest first: the text, the facts, what the classifier said, "
+        "what the operator said, who and when. `scripts/corrections_to_tests.py` turns it into test cases.",
+        response_model=None,
+        responses={
+            200: {
+                "description": "Every correction, one a line.",
+                "content": {NDJSON: {"schema": inline_schema(CorrectionLine)}},
+            }
+        },
+    )
+    async def corrections(_: Admin) -> Response:
+        def read() -> list[Correction]:
+            with Session(ctx.engine) as s:
+                return list(s.exec(select(Correction)).all())
+
+        lines = correction_lines(await asyncio.to_thread(read))
+        return Response(b"".join(orjson.dumps(line) + b"\n" for line in lines), media_type=NDJSON)
 
     return router

@@ -9,13 +9,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.dispatch.engine import Engine, NotAllowed
-from siaga.contracts import Acknowledge, AddNote, CommandBase, Escalate, RecordDelivery, RefreshTps, Resolve
+from services.dispatch.engine import Engine, NotAllowed, UnknownTps
+from siaga.contracts import (
+    Acknowledge,
+    AddNote,
+    Classify,
+    CommandBase,
+    Escalate,
+    RecordDelivery,
+    RefreshTps,
+    ReportFromCommandPost,
+    Resolve,
+)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the owner made of a command: the HTTP status it answers (200, 404, 409), and why."""
+    """What the owner made of a command: the HTTP status it answers (200, 404, 409), and why.
+
+    For a command-post report, `incident_id` is the incident it opened or joined.
+    """
 
     status: int
     incident_id: str | None = None
@@ -45,11 +58,23 @@ def apply_command(engine: Engine, command: CommandBase) -> Outcome:
                     outcome=command.outcome.value,
                     detail=command.detail,
                 )
+            case Classify():
+                engine.classify(
+                    command.incident_id,
+                    actor=actor,
+                    category=command.category,
+                    severity=command.severity,
+                    reason=command.reason,
+                )
+            case ReportFromCommandPost():
+                incident_id = engine.report_from_command_post(command).id
             case RefreshTps():
                 engine.refresh_tps(command.tps_ids)
             case _:
                 kind = getattr(command, "kind", type(command).__name__)
                 return Outcome(501, incident_id, f"{kind} is not applied by this version of dispatch")
+    except UnknownTps as exc:
+        return Outcome(404, None, str(exc))
     except KeyError:
         return Outcome(404, incident_id, f"no incident {incident_id!r}")
     except NotAllowed as exc:

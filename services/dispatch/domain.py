@@ -103,7 +103,25 @@ class Incident(_Row):
     resolved_at: datetime | None = None
     resolution: str | None = None
     last_alert_failure: str | None = None
+    source: str = "field"  # how the first report came: field | sms | whatsapp | command_post
     version: int = 1
+
+
+@dataclass(slots=True, eq=False)
+class Correction:
+    """An operator's correction of an incident's category or severity, kept as a labelled example."""
+
+    incident_id: str
+    at: datetime
+    actor: str
+    text: str
+    facts: dict[str, Any]
+    rawan: list[str]
+    source: str
+    before: dict[str, Any]  # what the incident said: category, severity, why
+    after: dict[str, Any]  # what the operator said: category, severity
+    reason: str
+    override: bool  # a severity below what the facts demand
 
 
 _FIELDS: dict[type[Any], tuple[str, ...]] = {c: tuple(f.name for f in fields(c)) for c in (Tps, Personnel, Incident)}

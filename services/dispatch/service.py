@@ -39,15 +39,17 @@ from siaga.contracts import (
     COMMAND,
     Acknowledge,
     AddNote,
+    Classify,
     CommandBase,
     DeliveryOutcome,
     Escalate,
     KecamatanKey,
     RecordDelivery,
     RefreshTps,
+    ReportFromCommandPost,
     Resolve,
 )
-from siaga.events import BusEvent, EventType
+from siaga.events import BusEvent, Category, EventType, Severity
 from siaga.keys import kecamatan_key
 from siaga.models import CommandResult, Incident, Outbox, Tps
 from siaga.runtime import Context
@@ -433,6 +435,42 @@ class Dispatch:
     async def note(self, incident_id: str, *, actor: str, text: str) -> None:
         env = await asyncio.to_thread(self._envelope, incident_id, actor)
         await self._act(AddNote(**env, text=text))
+
+    async def classify(
+        self,
+        incident_id: str,
+        *,
+        actor: str,
+        category: Category | None,
+        severity: Severity | None,
+        reason: str,
+    ) -> None:
+        """An operator's correction of category and/or severity. Raises as `acknowledge` does."""
+        env = await asyncio.to_thread(self._envelope, incident_id, actor)
+        await self._act(Classify(**env, category=category, severity=severity, reason=reason))
+
+    async def report(self, *, actor: str, tps_id: str, **fields: Any) -> str:
+        """A report taken at the command post, for its TPS's owner; returns the incident it opened or
+        joined. Raises KeyError (no such TPS), NoOwner, BusUnavailable."""
+        kecamatan = await asyncio.to_thread(self._kecamatan_of_tps, tps_id)
+        command = ReportFromCommandPost(
+            command_id=uuid.uuid4().hex,
+            kecamatan=kecamatan,
+            actor=actor,
+            issued_at=self.ctx.clock.now(),
+            tps_id=tps_id,
+            **fields,
+        )
+        outcome = await self._act(command)
+        assert outcome.incident_id is not None
+        return outcome.incident_id
+
+    def _kecamatan_of_tps(self, tps_id: str) -> KecamatanKey:
+        with Session(self.ctx.engine) as s:
+            tps = s.get(Tps, tps_id)
+            if tps is None:
+                raise KeyError(tps_id)
+            return KecamatanKey(kecamatan=tps.kecamatan)
 
     async def delivery(
         self, incident_id: str, *, key: str, channel: str, recipient: str, outcome: str, detail: str

@@ -24,7 +24,7 @@ import heapq
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +33,7 @@ from sqlalchemy import select as select_rows
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
-from services.dispatch.domain import Incident, Personnel, Tps
+from services.dispatch.domain import Correction, Incident, Personnel, Tps
 from services.dispatch.store import OPEN_STATUSES
 from siaga import models as rows
 from siaga import topics
@@ -41,6 +41,7 @@ from siaga.audit import chain_hash, entry_content
 from siaga.clock import as_utc
 from siaga.contracts import Message
 from siaga.models import CommandResult, IncidentReport, Outbox, ProcessedEvent, TimelineEntry
+from siaga.models import Correction as CorrectionRow
 
 TPS: Table = rows.Tps.__table__  # type: ignore[attr-defined]
 PERSONNEL: Table = rows.Personnel.__table__  # type: ignore[attr-defined]
@@ -71,6 +72,7 @@ class Changes:
     outbox: list[OutboxMessage] = field(default_factory=list)
     updates_at: dict[str | None, int] = field(default_factory=dict)  # updates key -> index in outbox
     results: list[CommandResult] = field(default_factory=list)  # what the batch's commands came to
+    corrections: list[Correction] = field(default_factory=list)  # operators' corrections (classify)
 
     def __bool__(self) -> bool:
         return bool(
@@ -82,6 +84,7 @@ class Changes:
             or self.processed
             or self.outbox
             or self.results
+            or self.corrections
         )
 
 
@@ -501,6 +504,10 @@ class OwnedState:
             CommandResult(command_id=command_id, status=status, incident_id=incident_id, detail=detail, applied_at=at)
         )
 
+    def record_correction(self, correction: Correction) -> None:
+        """An operator's correction, kept as a labelled example: written with the batch."""
+        self.changes.corrections.append(correction)
+
     def emit(self, message: Message) -> None:
         topic, key, body = message.TOPIC, message.bus_key(), message.to_bytes()
         ch = self.changes
@@ -549,6 +556,8 @@ class OwnedState:
         _insert_new(s, dialect, IncidentReport, [{"event_id": r, "incident_id": i} for r, i in ch.reports])
         _insert_new(s, dialect, ProcessedEvent, [{"event_id": e, "processed_at": at} for e, at in ch.processed])
         _insert_new(s, dialect, CommandResult, [_row(r, CommandResult.__table__) for r in ch.results])  # type: ignore[attr-defined]
+        if ch.corrections:  # rare (operators' classify commands): plain inserts
+            s.add_all(CorrectionRow(**asdict(c)) for c in ch.corrections)
         return (ch.outbox, _insert_outbox(s, ch.outbox, created_at)), ch.results
 
     def discard(self) -> None:

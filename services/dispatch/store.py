@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from services.dispatch.domain import Incident, Personnel, Tps
+from services.dispatch.domain import Correction, Incident, Personnel, Tps
 from siaga.audit import chain_hash, entry_content
 from siaga.clock import as_utc
 from siaga.contracts import Message
@@ -50,6 +50,10 @@ class Store(Protocol):
         """Announce a message; it goes on the bus only if the transaction commits."""
         ...
 
+    def record_correction(self, correction: Correction) -> None:
+        """Keep an operator's correction (a labelled example); written with the transaction."""
+        ...
+
 
 class MemoryStore:
     """The store in memory, for unit tests of the engine."""
@@ -62,6 +66,7 @@ class MemoryStore:
         self.done: set[str] = set()
         self.entries: dict[str, list[TimelineEntry]] = {}
         self.out: list[tuple[str, str | None, dict[str, Any]]] = []
+        self.corrections: list[Correction] = []
 
     def processed(self, event_id: str) -> bool:
         return event_id in self.done
@@ -170,6 +175,9 @@ class MemoryStore:
     def emit(self, message: Message) -> None:
         # Dumped as the bus would carry it, so a test also sees the message serialize.
         self.out.append((message.TOPIC, message.bus_key(), message.model_dump(mode="json")))
+
+    def record_correction(self, correction: Correction) -> None:
+        self.corrections.append(correction)
 
     # -- for tests
     def emitted(self, topic: str) -> list[dict[str, Any]]:

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 from sqlmodel import Session, col, select
 
 from services.dispatch import domain
@@ -21,9 +29,9 @@ from siaga.auth import Principal, Role, bearer, principal_for
 from siaga.bus import BusUnavailable
 from siaga.clock import as_utc, iso
 from siaga.contracts import IncidentPublic
-from siaga.events import Text
+from siaga.events import Category, Id, Severity, Text
 from siaga.models import Incident, TimelineEntry, Tps
-from siaga.openapi import API_TOKEN, SECURITY_SCHEMES, answer, error_responses
+from siaga.openapi import API_TOKEN, SECURITY_SCHEMES, answer, error_responses, invalid
 from siaga.runtime import Context
 
 log = logging.getLogger("siaga.dispatch.api")
@@ -91,6 +99,80 @@ class EscalateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     note: Text = ""
+
+
+OPERATOR_CATEGORIES = [c.value for c in Category if c is not Category.SILENT_POST]  # silent_post is Siaga's own
+# Optional, but never null: an absent field means "keep it", and a null one would be ambiguous.
+OptionalCategory = Annotated[
+    Category | None,
+    WithJsonSchema({"type": "string", "enum": OPERATOR_CATEGORIES, "description": "The corrected category."}),
+]
+OptionalSeverity = Annotated[
+    Severity | None,
+    WithJsonSchema({"type": "string", "enum": [s.value for s in Severity], "description": "The corrected severity."}),
+]
+
+
+def _not_blank(v: str) -> str:
+    v = v.strip()
+    if not v:
+        raise ValueError("must not be empty: say what it is or why")
+    return v
+
+
+NON_BLANK_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 4000, "pattern": "\\S"}
+NonBlank = Annotated[Text, AfterValidator(_not_blank), WithJsonSchema(NON_BLANK_SCHEMA)]
+
+
+def _not_null_or_internal(v: object) -> object:
+    if v is None:
+        raise ValueError("leave the field out rather than sending null")
+    if v == Category.SILENT_POST.value:
+        raise ValueError("silent_post is raised by Siaga itself, not chosen by an operator")
+    return v
+
+
+class ClassifyBody(BaseModel):
+    """An operator's correction: category, severity or both, and why (SPEC section 5)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [{"required": ["category"]}, {"required": ["severity"]}]},
+    )
+
+    category: OptionalCategory = None
+    severity: OptionalSeverity = None
+    reason: NonBlank = Field(description="Why: it goes on the timeline and into the labelled example.")
+
+    _checked = field_validator("category", "severity", mode="before")(_not_null_or_internal)
+
+    def problem(self) -> str | None:
+        return None if self.category or self.severity else "give category or severity (or both)"
+
+
+class ReportBody(BaseModel):
+    """A report that reached the command post by radio or phone, on behalf of a TPS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tps_id: Id = Field(description="The TPS it is about.")
+    description: NonBlank
+    category: OptionalCategory = None
+    injuries: Annotated[int | None, WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 100_000})] = Field(
+        default=None, ge=0, le=100_000
+    )
+    weapons: Annotated[bool | None, WithJsonSchema({"type": "boolean"})] = None
+    crowd_size: Annotated[int | None, WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 10_000_000})] = Field(
+        default=None, ge=0, le=10_000_000
+    )
+    occurred_at: Annotated[
+        Since | None,
+        WithJsonSchema({"type": "string", "format": "date-time", "description": "When it happened; default now."}),
+    ] = None
+
+    _checked = field_validator("category", "injuries", "weapons", "crowd_size", "occurred_at", mode="before")(
+        _not_null_or_internal
+    )
 
 
 class TimelineItem(BaseModel):
@@ -201,6 +283,43 @@ def build_router(dispatch: Dispatch) -> APIRouter:
             raise HTTPException(404, f"no incident {incident_id!r}")
         return doc
 
+    @router.post(
+        "",
+        status_code=201,
+        summary="Record a report taken by radio or phone at the command post",
+        description="Classified, grouped and escalated like a field report, with the operator as the "
+        "actor; answered with the incident it opened or joined (`source` tells how its first report came).",
+        response_model=None,
+        responses=answer(IncidentDetail, "The incident the report opened or was merged into.", 201)
+        | error_responses(
+            400,
+            503,
+            _503="Dispatch could not apply the report in time (restarting or rebalancing); retry after `Retry-After`.",
+        ),
+    )
+    async def create_incident(body: ReportBody, who: Operator) -> dict[str, Any]:
+        now = ctx.clock.now()
+        occurred = body.occurred_at or now
+        if (occurred - now).total_seconds() > ctx.settings.future_skew_s:
+            raise invalid("occurred_at", f"more than {ctx.settings.future_skew_s} s ahead of the server clock")
+        if (now - occurred).total_seconds() > ctx.settings.max_age_s:
+            raise invalid("occurred_at", f"more than {ctx.settings.max_age_s // 3600} hours old")
+        fields = body.model_dump(exclude={"tps_id"}, exclude_none=True) | {"occurred_at": occurred}
+        try:
+            incident_id = await dispatch.report(actor=f"operator:{who.name}", tps_id=body.tps_id, **fields)
+        except KeyError:
+            raise invalid("tps_id", f"unknown TPS {body.tps_id!r}: not in the registry") from None
+        except (NoOwner, BusUnavailable) as exc:
+            log.warning("command-post report for %s not applied: %s", body.tps_id, exc)
+            raise HTTPException(
+                503,
+                "dispatch did not apply the report in time (restarting or rebalancing); try again",
+                headers={"Retry-After": COMMAND_RETRY_AFTER_S},
+            ) from None
+        doc = await asyncio.to_thread(_one, ctx, incident_id)
+        assert doc is not None
+        return doc
+
     async def act(incident_id: str, action: Callable[[], Awaitable[None]]) -> dict[str, Any]:
         """Send the action to the incident's partition owner as a command; answer with the incident."""
         try:
@@ -251,5 +370,30 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     )
     async def note(incident_id: str, who: Operator, body: NoteBody) -> dict[str, Any]:
         return await act(incident_id, lambda: dispatch.note(incident_id, actor=f"operator:{who.name}", text=body.text))
+
+    @router.post(
+        "/{incident_id}/classify",
+        summary="Correct category and/or severity (the policy re-runs on them)",
+        description="The old and new values, who and why go on the timeline. A higher severity acts at "
+        "once; a lower one never lowers the level but sets a pending on-site window again; stakeholders "
+        "of a new category are told. A severity below what the facts demand is accepted and recorded as "
+        "an override. Every correction is kept as a labelled example (`GET /v1/admin/corrections`).",
+        response_model=None,
+        responses=detail | with_body,
+    )
+    async def classify(incident_id: str, who: Operator, body: ClassifyBody) -> dict[str, Any]:
+        problem = body.problem()
+        if problem:
+            raise invalid("category", problem)
+        return await act(
+            incident_id,
+            lambda: dispatch.classify(
+                incident_id,
+                actor=f"operator:{who.name}",
+                category=body.category,
+                severity=body.severity,
+                reason=body.reason,
+            ),
+        )
 
     return router

@@ -23,7 +23,8 @@ from siaga.migrations.__main__ import next_revision_id
 from siaga.models import AlertDelivery, Incident, TimelineEntry, Tps
 
 T0 = datetime(2026, 2, 14, 8, 0, tzinfo=UTC)
-NEW_COLUMNS = {("alertdelivery", "sent_at"), ("incident", "last_alert_failure")}
+NEW_COLUMNS = {("alertdelivery", "sent_at"), ("incident", "last_alert_failure")}  # 0002
+LATER_COLUMNS = {("incident", "source")}  # 0006
 
 # The 0001 schema, spelled out: the models now have columns that 0001 lacks, so rows go in through these.
 tps_0001 = sa.table(
@@ -164,7 +165,7 @@ def upgrade_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_empty_database_reaches_head_and_matches_the_models(engine: Engine) -> None:
     assert db.current_revision(engine) is None
     db.create_schema(engine)
-    assert db.current_revision(engine) == db.head_revision() == "0005"
+    assert db.current_revision(engine) == db.head_revision() == "0006"
     assert set(sa.inspect(engine).get_table_names()) == set(SQLModel.metadata.tables) | {"alembic_version"}
     # Alembic's autogenerate compares tables, columns, types, nullability, indexes and unique constraints.
     assert db.schema_differences(engine) == []
@@ -174,7 +175,7 @@ def test_schema_differences_sees_a_missing_column(engine: Engine) -> None:
     """The comparison the test above relies on does find a difference when there is one."""
     db.upgrade(engine, "0001")
     found = {(d[2], d[3].name) for d in db.schema_differences(engine) if d[0] == "add_column"}
-    assert found == NEW_COLUMNS
+    assert found == NEW_COLUMNS | LATER_COLUMNS
 
 
 # -- between revisions ----------------------------------------------------------------------------
@@ -188,6 +189,9 @@ def test_upgrade_0001_to_0002_keeps_the_data(engine: Engine) -> None:
 
     assert db.current_revision(engine) == "0002"
     assert columns(engine) >= NEW_COLUMNS
+    # On to head, with the data (the models hold the columns of later revisions too: read them there).
+    db.upgrade(engine)
+    assert db.schema_differences(engine) == []
     with Session(engine) as s:
         tps = s.get(Tps, "TPS-1")
         assert tps is not None and tps.rawan == ["banjir"] and tps.assigned == 2
@@ -200,13 +204,12 @@ def test_upgrade_0001_to_0002_keeps_the_data(engine: Engine) -> None:
             "massa berkumpul",
         )
         assert inc.opened_at == T0 and inc.last_alert_failure is None
+        assert inc.source == "field", "0006: every incident before it came from a field device"
         sent, pending = s.get(AlertDelivery, "k-sent"), s.get(AlertDelivery, "k-pending")
         assert sent is not None and pending is not None
         # 0002 backfills sent_at of deliveries already sent from the write that made them final.
         assert sent.sent_at == T0 + timedelta(seconds=3)
         assert pending.sent_at is None and pending.status == "pending"
-    db.upgrade(engine)  # and on to head, with the data
-    assert db.schema_differences(engine) == []
 
 
 def test_downgrade_0002_to_0001_drops_the_new_columns_and_keeps_the_rest(engine: Engine) -> None:

@@ -186,6 +186,15 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
     ("POST", "/v1/incidents/{incident_id}/notes"): Expect(
         Access.OPERATOR, 200, _on_fresh_incident("notes", {"text": "Polsek sudah dihubungi"})
     ),
+    ("POST", "/v1/incidents/{incident_id}/classify"): Expect(
+        Access.OPERATOR, 200, _on_fresh_incident("classify", {"severity": "high", "reason": "genset terbakar"})
+    ),
+    ("POST", "/v1/incidents"): Expect(
+        Access.OPERATOR,
+        201,
+        fixed("/v1/incidents", json={"tps_id": "T1", "description": "lapor via HT: HT rusak", "category": "equipment"}),
+    ),
+    ("GET", "/v1/admin/corrections"): Expect(Access.ADMIN, 200, fixed("/v1/admin/corrections")),
     ("POST", "/v1/admin/tps/import"): Expect(Access.ADMIN, 200, _tps_import),
     ("POST", "/v1/admin/personnel/import"): Expect(Access.ADMIN, 200, _personnel_import),
     ("POST", "/v1/admin/devices"): Expect(

@@ -127,6 +127,7 @@ def test_incident_update_bytes_are_the_established_format() -> None:
             "resolved_at": None,
             "resolution": None,
             "last_alert_failure": None,
+            "source": "field",  # added with operator judgement (migration 0006); readers ignore what they do not know
             "version": 4,
         },
     }

@@ -16,7 +16,8 @@ from services.dispatch.policy import DEFAULT_FILE, EscalationPolicy, load_file
 from services.dispatch.store import MemoryStore
 from siaga import topics
 from siaga.clock import ManualClock
-from siaga.events import FieldEvent
+from siaga.contracts import KecamatanKey, ReportFromCommandPost
+from siaga.events import Category, FieldEvent, Severity
 
 
 class World:
@@ -330,3 +331,50 @@ def test_timeline_is_a_hash_chain(w: World) -> None:
     entries = w.store.entries[w.only("T1").id]
     assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
     assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
+
+
+# -- operator judgement (SPEC section 5) ------------------------------------------------------------
+def test_a_correction_to_a_new_category_re_runs_severity_and_is_kept_as_an_example(w: World) -> None:
+    w.report("F1", "HT rusak", category="equipment")
+    inc = w.only("F1")
+    assert (inc.category, inc.severity) == ("equipment", "low")
+    w.engine.classify(inc.id, actor="operator:o", category=Category.FLOOD, severity=None, reason="air masuk")
+    assert (inc.category, inc.severity) == ("flood", "high"), "flood's base, one step up on a flood-rawan TPS"
+    assert inc.local_deadline == inc.opened_at + timedelta(minutes=5)
+    assert w.actions(inc.id)[-2:] == ["classified", "stakeholders_told"], "high: told at once"
+    [c] = w.store.corrections
+    assert (c.before["category"], c.after, c.override, c.rawan) == (
+        "equipment",
+        {"category": "flood", "severity": "high"},
+        False,
+        ["flood"],
+    )
+
+
+def test_a_severity_below_the_facts_is_an_override_and_never_lowers_the_level(w: World) -> None:
+    w.report("T1", "bentrok pendukung", category="violence", injuries=2, weapons=True)
+    inc = w.only("T1")
+    assert (inc.severity, inc.level) == ("critical", 2)
+    w.engine.classify(inc.id, actor="operator:o", category=None, severity=Severity.LOW, reason="salah lapor")
+    assert (inc.severity, inc.level, inc.status) == ("low", 2, "escalated")
+    detail = w.store.entries[inc.id][-1].detail
+    assert detail["override"] is True and detail["facts_demand"] == "critical"
+    assert w.store.corrections[-1].override is True
+
+
+def test_a_command_post_report_opens_an_incident_with_the_operator_as_actor(w: World) -> None:
+    cmd = ReportFromCommandPost(
+        command_id="cmd-1",
+        kecamatan=KecamatanKey(kecamatan="Cikande"),
+        actor="operator:o",
+        issued_at=w.clock.now(),
+        tps_id="T2",
+        description="lapor via HT",
+        category=Category.CROWD,
+        crowd_size=300,
+    )
+    inc = w.engine.report_from_command_post(cmd)
+    assert (inc.source, inc.severity, inc.level) == ("command_post", "critical", 2)
+    assert w.store.entries[inc.id][0].actor == "operator:o"
+    assert w.engine.report_from_command_post(cmd.model_copy(update={"command_id": "cmd-2"})) is inc, "merged"
+    assert inc.reports == 2

@@ -270,6 +270,7 @@
     el.hidden = !role;
     el.textContent = role ? t(`role_${role}`) : "";
     $("sign-out").hidden = !token;
+    $("radio-open").hidden = !isOperator();
   }
 
   function showLogin(error) {
@@ -306,17 +307,199 @@
     }
     if (res.ok) {
       toast(t(`action_ok_${action}`, { id }));
-      return true;
+      try {
+        return await res.json(); // the incident, with its timeline
+      } catch (_) {
+        return {};
+      }
     }
+    await refused(res);
+    return null;
+  }
+
+  async function refused(res) {
     let detail = res.statusText;
     try {
       const j = await res.json();
-      detail = typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail);
+      detail = typeof j.detail === "string" ? j.detail
+        : Array.isArray(j.detail) ? j.detail.map((p) => `${p.field}: ${p.message}`).join("; ")
+          : JSON.stringify(j.detail);
     } catch (_) {
       /* not JSON: keep the status text */
     }
     toast(t("action_failed", { status: res.status, detail }), true);
-    return false;
+  }
+
+  // ---- the incident view: facts, timeline, and for operators the correction --------------------
+  const CATEGORIES = ["flood", "violence", "crowd", "intimidation", "money_politics", "logistics", "neutrality",
+    "fire", "medical", "equipment", "traffic", "hoax", "other"]; // silent_post is Siaga's own
+  const SEVERITIES = ["low", "medium", "high", "critical"];
+  let shownIncident = null;
+
+  function options(select, values, group, chosen, blank) {
+    const out = [];
+    if (blank !== undefined) {
+      const o = el("option", null, blank);
+      o.value = "";
+      out.push(o);
+    }
+    for (const v of values) {
+      const o = el("option", null, group ? tg(group, v) : v);
+      o.value = v;
+      if (v === chosen) o.selected = true;
+      out.push(o);
+    }
+    select.replaceChildren(...out);
+  }
+
+  async function openIncident(id) {
+    let res;
+    try {
+      res = await fetch(`${CONFIG.dispatchUrl}/v1/incidents/${encodeURIComponent(id)}`, {
+        headers: { Authorization: `Bearer ${token}` },
+      });
+    } catch (_) {
+      toast(t("action_network"), true);
+      return;
+    }
+    if (!res.ok) {
+      await refused(res);
+      return;
+    }
+    showIncident(await res.json());
+  }
+
+  function describeEntry(e) {
+    const d = e.detail || {};
+    if (e.action === "classified") {
+      const parts = [];
+      if (d.from.category !== d.to.category) parts.push(`${tg("category", d.from.category)} → ${tg("category", d.to.category)}`);
+      if (d.from.severity !== d.to.severity) parts.push(`${tg("severity", d.from.severity)} → ${tg("severity", d.to.severity)}`);
+      const override = d.override ? ` (${t("override", { severity: tg("severity", d.facts_demand) })})` : "";
+      return `${t("tl_classified")}: ${parts.join(", ") || t("tl_confirmed")}: ${d.reason}${override}`;
+    }
+    if (e.action === "escalated") return `${t("tl_escalated")}: ${tg("level", d.from)} → ${tg("level", d.to)} (${d.reason})`;
+    if (e.action === "stakeholders_told") return `${t("tl_stakeholders")}: ${(d.stakeholders || []).join(", ")}`;
+    const text = d.text || d.resolution || d.note || "";
+    return text ? `${e.action}: ${text}` : e.action;
+  }
+
+  function showIncident(doc) {
+    shownIncident = doc;
+    $("incident-title").textContent = `${incidentTitle(doc)} · ${incidentWhere(doc)}`;
+    const facts = [
+      ["field_severity", tg("severity", doc.severity)],
+      ["field_level", tg("level", doc.level)],
+      ["field_status", tg("status", doc.status)],
+      ["field_source", tg("source", doc.source || "field")],
+      ["field_deadline", doc.local_deadline && doc.level === 0 && doc.status === "open" ? fmtTime(doc.local_deadline) : "—"],
+      ["field_reports", String(doc.reports)],
+      ["field_description", doc.description || "—"],
+      ["field_why", (doc.why || []).join("; ") || "—"],
+    ];
+    const dl = [];
+    for (const [key, value] of facts) {
+      const dd = el("dd", null, value);
+      dd.dataset.fact = key.replace("field_", "");
+      dl.push(el("dt", null, t(key)), dd);
+    }
+    $("incident-facts").replaceChildren(...dl);
+    const form = $("classify-form");
+    form.hidden = !isOperator() || doc.status === "resolved";
+    options($("classify-category"), CATEGORIES, "category", doc.category);
+    options($("classify-severity"), SEVERITIES, "severity", doc.severity);
+    $("classify-reason").value = "";
+    const items = (doc.timeline || []).map((e) => {
+      const li = el("li");
+      li.dataset.action = e.action;
+      li.append(el("span", "time", `${fmtTime(e.at)} `), el("span", "actor", `${e.actor} · `), el("span", null, describeEntry(e)));
+      return li;
+    });
+    $("incident-timeline").replaceChildren(...items);
+    if (!$("incident-dialog").open) $("incident-dialog").showModal();
+  }
+
+  async function sendCorrection(e) {
+    e.preventDefault();
+    const doc = shownIncident;
+    const reason = $("classify-reason").value.trim();
+    if (!doc || !reason) return;
+    const category = $("classify-category").value;
+    const severity = $("classify-severity").value;
+    const body = { reason };
+    if (category !== doc.category) body.category = category;
+    if (severity !== doc.severity) body.severity = severity;
+    if (!body.category && !body.severity) Object.assign(body, { category, severity }); // a confirmation
+    $("classify-send").disabled = true;
+    const answered = await act(doc.id, "classify", body);
+    $("classify-send").disabled = false;
+    if (answered && answered.id) showIncident(answered);
+  }
+
+  // ---- a report taken by radio or phone at the command post ------------------------------------
+  const TPS_OPTIONS_MAX = 200;
+
+  function openRadio() {
+    const kecamatan = [...new Set([...model.tps.values()].map((x) => x.kecamatan))].sort();
+    options($("radio-kecamatan"), kecamatan, null, undefined, t("all_kecamatan"));
+    options($("radio-category"), CATEGORIES, "category", undefined, t("category_from_text"));
+    for (const id of ["radio-search", "radio-description", "radio-injuries", "radio-crowd"]) $(id).value = "";
+    $("radio-weapons").checked = false;
+    fillRadioTps();
+    $("radio-dialog").showModal();
+    $("radio-search").focus();
+  }
+
+  function fillRadioTps() {
+    const kec = $("radio-kecamatan").value;
+    const q = $("radio-search").value.trim().toLowerCase();
+    const found = [...model.tps.values()]
+      .filter((x) => (!kec || x.kecamatan === kec)
+        && (!q || `${x.name} ${x.tps_id} ${x.desa || ""}`.toLowerCase().includes(q)))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .slice(0, TPS_OPTIONS_MAX);
+    const opts = found.map((x) => {
+      const o = el("option", null, `${x.name} · ${x.desa ? `${x.desa}, ` : ""}${x.kecamatan} (${x.tps_id})`);
+      o.value = x.tps_id;
+      return o;
+    });
+    $("radio-tps").replaceChildren(...opts);
+    if (opts.length === 1) opts[0].selected = true;
+  }
+
+  async function sendRadio(e) {
+    e.preventDefault();
+    const tpsId = $("radio-tps").value;
+    const description = $("radio-description").value.trim();
+    if (!tpsId || !description) return;
+    const body = { tps_id: tpsId, description };
+    if ($("radio-category").value) body.category = $("radio-category").value;
+    if ($("radio-injuries").value !== "") body.injuries = Number($("radio-injuries").value);
+    if ($("radio-crowd").value !== "") body.crowd_size = Number($("radio-crowd").value);
+    if ($("radio-weapons").checked) body.weapons = true;
+    $("radio-send").disabled = true;
+    let res;
+    try {
+      res = await fetch(`${CONFIG.dispatchUrl}/v1/incidents`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    } catch (_) {
+      toast(t("action_network"), true);
+      return;
+    } finally {
+      $("radio-send").disabled = false;
+    }
+    if (!res.ok) {
+      await refused(res);
+      return;
+    }
+    const doc = await res.json();
+    $("radio-dialog").close();
+    toast(t("radio_ok", { id: doc.id, severity: tg("severity", doc.severity), level: tg("level", doc.level) }));
+    applyIncident(doc);
+    showIncident(doc);
   }
 
   let dialogTarget = null;
@@ -331,6 +514,8 @@
   }
 
   async function onQueueClick(e) {
+    const opener = e.target.closest("button[data-open]");
+    if (opener) return openIncident(opener.closest("[data-id]").dataset.id);
     const button = e.target.closest("button[data-action]");
     if (!button) return;
     const card = button.closest("[data-id]");
@@ -471,19 +656,23 @@
     const why = inc.description || (inc.why || []).join(", ");
     if (why) parts.push(el("div", "card-why", why));
     if (inc.last_alert_failure) parts.push(el("div", "card-warn", t("alert_failed", { why: inc.last_alert_failure })));
+    const actions = el("div", "card-actions");
+    const button = (action, cls, label) => {
+      const b = el("button", cls, t(label));
+      b.type = "button";
+      b.dataset.action = action;
+      return b;
+    };
     if (isOperator()) {
-      const actions = el("div", "card-actions");
-      const button = (action, cls, label) => {
-        const b = el("button", cls, t(label));
-        b.type = "button";
-        b.dataset.action = action;
-        return b;
-      };
       if (inc.status !== "acknowledged") actions.append(button("ack", "ack", "btn_ack"));
       if ((inc.level || 0) < 3) actions.append(button("escalate", "escalate", "btn_escalate"));
       actions.append(button("resolve", "ghost", "btn_resolve"), button("notes", "ghost", "btn_note"));
-      parts.push(actions);
     }
+    const detail = el("button", "ghost", t(isOperator() ? "btn_detail_correct" : "btn_detail"));
+    detail.type = "button";
+    detail.dataset.open = "detail"; // not an action: viewers have it too
+    actions.append(detail);
+    parts.push(actions);
     card.replaceChildren(...parts);
   }
 
@@ -725,6 +914,17 @@
       const ok = await act(id, action, action === "resolve" ? { resolution: text } : { text });
       if (ok) $("text-dialog").close();
     });
+    $("feed").addEventListener("click", (e) => {
+      const li = e.target.closest("[data-id]");
+      if (li) openIncident(li.dataset.id);
+    });
+    $("incident-close").addEventListener("click", () => $("incident-dialog").close());
+    $("classify-form").addEventListener("submit", sendCorrection);
+    $("radio-open").addEventListener("click", openRadio);
+    $("radio-cancel").addEventListener("click", () => $("radio-dialog").close());
+    $("radio-kecamatan").addEventListener("change", fillRadioTps);
+    $("radio-search").addEventListener("input", fillRadioTps);
+    $("radio-form").addEventListener("submit", sendRadio);
     $("map").addEventListener("mousemove", onMapHover);
     $("map").addEventListener("mouseleave", () => { $("map-tip").hidden = true; });
     new ResizeObserver(() => invalidate("map")).observe($("map-wrap"));

@@ -19,6 +19,7 @@ from siaga.clock import Clock, as_utc
 from siaga.contracts import (
     IncidentChanged,
     IncidentPublic,
+    IncidentSource,
     IncidentStatus,
     TpsChanged,
     TpsPublic,
@@ -92,6 +93,7 @@ def incident_public(inc: Incident, tps: Tps | None = None) -> IncidentPublic:
         resolved_at=_utc(inc.resolved_at),
         resolution=inc.resolution,
         last_alert_failure=inc.last_alert_failure,
+        source=IncidentSource(inc.source or "field"),
         version=inc.version,
     )
 

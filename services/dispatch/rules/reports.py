@@ -19,8 +19,16 @@ from siaga.events import (
 class Reports(Spread):
     """Classification, grouping, severity that only rises."""
 
-    def _report(self, r: Received, tps: Tps, p: IncidentReported) -> None:
+    def _report(
+        self, r: Received, tps: Tps, p: IncidentReported, *, actor: str | None = None, source: str = "field"
+    ) -> None:
+        """A report: opens an incident, or joins the open one of its TPS and category.
+
+        `actor` is who the timeline names (the device unless given: an operator for a command-post
+        report); `source` how a new incident's first report came.
+        """
         ev, now = r.event, self.clock.now()
+        actor = actor or f"device:{r.device_id}"
         device_category = None if p.category in (None, Category.OTHER) else p.category
         a = self.classifier.assess(
             description=p.description,
@@ -35,14 +43,14 @@ class Reports(Spread):
         since = occurred - timedelta(minutes=self.policy.grouping_minutes)
         existing = self.store.open_incident(tps.tps_id, a.category.value, since)
         if existing is not None:
-            self._merge(existing, r, a.facts, a.why, tps)
+            self._merge(existing, r, a.facts, a.why, tps, actor=actor)
             self.store.link_report(ev.event_id, existing.id)
             if p.needs_backup and existing.status != "resolved":
                 self._escalate(
                     existing,
                     min(existing.level + 1, 3),
                     reason="backup_requested",
-                    actor=f"device:{r.device_id}",
+                    actor=actor,
                     note="needs_backup in report",
                 )
             return
@@ -63,12 +71,13 @@ class Reports(Spread):
             description=p.description,
             policy_version=self.policy.version,
             updated_at=now,
+            source=source,
         )
         self.store.add_incident(inc)
         self.store.link_report(ev.event_id, inc.id)
         self._timeline(
             inc,
-            f"device:{r.device_id}",
+            actor,
             "opened",
             {
                 "report": ev.event_id,
@@ -88,12 +97,10 @@ class Reports(Spread):
             if severity.rank >= Severity.HIGH.rank:
                 self._tell_stakeholders(inc, "opened at high severity")
             if p.needs_backup:
-                self._escalate(
-                    inc, 1, reason="backup_requested", actor=f"device:{r.device_id}", note="needs_backup in report"
-                )
+                self._escalate(inc, 1, reason="backup_requested", actor=actor, note="needs_backup in report")
         self._changed(inc, tps)
 
-    def _merge(self, inc: Incident, r: Received, facts: Facts, why: list[str], tps: Tps) -> None:
+    def _merge(self, inc: Incident, r: Received, facts: Facts, why: list[str], tps: Tps, *, actor: str) -> None:
         now = self.clock.now()
         inc.reports += 1
         inc.report_ids = [*inc.report_ids, r.event.event_id]
@@ -104,7 +111,7 @@ class Reports(Spread):
         after = after.at_least(before)  # merging never lowers what was already decided
         self._timeline(
             inc,
-            f"device:{r.device_id}",
+            actor,
             "report_merged",
             {"report": r.event.event_id, "reports": inc.reports, "why": why},
         )

@@ -230,6 +230,7 @@ def loadgen(
     reconnect: bool = False,
     kind: str = "report",
     max_tps: int = 50,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
     """Run bench/loadgen.py in its own process; its result (see `bench.loadgen.run`)."""
     out = subprocess.run(
@@ -252,6 +253,8 @@ def loadgen(
             *(["--reconnect"] if reconnect else []),
             "--kind",
             kind,
+            "--rate",
+            str(rate),
         ],
         cwd=ROOT,
         check=True,

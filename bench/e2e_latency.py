@@ -11,7 +11,10 @@ opens an incident of its own. The texts are the shared example reports, classifi
 Baseline, measured in the same run at the same rate: a bare Kafka round trip (an idempotent acks=all
 producer sends, a consumer in the same process receives) - the floor the bus itself sets.
 
-    .venv/bin/python -m bench.e2e_latency [--rate 20] [--duration 30] [--no-batch]
+With `--background N`, a load-generator process posts N check-ins a second (single POSTs, one
+person a TPS) to the same ingest for as long as the reports go: latency under a busy morning.
+
+    .venv/bin/python -m bench.e2e_latency [--rate 20] [--duration 30] [--no-batch] [--background 2000]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import tempfile
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,7 @@ import httpx
 import orjson
 import websockets
 
-from bench.common import ROOT, SIAGA, broker, loadavg, percentile, process, say, table, unique, write
+from bench.common import ROOT, SIAGA, broker, loadavg, loadgen, percentile, process, say, table, unique, write
 
 EXAMPLES = ROOT.parent / "shared" / "examples" / "reports.jsonl"
 FALLBACK_TEXT = "Genset mati, TPS gelap"
@@ -240,12 +244,37 @@ async def siaga_run(
     }
 
 
+def _background(url: str, device: str, ids: list[str], rate: float, duration: float) -> Future[dict[str, Any]]:
+    """Check-ins at `rate` a second for `duration` s from bench/loadgen.py, in a thread (its process)."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(
+        loadgen,
+        url,
+        token=device,
+        tps=ids,
+        batch=1,
+        concurrency=64,
+        duration=duration,
+        kind="checkin",
+        max_tps=1000,
+        rate=rate,
+    )
+    pool.shutdown(wait=False)
+    return future
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=20.0, help="reports a second (default 20)")
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of posting (default 30)")
     ap.add_argument("--drain", type=float, default=30.0, help="seconds to wait for the last frames (default 30)")
     ap.add_argument("--no-batch", action="store_true", help="WebSocket without &batch=1 (the page batches)")
+    ap.add_argument(
+        "--background",
+        type=float,
+        default=0.0,
+        help="check-ins a second posted alongside (single POSTs from a load-generator process; default 0)",
+    )
     a = ap.parse_args()
     count = max(1, int(a.rate * a.duration))
     load_start = loadavg()
@@ -280,6 +309,7 @@ def main() -> None:
             ):
                 say(f"siaga: {count} reports at {a.rate}/s, one per TPS, {PER_KECAMATAN} TPS per kecamatan")
                 cpu0 = {p: p.cpu_seconds() for p in (dispatch, ingest, dashboard)}
+                background = _background(ingest.url, device, ids, a.background, a.duration) if a.background else None
                 run = asyncio.run(
                     siaga_run(
                         ingest.url,
@@ -292,6 +322,9 @@ def main() -> None:
                         batch=not a.no_batch,
                     )
                 )
+                bg = background.result() if background is not None else None
+                if bg is not None:
+                    say(f"  background: {bg['events_per_s']:.0f} check-ins/s, statuses {bg['statuses']}")
                 cpu = {
                     name: round(p.cpu_seconds() - cpu0[p], 2)
                     for name, p in (("dispatch", dispatch), ("ingest", ingest), ("dashboard", dashboard))
@@ -308,11 +341,14 @@ def main() -> None:
         "rate": a.rate,
         "duration_s": a.duration,
         "batch": not a.no_batch,
+        "background_checkins_per_s": a.background,
+        "background": bg,
         "cpu_seconds": cpu,
         "loadavg_start": load_start,
         "rows": rows,
     }
-    say(f"wrote {write('e2e_latency', doc)}")
+    name = "e2e_latency" + ("_unbatched" if a.no_batch else "") + ("_background" if a.background else "")
+    say(f"wrote {write(name, doc)}")
 
 
 if __name__ == "__main__":

@@ -112,11 +112,14 @@ async def run(
     duration: float,
     reconnect: bool = False,
     kind: str = "report",
+    rate: float = 0.0,
 ) -> dict[str, object]:
     """Keep `concurrency` requests in flight for `duration` seconds; counts, rate, latency, statuses.
 
     reconnect: a new connection for every request (`Connection: close`), as many devices each
     posting once; otherwise each of the `concurrency` connections is kept for the whole run.
+    rate: events a second, paced on a schedule (open loop: request i goes at start + i * batch / rate,
+    or as soon as a connection is free after that); 0 is as fast as the server answers.
     """
     parts = urlsplit(url)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -127,13 +130,20 @@ async def run(
     latencies: list[float] = []
     statuses: Counter[int] = Counter()
     events = 0
-    end = time.perf_counter() + duration
+    begin = time.perf_counter()
+    end = begin + duration
 
     async def worker(n: int) -> None:
         nonlocal events
         conn = Connection(parts.hostname or "127.0.0.1", parts.port or 80, headers)
         i = n
         while time.perf_counter() < end:
+            if rate > 0:
+                delay = begin + i * batch / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if time.perf_counter() >= end:
+                    break
             body = bodies.body(i, batch)
             i += concurrency
             t0 = time.perf_counter()
@@ -179,6 +189,9 @@ def main() -> None:
         default="report",
         help="report: incident reports (default); checkin: personnel check-ins, one person a TPS",
     )
+    ap.add_argument(
+        "--rate", type=float, default=0.0, help="events a second on a fixed schedule (default 0: as fast as answered)"
+    )
     a = ap.parse_args()
     result = asyncio.run(
         run(
@@ -190,6 +203,7 @@ def main() -> None:
             duration=a.duration,
             reconnect=a.reconnect,
             kind=a.kind,
+            rate=a.rate,
         )
     )
     print(json.dumps(result))

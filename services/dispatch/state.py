@@ -122,7 +122,11 @@ class OwnedState:
         self._batch_seen: set[str] = set()  # event ids of this batch known not to be applied before
         self._batch_absent: set[str] = set()  # personnel ids of this batch known not to be on the roster
         self._deadlines: list[tuple[datetime, str]] = []  # (when, incident id), stale entries skipped
-        self._quiet: list[tuple[datetime, str]] = []  # (last_seen_at, tps id), stale entries skipped
+        # (when last heard of, tps id): one entry a TPS at most (those in `_in_quiet`). A check-in
+        # moves last_seen_at on without touching the heap; an entry that surfaces older than its
+        # TPS's last_seen_at goes back in at that time. So the heap never holds more than the TPS.
+        self._quiet: list[tuple[datetime, str]] = []
+        self._in_quiet: set[str] = set()
         # Rows known to be in the database (read from it, or written back): their write-back is a
         # narrow UPDATE of the owner's columns, not an upsert that binds every registry column too.
         self._stored_tps: set[str] = set()
@@ -176,6 +180,7 @@ class OwnedState:
         heapq.heapify(self._deadlines)
         self._quiet = [e for e in self._quiet if e[1] in self.tps_rows]
         heapq.heapify(self._quiet)
+        self._in_quiet = {t for _, t in self._quiet}
 
     def forget(self) -> None:
         """Drop everything: after a failed batch, what memory holds may be half-changed."""
@@ -193,8 +198,13 @@ class OwnedState:
 
     def _keep_tps(self, tps: Tps) -> None:
         self.tps_rows[tps.tps_id] = tps
-        if tps.last_seen_at is not None:
+        self._watch_quiet(tps)
+
+    def _watch_quiet(self, tps: Tps) -> None:
+        """Put the TPS in the silent-post timers unless it is there already (then it is found in time)."""
+        if tps.last_seen_at is not None and tps.tps_id not in self._in_quiet:
             heapq.heappush(self._quiet, (as_utc(tps.last_seen_at), tps.tps_id))
+            self._in_quiet.add(tps.tps_id)
 
     def _keep_incidents(self, s: Session, incidents: Sequence[Incident]) -> None:
         """Take incidents into memory with their report links and timeline chains."""
@@ -339,16 +349,8 @@ class OwnedState:
 
     def save_tps(self, tps: Tps) -> None:
         self.tps_rows[tps.tps_id] = tps  # a new TPS joins its kecamatan; a load never replaces it
-        if tps.last_seen_at is not None:
-            heapq.heappush(self._quiet, (as_utc(tps.last_seen_at), tps.tps_id))
-            if len(self._quiet) > 4 * len(self.tps_rows) + 1000:
-                self._compact_quiet()
+        self._watch_quiet(tps)
         self.changes.tps.add(tps.tps_id)
-
-    def _compact_quiet(self) -> None:
-        """Every check-in pushes an entry and leaves the older one stale: keep one a TPS."""
-        self._quiet = [(as_utc(t.last_seen_at), t.tps_id) for t in self.tps_rows.values() if t.last_seen_at]
-        heapq.heapify(self._quiet)
 
     def personnel(self, personnel_id: str) -> Personnel | None:
         found = self.people.get(personnel_id)
@@ -479,8 +481,14 @@ class OwnedState:
         while self._quiet and self._quiet[0][0] <= seen_before:
             seen, tps_id = heapq.heappop(self._quiet)
             tps = self.tps_rows.get(tps_id)
-            if tps is None or tps.last_seen_at is None or as_utc(tps.last_seen_at) != seen:
-                continue  # heard of since: a newer entry stands for it
+            if tps is None or tps.last_seen_at is None:
+                self._in_quiet.discard(tps_id)
+                continue
+            current = as_utc(tps.last_seen_at)
+            if current > seen:  # heard of since: back in at that time (found again now if due)
+                heapq.heappush(self._quiet, (current, tps_id))
+                continue
+            self._in_quiet.discard(tps_id)
             if tps.phase in operating and not tps.silent and tps.assigned > 0:
                 out[tps_id] = tps
             # Not operating, silent already, or nobody assigned: a phase change, a check-in or a

@@ -339,7 +339,12 @@ def test_the_timers_stay_one_entry_a_tps_however_often_it_checks_in() -> None:
     for minute in range(5000):  # a check-in a minute for three and a half days
         tps.last_seen_at = start + timedelta(minutes=minute)
         state.save_tps(tps)
-    assert len(state._quiet) <= 4 * len(state.tps_rows) + 1001
+    assert len(state._quiet) == 1  # one entry, however many check-ins
     last = start + timedelta(minutes=4999)
     assert state.silent_candidates(["voting"], last - timedelta(minutes=1)) == []
+    assert len(state._quiet) == 1  # the stale entry went back in at the last check-in, not twice
     assert state.silent_candidates(["voting"], last) == [tps]
+    assert state._quiet == []  # found: out of the timers until it is saved again
+    tps.last_seen_at = last + timedelta(minutes=30)
+    state.save_tps(tps)
+    assert state.silent_candidates(["voting"], last + timedelta(minutes=30)) == [tps]

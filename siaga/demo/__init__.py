@@ -199,6 +199,7 @@ POLICY_DURATIONS: list[tuple[str, ...]] = [
     ("grouping_minutes",),
     ("spread", "window_minutes"),
     ("silent_post_minutes",),
+    ("order_ack_minutes",),
 ]
 
 

@@ -92,6 +92,7 @@ def incident_public(inc: Incident, tps: Tps | None = None) -> IncidentPublic:
         resolved_at=_utc(inc.resolved_at),
         resolution=inc.resolution,
         last_alert_failure=inc.last_alert_failure,
+        orders=[{k: v for k, v in o.items() if k != "due_at"} for o in inc.orders or ()],
         version=inc.version,
     )
 

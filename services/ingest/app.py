@@ -556,8 +556,10 @@ def build(ctx: Context) -> ServiceParts:
         responses=ACKED
         | INBOX_REFUSALS
         | error_responses(
+            400,
             404,
             409,
+            _400="The body is not JSON.",
             _404="No such item for this device.",
             _409="Dispatch refused the acknowledgement.",
         ),

@@ -127,6 +127,7 @@ def test_incident_update_bytes_are_the_established_format() -> None:
             "resolved_at": None,
             "resolution": None,
             "last_alert_failure": None,
+            "orders": [],  # added with the field orders (SPEC section 9): readers ignore fields they do not know
             "version": 4,
         },
     }

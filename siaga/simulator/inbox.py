@@ -112,14 +112,24 @@ class InboxResponder:
         if not self.devices:
             return
         gap = self.poll_s / len(self.devices)
+        polls: set[asyncio.Task[None]] = set()
+        limit = asyncio.Semaphore(16)  # a slow server delays the polls, never piles them up
+
+        async def one(device: _Device) -> None:
+            async with limit:
+                await self.poll(device)
+
         try:
             while not stop.is_set():
                 for device in self.devices:
                     if stop.is_set():
                         break
-                    await self.poll(device)
+                    # Spread over the interval and not waited for: a poll's latency does not stretch the round.
+                    task = asyncio.create_task(one(device))
+                    polls.add(task)
+                    task.add_done_callback(polls.discard)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=gap)
         finally:
-            for task in self._acks:
+            for task in (*polls, *self._acks):
                 task.cancel()

@@ -203,12 +203,15 @@ async def run_day(
     inbox_stop = asyncio.Event()
     responder: InboxResponder | None = None
     inbox_task: asyncio.Task[None] | None = None
+    inbox_http: httpx.AsyncClient | None = None
     if inbox_poll_s > 0:
         roles = {p.personnel_id: p.role for p in fleet.personnel}
         responders = [
             d.token for d in fleet.devices if any(roles.get(p, "linmas") != "linmas" for p in d.personnel_ids)
         ]
-        responder = InboxResponder(http, ingest_url, responders, poll_s=inbox_poll_s, seed=seed)
+        # Its own connections: polls must not queue behind a backlog of events in the poster's pool.
+        inbox_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=httpx.Limits(max_connections=16))
+        responder = InboxResponder(inbox_http, ingest_url, responders, poll_s=inbox_poll_s, seed=seed)
         inbox_task = asyncio.create_task(responder.run(inbox_stop))
     try:
         for send in sends:
@@ -233,6 +236,8 @@ async def run_day(
         inbox_stop.set()
         if inbox_task is not None:
             await asyncio.gather(inbox_task, return_exceptions=True)
+        if inbox_http is not None:
+            await inbox_http.aclose()
         for task in pending:
             task.cancel()
         if owns_client:

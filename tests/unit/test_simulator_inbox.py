@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -56,3 +57,16 @@ async def test_a_share_of_orders_goes_unanswered() -> None:
         responder = InboxResponder(http, "http://ingest", ["tok"], ack_share=0.0)
         await responder.poll(responder.devices[0])
     assert responder.stats.ignored == 1 and not [c for c in calls if c[0] == "POST"]
+
+
+async def test_run_polls_every_device_round_after_round_until_stopped() -> None:
+    transport, _ = fake_inbox()
+    stop = asyncio.Event()
+    async with httpx.AsyncClient(transport=transport) as http:
+        responder = InboxResponder(http, "http://ingest", ["a", "b"], poll_s=0.05, ack_delay_s=(0.0, 0.0))
+        task = asyncio.create_task(responder.run(stop))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await task
+    assert responder.stats.polls >= 6, responder.stats  # both devices, several rounds
+    assert {d.cursor for d in responder.devices} == {"5"}, "each device followed its own cursor"

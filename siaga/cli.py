@@ -151,6 +151,9 @@ def _demo_part(ctx: Any, *, port: int, speed: float, start_at: str | None) -> An
             f"{speed:g}",
             "--checkin-minutes",
             "20-35",
+            # ~1,000 police and reserve phones: one poll a minute each keeps the shared process free.
+            "--inbox-poll",
+            "60",
         ]
         if start_at:
             args += ["--start-at", start_at]

@@ -120,6 +120,11 @@ class IncidentPublic(_Part):
     resolution: str | None = None
     last_alert_failure: str | None = None
     source: IncidentSource = IncidentSource.FIELD
+    orders: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Field orders sent for it (SPEC section 9): who, when, attempt, and state "
+        "(sent, resent, acknowledged, unanswered).",
+    )
     version: StrictInt = Field(ge=0, description="Grows with every change; a reader keeps only newer copies.")
 
 

@@ -50,6 +50,8 @@ class Personnel(SQLModel, table=True):
     status: str | None = None
     battery: int | None = None
     last_checkin_at: datetime | None = None
+    lat: float | None = None  # where the newest check-in that carried a location was sent from
+    lon: float | None = None
 
 
 class Device(SQLModel, table=True):
@@ -157,6 +159,7 @@ class Incident(SQLModel, table=True):
     resolution: str | None = None
     last_alert_failure: str | None = None
     source: str = "field"  # field | sms | whatsapp | command_post (siaga.contracts.IncidentSource)
+    orders: list[dict[str, Any]] = _json()  # field orders sent for it (SPEC section 9), with their state
     version: int = Field(default=1, sa_column=_incident_version)
 
     __table_args__ = (Index("ix_incident_tps_cat_status", "tps_id", "category", "status"),)
@@ -229,3 +232,25 @@ class AlertDelivery(SQLModel, table=True):
     created_at: datetime | None = None
     sent_at: datetime | None = None
     updated_at: datetime
+
+
+class InboxItem(SQLModel, table=True):
+    """One item of field devices' inboxes (SPEC section 9): an order, a notice or a message, per target.
+
+    Written in the same transaction as the outbox row that puts it on siaga.field-orders, so an item
+    is on the bus if and only if it is here. `seq` is the devices' cursor: inbox writers take a lock
+    before inserting (PostgreSQL; SQLite has one writer), so items commit in `seq` order and a
+    reader that resumes after `seq` misses none. `body` is the FieldOrder's JSON, as on the bus.
+    """
+
+    seq: int | None = Field(default=None, primary_key=True)
+    item_id: str = Field(index=True, max_length=128)  # the order_id a device acknowledges
+    attempt: int = 1
+    target_key: str = Field(max_length=300)  # tps:<id>, kecamatan:<key>, person:<id>, all
+    kind: str
+    incident_id: str | None = None
+    kecamatan: str | None = None  # the incident's kecamatan: where an acknowledgement is sent
+    body: str
+    created_at: datetime
+
+    __table_args__ = (Index("ix_inboxitem_target_seq", "target_key", "seq"),)

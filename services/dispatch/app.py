@@ -16,6 +16,7 @@ def build(ctx: Context, *, with_notifier: bool | None = None) -> ServiceParts:
     ctx.extras["dispatch"] = dispatch
     router = APIRouter()
     router.include_router(views.build_router(dispatch))
+    router.include_router(views.build_messages_router(dispatch))
     router.include_router(admin.build_router(dispatch))
     notifier = None
     run_notifier = ctx.settings.notifier_in_dispatch if with_notifier is None else with_notifier
@@ -45,6 +46,7 @@ def build(ctx: Context, *, with_notifier: bool | None = None) -> ServiceParts:
         stop,
         openapi_tags=[
             {"name": "incidents", "description": "The operator API: watch, acknowledge, escalate, resolve, annotate."},
+            {"name": "field orders", "description": "Messages to field devices' inboxes (SPEC section 9)."},
             {"name": "admin", "description": "Registry, roster, devices, tokens and the escalation policy."},
         ],
     )

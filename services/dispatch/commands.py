@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.dispatch.engine import Engine, NotAllowed, UnknownTps
+from services.dispatch.rules.orders import UnknownPerson
 from siaga.contracts import (
     Acknowledge,
+    AcknowledgeOrder,
     AddNote,
+    Assign,
     Classify,
     CommandBase,
     Escalate,
@@ -27,7 +30,8 @@ from siaga.contracts import (
 class Outcome:
     """What the owner made of a command: the HTTP status it answers (200, 404, 409), and why.
 
-    For a command-post report, `incident_id` is the incident it opened or joined.
+    For a command-post report, `incident_id` is the incident it opened or joined; for an
+    assignment, `detail` is the new order's id.
     """
 
     status: int
@@ -70,11 +74,31 @@ def apply_command(engine: Engine, command: CommandBase) -> Outcome:
                 incident_id = engine.report_from_command_post(command).id
             case RefreshTps():
                 engine.refresh_tps(command.tps_ids)
+            case Assign():
+                order = engine.assign(
+                    command.incident_id,
+                    actor=actor,
+                    personnel_id=command.personnel_id,
+                    note=command.note,
+                    eta_minutes=command.eta_minutes,
+                )
+                return Outcome(200, incident_id, order["order_id"])
+            case AcknowledgeOrder():
+                if engine.store.incident(command.incident_id) is None:
+                    raise KeyError(command.incident_id)
+                try:
+                    engine.acknowledge_order(
+                        command.incident_id, order_id=command.order_id, actor=actor, note=command.note
+                    )
+                except KeyError:
+                    return Outcome(404, incident_id, f"no order {command.order_id!r} on incident {incident_id!r}")
             case _:
                 kind = getattr(command, "kind", type(command).__name__)
                 return Outcome(501, incident_id, f"{kind} is not applied by this version of dispatch")
     except UnknownTps as exc:
         return Outcome(404, None, str(exc))
+    except UnknownPerson as exc:
+        return Outcome(404, incident_id, str(exc))
     except KeyError:
         return Outcome(404, incident_id, f"no incident {incident_id!r}")
     except NotAllowed as exc:

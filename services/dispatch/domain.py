@@ -70,6 +70,8 @@ class Personnel(_Row):
     status: str | None = None
     battery: int | None = None
     last_checkin_at: datetime | None = None
+    lat: float | None = None  # the newest check-in location, when one was sent
+    lon: float | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -104,7 +106,14 @@ class Incident(_Row):
     resolution: str | None = None
     last_alert_failure: str | None = None
     source: str = "field"  # how the first report came: field | sms | whatsapp | command_post
+    orders: list[dict[str, Any]] = field(default_factory=list)  # field orders: services/dispatch/rules/orders.py
     version: int = 1
+
+
+def order_due_at(inc: Incident) -> datetime | None:
+    """When the earliest unacknowledged order of the incident is due for its re-send or its flag."""
+    due = [o["due_at"] for o in inc.orders if o.get("due_at")] if inc.orders else []
+    return datetime.fromisoformat(min(due)) if due else None
 
 
 @dataclass(slots=True, eq=False)

@@ -23,7 +23,7 @@ from services.dispatch.rules.base import (  # re-exported: the engine's public n
     tps_public,
     tps_state,
 )
-from services.dispatch.rules.operator import Operator
+from services.dispatch.rules.orders import Orders
 from services.dispatch.store import OPEN_STATUSES
 from siaga.clock import as_utc
 from siaga.events import (
@@ -52,11 +52,11 @@ __all__ = [
 ]
 
 
-class Engine(Operator):
+class Engine(Orders):
     """Applies field events, deadlines and operator actions to incidents, per the policy in force.
 
     The rules live by concern in services/dispatch/rules/: `base` (state, announcing), `ladder`,
-    `spread`, `reports` (and grouping), `presence` (and silent posts), `operator`. This class
+    `spread`, `reports` (and grouping), `presence` (and silent posts), `operator`, `orders`. This class
     routes each field event to its rule and runs the clock's rules.
     """
 
@@ -117,6 +117,7 @@ class Engine(Operator):
         for inc in self.store.due(now):
             if inc.status not in OPEN_STATUSES:
                 continue
+            changes += self._orders_due(inc, now)
             if inc.escalate_at is not None and as_utc(inc.escalate_at) <= now and inc.level == 0:
                 self._escalate(inc, 1, reason="window_expired")
                 changes += 1

@@ -53,6 +53,7 @@ class EscalationPolicy(BaseModel):
         default_factory=lambda: [Phase.OPENING, Phase.VOTING, Phase.COUNTING, Phase.TRANSPORT]
     )
     stakeholders: dict[Category, list[Stakeholder]] = Field(default_factory=dict)
+    order_ack_minutes: float = Field(default=5, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
     alerts: dict[str, Any] | None = None
 
     @field_validator("local_window_minutes")

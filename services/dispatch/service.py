@@ -31,19 +31,24 @@ from sqlmodel import Session, col, delete, select
 from services.dispatch.classify import Classifier
 from services.dispatch.commands import Outcome, apply_command
 from services.dispatch.engine import Engine, NotAllowed, Received
+from services.dispatch.inbox import inbox_row, insert_inbox
 from services.dispatch.policy import PolicyStore
-from services.dispatch.state import OutboxMessage, OwnedState
+from services.dispatch.state import OutboxMessage, OwnedState, insert_outbox
 from siaga import topics
 from siaga.bus import BusUnavailable, ConsumerLoop, PartitionListener, Record, TopicPartition, TransientError
 from siaga.contracts import (
     COMMAND,
     Acknowledge,
     AddNote,
+    Assign,
+    Broadcast,
     Classify,
     CommandBase,
     DeliveryOutcome,
     Escalate,
     KecamatanKey,
+    OrderTarget,
+    Priority,
     RecordDelivery,
     RefreshTps,
     ReportFromCommandPost,
@@ -87,6 +92,10 @@ class OutboxRelay:
         self._lock = asyncio.Lock()
         self._published: list[int] = []  # ids published but not yet deleted
         self._backlog = True  # rows of an earlier run may wait in the table
+
+    def mark_backlog(self) -> None:
+        """Rows were written to the outbox outside `transact` (a broadcast): publish from the table."""
+        self._backlog = True
 
     def take_published(self) -> list[int]:
         """Ids to delete in the caller's transaction (they are on the bus)."""
@@ -471,6 +480,53 @@ class Dispatch:
             if tps is None:
                 raise KeyError(tps_id)
             return KecamatanKey(kecamatan=tps.kecamatan)
+
+    async def assign(
+        self,
+        incident_id: str,
+        *,
+        actor: str,
+        personnel_id: str | None,
+        note: str = "",
+        eta_minutes: int | None = None,
+    ) -> str:
+        """Send a responder (None: the nearest available); returns the order id.
+
+        Raises KeyError (no such incident or person: its text says which), NotAllowed (nobody
+        available, the person unavailable, the incident resolved), NoOwner, BusUnavailable.
+        """
+        env = await asyncio.to_thread(self._envelope, incident_id, actor)
+        command = Assign(
+            **env, personnel_id=personnel_id, nearest=personnel_id is None, note=note, eta_minutes=eta_minutes
+        )
+        return (await self._act(command)).detail
+
+    async def broadcast(
+        self, targets: list[OrderTarget], *, text: str, priority: Priority, actor: str
+    ) -> list[Broadcast]:
+        """An operator's message to field devices: one inbox item per target (SPEC section 9).
+
+        A message belongs to no kecamatan's owner, so it is written here: the inbox rows and the
+        outbox rows in one transaction, then the relay publishes them (nothing lost, nothing twice
+        in the inbox).
+        """
+        now = self.ctx.clock.now()
+        stem = uuid.uuid4().hex[:12].upper()
+        items = [
+            Broadcast(order_id=f"MSG-{stem}-{n}", target=t, actor=actor, issued_at=now, text=text, priority=priority)
+            for n, t in enumerate(targets, 1)
+        ]
+
+        def write() -> None:
+            with Session(self.ctx.engine) as s:
+                insert_inbox(s, [inbox_row(m, kecamatan=None, at=now) for m in items])
+                insert_outbox(s, [(m.TOPIC, m.bus_key(), m.to_bytes()) for m in items], now)
+                s.commit()
+
+        await asyncio.to_thread(write)
+        self.relay.mark_backlog()
+        await self.relay.flush()
+        return items
 
     async def delivery(
         self, incident_id: str, *, key: str, channel: str, recipient: str, outcome: str, detail: str

@@ -33,13 +33,14 @@ from sqlalchemy import select as select_rows
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
-from services.dispatch.domain import Correction, Incident, Personnel, Tps
+from services.dispatch.domain import Correction, Incident, Personnel, Tps, order_due_at
+from services.dispatch.inbox import inbox_row, insert_inbox
 from services.dispatch.store import OPEN_STATUSES
 from siaga import models as rows
 from siaga import topics
 from siaga.audit import chain_hash, entry_content
 from siaga.clock import as_utc
-from siaga.contracts import Message
+from siaga.contracts import Assignment, Broadcast, HelpOnTheWay, Message
 from siaga.models import CommandResult, IncidentReport, Outbox, ProcessedEvent, TimelineEntry
 from siaga.models import Correction as CorrectionRow
 
@@ -57,6 +58,7 @@ REGISTRY_PERSONNEL = ("name", "unit", "role", "tps_ids")
 RECENT_EVENT_IDS = 200_000  # applied event ids remembered in memory; older ones are asked of the database
 CHUNK = 500  # rows in one IN list or one multi-row INSERT
 OutboxMessage = tuple[str, str | None, bytes]  # topic, key, value
+FieldOrder = Assignment | HelpOnTheWay | Broadcast
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Changes:
     updates_at: dict[str | None, int] = field(default_factory=dict)  # updates key -> index in outbox
     results: list[CommandResult] = field(default_factory=list)  # what the batch's commands came to
     corrections: list[Correction] = field(default_factory=list)  # operators' corrections (classify)
+    inbox: list[tuple[FieldOrder, str | None]] = field(default_factory=list)  # field orders, their kecamatan
 
     def __bool__(self) -> bool:
         return bool(
@@ -85,6 +88,7 @@ class Changes:
             or self.outbox
             or self.results
             or self.corrections
+            or self.inbox
         )
 
 
@@ -94,6 +98,8 @@ def _row(obj: SQLModel, table: Table) -> dict[str, Any]:
 
 def _deadline(inc: Incident) -> datetime | None:
     times = [as_utc(t) for t in (inc.escalate_at, inc.ack_deadline) if t is not None]
+    if inc.orders:  # a field order waiting for its acknowledgement (rules/orders.py)
+        times += [t for t in (order_due_at(inc),) if t is not None]
     return min(times) if times else None
 
 
@@ -460,6 +466,29 @@ class OwnedState:
             None,
         )
 
+    def open_of_kecamatan(self, kecamatan: str) -> list[Incident]:
+        self._ensure(kecamatan)
+        return list(self._open_ids(self._kecamatan_open.get(kecamatan, ())))
+
+    def kecamatan_personnel(self, kecamatan: str) -> list[Personnel]:
+        """Everyone on the roster who covers a TPS of the kecamatan (read when an order is sent: rare).
+
+        The roster's TPS lists are JSON, so the rows are filtered here; what memory holds of a
+        person (their newest check-in) wins over the row.
+        """
+        self._ensure(kecamatan)
+        here = {t for t, row in self.tps_rows.items() if row.kecamatan == kecamatan}
+        out: list[Personnel] = []
+        with self._session() as s:
+            for mapping in s.execute(select_rows(PERSONNEL)).mappings():
+                if here.intersection(mapping["tps_ids"] or ()):
+                    pid = mapping["personnel_id"]
+                    person = self.people.get(pid)
+                    if person is None:
+                        person = self.people[pid] = Personnel.from_row(mapping)
+                    out.append(person)
+        return out
+
     def due(self, now: datetime) -> list[Incident]:
         """Open incidents whose window or acknowledgement deadline has passed, from the timer heap."""
         out: dict[str, Incident] = {}
@@ -526,6 +555,10 @@ class OwnedState:
                 ch.outbox[at] = (topic, key, body)
                 return
             ch.updates_at[key] = len(ch.outbox)
+        elif isinstance(message, Assignment | HelpOnTheWay | Broadcast):
+            # Into the devices' inbox in the same transaction (never coalesced: each is an item).
+            incident = None if isinstance(message, Broadcast) else self.incidents.get(message.incident_id)
+            ch.inbox.append((message, incident.kecamatan if incident else None))
         ch.outbox.append((topic, key, body))
 
     # ------------------------------------------------------------------ writing back
@@ -566,7 +599,8 @@ class OwnedState:
         _insert_new(s, dialect, CommandResult, [_row(r, CommandResult.__table__) for r in ch.results])  # type: ignore[attr-defined]
         if ch.corrections:  # rare (operators' classify commands): plain inserts
             s.add_all(CorrectionRow(**asdict(c)) for c in ch.corrections)
-        return (ch.outbox, _insert_outbox(s, ch.outbox, created_at)), ch.results
+        insert_inbox(s, [inbox_row(m, kecamatan=k, at=created_at) for m, k in ch.inbox])
+        return (ch.outbox, insert_outbox(s, ch.outbox, created_at)), ch.results
 
     def discard(self) -> None:
         """Undo a batch that did not commit: memory may hold its half-applied changes, so reload."""
@@ -638,7 +672,7 @@ def _upsert(
         s.execute(stmt, list(chunk))
 
 
-def _insert_outbox(s: Session, messages: list[OutboxMessage], created_at: datetime) -> list[int]:
+def insert_outbox(s: Session, messages: list[OutboxMessage], created_at: datetime) -> list[int]:
     """The outbox rows; returns their ids (the relay deletes them by id once they are on the bus).
 
     One INSERT … RETURNING for many rows ("insertmanyvalues"). The ids may come back in any order:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from services.dispatch.domain import Correction, Incident, Personnel, Tps
+from services.dispatch.domain import Correction, Incident, Personnel, Tps, order_due_at
 from siaga.audit import chain_hash, entry_content
 from siaga.clock import as_utc
 from siaga.contracts import Message
@@ -37,6 +37,14 @@ class Store(Protocol):
     def open_at_many(self, tps_ids: Sequence[str]) -> dict[str, list[Incident]]: ...
     def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]: ...
     def open_area(self, kecamatan: str, category: str) -> Incident | None: ...
+    def open_of_kecamatan(self, kecamatan: str) -> list[Incident]:
+        """Every open incident of the kecamatan (TPS and area incidents)."""
+        ...
+
+    def kecamatan_personnel(self, kecamatan: str) -> list[Personnel]:
+        """The roster of the kecamatan: everyone who covers one of its TPS."""
+        ...
+
     def due(self, now: datetime) -> list[Incident]: ...
     def silent_candidates(self, phases: Sequence[str], seen_before: datetime) -> list[Tps]: ...
     def reload_tps(self, tps_ids: Sequence[str]) -> list[Tps]:
@@ -135,12 +143,20 @@ class MemoryStore:
             (i for i in self._open() if i.tps_id is None and i.kecamatan == kecamatan and i.category == category), None
         )
 
+    def open_of_kecamatan(self, kecamatan: str) -> list[Incident]:
+        return [i for i in self._open() if i.kecamatan == kecamatan]
+
+    def kecamatan_personnel(self, kecamatan: str) -> list[Personnel]:
+        here = {t for t, row in self.tps_rows.items() if row.kecamatan == kecamatan}
+        return [p for p in self.people.values() if here.intersection(p.tps_ids or ())]
+
     def due(self, now: datetime) -> list[Incident]:
         return [
             i
             for i in self._open()
             if (i.escalate_at is not None and as_utc(i.escalate_at) <= now)
             or (i.ack_deadline is not None and as_utc(i.ack_deadline) <= now)
+            or ((d := order_due_at(i)) is not None and d <= now)
         ]
 
     def silent_candidates(self, phases: Sequence[str], seen_before: datetime) -> list[Tps]:

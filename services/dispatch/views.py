@@ -19,18 +19,21 @@ from pydantic import (
     Field,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from sqlmodel import Session, col, select
 
 from services.dispatch import domain
 from services.dispatch.engine import NotAllowed, public_incident
+from services.dispatch.rules.orders import busy_people, rank_candidates
 from services.dispatch.service import Dispatch, NoOwner
 from siaga.auth import Principal, Role, bearer, principal_for
 from siaga.bus import BusUnavailable
 from siaga.clock import as_utc, iso
-from siaga.contracts import IncidentPublic
+from siaga.contracts import IncidentPublic, OrderTarget, Priority, TargetKind
 from siaga.events import Category, Id, Severity, Text
-from siaga.models import Incident, TimelineEntry, Tps
+from siaga.keys import kecamatan_key
+from siaga.models import Incident, Personnel, TimelineEntry, Tps
 from siaga.openapi import API_TOKEN, SECURITY_SCHEMES, answer, error_responses, invalid
 from siaga.runtime import Context
 
@@ -175,6 +178,85 @@ class ReportBody(BaseModel):
     )
 
 
+class AssignBody(BaseModel):
+    """Whom to send: a named person, or the nearest available one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    personnel_id: Id | None = Field(default=None, description="The person to send (from the roster).")
+    nearest: bool = Field(default=False, description="Send the nearest available person instead.")
+    note: Text = Field(default="", description="What to do there, for the responder.")
+    eta_minutes: int | None = Field(default=None, ge=0, le=24 * 60, description="Told to the TPS with the notice.")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> AssignBody:
+        if (self.personnel_id is not None) == self.nearest:
+            raise ValueError('name "personnel_id" or send "nearest": true (one of them)')
+        return self
+
+
+class CandidatePublic(BaseModel):
+    """A person who could be sent to the incident."""
+
+    personnel_id: str
+    name: str
+    unit: str
+    role: str
+    tps_ids: list[str]
+    status: str | None
+    battery: int | None
+    last_checkin_at: datetime | None
+    checkin_age_minutes: float | None
+    distance_km: float | None = Field(description="From their last check-in location, else from their TPS.")
+    located_by: str | None = Field(description="`checkin` or `tps`: where the distance is counted from.")
+    available: bool = Field(description="False: already sent to another open incident (`assignment`).")
+    assignment: dict[str, str] | None
+
+
+class CandidateList(BaseModel):
+    incident_id: str
+    items: list[CandidatePublic] = Field(description="Available people nearest first, then those sent elsewhere.")
+    count: int
+
+
+class Recipients(BaseModel):
+    """Whose devices get a message: any of the lists, or everyone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tps_ids: list[Id] | None = Field(default=None, max_length=2000)
+    kecamatan: list[Id] | None = Field(default=None, max_length=500)
+    personnel_ids: list[Id] | None = Field(default=None, max_length=2000)
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _someone(self) -> Recipients:
+        lists = [x for x in (self.tps_ids, self.kecamatan, self.personnel_ids) if x]
+        if self.all and lists:
+            raise ValueError('"all": true goes alone')
+        if not self.all and not lists:
+            raise ValueError('name at least one recipient: "tps_ids", "kecamatan", "personnel_ids" or "all": true')
+        return self
+
+
+class MessageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: Recipients
+    text: Text = Field(min_length=1)
+    priority: Priority = Priority.NORMAL
+
+
+class MessageItem(BaseModel):
+    item_id: str
+    target: str = Field(description="`tps:<id>`, `kecamatan:<key>`, `person:<id>` or `all`.")
+
+
+class MessageSent(BaseModel):
+    items: list[MessageItem] = Field(description="One inbox item per target.")
+    count: int
+
+
 class TimelineItem(BaseModel):
     """One change of an incident: who or what did it, when, and why (hash-chained per incident)."""
 
@@ -239,6 +321,95 @@ def _one(ctx: Context, incident_id: str) -> dict[str, Any] | None:
         for e in entries
     ]
     return doc
+
+
+def _candidates(ctx: Context, incident_id: str) -> dict[str, Any] | None:
+    """The people who could be sent, from the database (the owner writes it back every batch)."""
+    with Session(ctx.engine) as s:
+        row = s.get(Incident, incident_id)
+        if row is None:
+            return None
+        inc = domain.Incident.from_row(row)
+        tps_of = {
+            t.tps_id: domain.Tps.from_row(t) for t in s.exec(select(Tps).where(Tps.kecamatan == inc.kecamatan)).all()
+        }
+        people = [
+            domain.Personnel.from_row(p)
+            for p in s.exec(select(Personnel)).all()
+            if set(p.tps_ids or ()).intersection(tps_of)
+        ]
+        opened = s.exec(
+            select(Incident).where(
+                Incident.kecamatan == inc.kecamatan, col(Incident.status).in_(("open", "escalated", "acknowledged"))
+            )
+        ).all()
+        busy = busy_people(domain.Incident.from_row(i) for i in opened)
+    now = ctx.clock.now()
+    ranked = rank_candidates(inc, people=people, tps_of=tps_of, busy=busy, now=now)
+    return {"incident_id": incident_id, "items": [c.public(now) for c in ranked], "count": len(ranked)}
+
+
+def _targets(ctx: Context, to: Recipients) -> list[OrderTarget]:
+    """The recipients as inbox targets; raises HTTPException 422 naming ids the registry does not know."""
+    if to.all:
+        return [OrderTarget(kind=TargetKind.ALL)]
+    tps_ids = sorted(set(to.tps_ids or ()))
+    kecamatan = sorted(set(to.kecamatan or ()))
+    people = sorted(set(to.personnel_ids or ()))
+    with Session(ctx.engine) as s:
+        known_tps = set(s.exec(select(Tps.tps_id).where(col(Tps.tps_id).in_(tps_ids))).all()) if tps_ids else set()
+        known_kec = (
+            set(s.exec(select(Tps.kecamatan).where(col(Tps.kecamatan).in_(kecamatan)).distinct()).all())
+            if kecamatan
+            else set()
+        )
+        known_people = (
+            set(s.exec(select(Personnel.personnel_id).where(col(Personnel.personnel_id).in_(people))).all())
+            if people
+            else set()
+        )
+    problems = [
+        {"field": f"to.{name}", "message": f"not in the registry: {', '.join(sorted(set(ids) - known)[:10])}"}
+        for name, ids, known in (
+            ("tps_ids", tps_ids, known_tps),
+            ("kecamatan", kecamatan, known_kec),
+            ("personnel_ids", people, known_people),
+        )
+        if set(ids) - known
+    ]
+    if problems:
+        raise HTTPException(422, problems)
+    return (
+        [OrderTarget(kind=TargetKind.TPS, id=t) for t in tps_ids]
+        + [OrderTarget(kind=TargetKind.KECAMATAN, id=kecamatan_key(k)) for k in kecamatan]
+        + [OrderTarget(kind=TargetKind.PERSON, id=p) for p in people]
+    )
+
+
+def build_messages_router(dispatch: Dispatch) -> APIRouter:
+    """POST /v1/messages: an operator's broadcast to field devices (SPEC section 9)."""
+    ctx = dispatch.ctx
+    router = APIRouter(tags=["field orders"], responses=error_responses(401, 403, 422))
+
+    @router.post(
+        "/v1/messages",
+        status_code=201,
+        summary="Send a message to field devices' inboxes",
+        response_model=None,
+        responses=answer(MessageSent, "In the inboxes: one item per target.", 201)
+        | error_responses(503, _503="The database cannot take the message now; retry after `Retry-After`."),
+    )
+    async def send_message(who: Operator, body: MessageBody) -> dict[str, Any]:
+        targets = await asyncio.to_thread(_targets, ctx, body.to)
+        try:
+            items = await dispatch.broadcast(
+                targets, text=body.text, priority=body.priority, actor=f"operator:{who.name}"
+            )
+        except BusUnavailable:
+            items = []  # in the inbox already; the outbox publishes when the bus is back
+        return {"items": [{"item_id": m.order_id, "target": m.target.key} for m in items], "count": len(items)}
+
+    return router
 
 
 def build_router(dispatch: Dispatch) -> APIRouter:
@@ -320,12 +491,15 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         assert doc is not None
         return doc
 
-    async def act(incident_id: str, action: Callable[[], Awaitable[None]]) -> dict[str, Any]:
+    async def act(incident_id: str, action: Callable[[], Awaitable[object]]) -> dict[str, Any]:
         """Send the action to the incident's partition owner as a command; answer with the incident."""
         try:
             await action()
-        except KeyError:
-            raise HTTPException(404, f"no incident {incident_id!r}") from None
+        except KeyError as exc:
+            # The owner's refusal says what it did not find (an incident, a person); a bare id is the incident.
+            found = exc.args[0] if exc.args else incident_id
+            message = f"no incident {incident_id!r}" if found == incident_id else str(found)
+            raise HTTPException(404, message) from None
         except NotAllowed as exc:
             raise HTTPException(409, f"cannot do that: {exc}") from None
         except (NoOwner, BusUnavailable) as exc:
@@ -393,6 +567,43 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                 category=body.category,
                 severity=body.severity,
                 reason=body.reason,
+            ),
+        )
+
+    @router.get(
+        "/{incident_id}/candidates",
+        summary="Who could be sent: checked-in, on-duty people of the kecamatan, nearest first",
+        response_model=None,
+        responses=answer(CandidateList, "The candidates.") | no_incident,
+    )
+    async def candidates(incident_id: str, _: Viewer) -> dict[str, Any]:
+        doc = await asyncio.to_thread(_candidates, ctx, incident_id)
+        if doc is None:
+            raise HTTPException(404, f"no incident {incident_id!r}")
+        return doc
+
+    @router.post(
+        "/{incident_id}/assign",
+        summary="Send a responder (a person, or the nearest available one)",
+        response_model=None,
+        responses=detail
+        | with_body
+        | error_responses(
+            404,
+            409,
+            _404="No incident with that id, or no person with that personnel_id.",
+            _409="Nobody available, the person is not on duty or already sent elsewhere, or the incident is resolved.",
+        ),
+    )
+    async def assign(incident_id: str, who: Operator, body: AssignBody) -> dict[str, Any]:
+        return await act(
+            incident_id,
+            lambda: dispatch.assign(
+                incident_id,
+                actor=f"operator:{who.name}",
+                personnel_id=body.personnel_id,
+                note=body.note,
+                eta_minutes=body.eta_minutes,
             ),
         )
 

@@ -11,14 +11,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
 from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
+from services.ingest.inbox import InboxDb, InboxDevice, acknowledge, etag
 from services.ingest.service import (
     DeviceGrant,
     IngestDb,
@@ -32,7 +33,7 @@ from services.ingest.service import (
 from siaga import topics
 from siaga.auth import bearer, hash_token
 from siaga.bus import BusUnavailable
-from siaga.events import FieldEvent
+from siaga.events import FieldEvent, Text
 from siaga.keys import kecamatan_key
 from siaga.openapi import DEVICE_TOKEN, error_responses, inline_schema, json_body, secured
 from siaga.runtime import Context
@@ -380,9 +381,118 @@ def _reason(r: Rejection) -> str:
     )
 
 
+class InboxEntry(BaseModel):
+    """One inbox item: a field order of siaga.field-orders (docs/architecture.md) with its `seq`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    seq: int
+    order_id: str = Field(description="The item's id: what the device acknowledges.")
+    kind: str = Field(description="`assignment`, `help_on_the_way` or `message`.")
+    target: dict[str, Any]
+    actor: str
+    issued_at: datetime
+
+
+class InboxPage(BaseModel):
+    items: list[InboxEntry] = Field(description="Oldest first.")
+    cursor: str = Field(description="Send as `since` next time: the items after it follow, none twice.")
+    more: bool = Field(description="True: more items wait; poll again at once.")
+
+
+class InboxAck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: Text = ""
+
+
+class InboxAcked(BaseModel):
+    item_id: str
+    incident_id: str | None = Field(description="The incident whose timeline has the acknowledgement (orders).")
+    acknowledged: bool
+
+
+INBOX_REFUSALS = error_responses(
+    401,
+    422,
+    503,
+    _401="No device token, or an unknown or revoked one.",
+    _503="The database cannot be reached now; retry after `Retry-After` seconds.",
+)
+
+
+PAGE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": InboxPage, "description": "The items after `since`, oldest first."},
+    304: {"description": "Nothing new since the `If-None-Match` ETag (no body)."},
+}
+ACKED: dict[int | str, dict[str, Any]] = {
+    200: {"model": InboxAcked, "description": "Acknowledged (an order: on its incident's timeline)."}
+}
+
+
+class DeviceInbox:
+    """GET /v1/device/inbox and POST /v1/device/inbox/{item_id}/ack (SPEC section 9)."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self.db = InboxDb(ingest.db)
+
+    async def poll(self, authorization: str | None, since: int, if_none_match: str | None) -> Response:
+        def read() -> tuple[InboxDevice | None, Any]:
+            with self.ingest.db.reading() as cur:
+                token = bearer(authorization)
+                device = self.db.device(cur, hash_token(token)) if token else None
+                return device, (self.db.page(cur, device, since) if device else None)
+
+        try:
+            device, page = await self.ingest._in_db(read)
+        except self.ingest.db.errors:
+            return _response(DB_DOWN)
+        if device is None:
+            return _response(_problem(401, "missing, unknown or revoked device token", UNAUTHORIZED))
+        tag = etag(page.cursor)
+        headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+        if if_none_match and tag in (t.strip() for t in if_none_match.split(",")):
+            return Response(status_code=304, headers=headers)
+        return Response(page.body, 200, headers, media_type="application/json")
+
+    async def ack(self, authorization: str | None, item_id: str, note: str) -> Response:
+        def find() -> tuple[InboxDevice | None, Any]:
+            with self.ingest.db.reading() as cur:
+                token = bearer(authorization)
+                device = self.db.device(cur, hash_token(token)) if token else None
+                return device, (self.db.item(cur, device, item_id) if device else None)
+
+        try:
+            device, item = await self.ingest._in_db(find)
+        except self.ingest.db.errors:
+            return _response(DB_DOWN)
+        if device is None:
+            return _response(_problem(401, "missing, unknown or revoked device token", UNAUTHORIZED))
+        if item is None:
+            return _response(_problem(404, f"no inbox item {item_id!r} for this device"))
+        ctx = self.ingest.ctx
+        if item.incident_id is not None and item.kecamatan is not None:
+            try:
+                status = await acknowledge(
+                    ctx, device_id=device.device_id, item_id=item_id, item=item, note=note, now=ctx.clock.now()
+                )
+            except (TimeoutError, BusUnavailable):
+                return _response(
+                    _problem(503, "dispatch did not take the acknowledgement in time; retry", (("Retry-After", "2"),))
+                )
+            if status == 404:
+                return _response(_problem(404, f"the incident of inbox item {item_id!r} is gone"))
+            if status >= 400:
+                return _response(_problem(409, f"dispatch refused the acknowledgement ({status})"))
+        body = {"item_id": item_id, "incident_id": item.incident_id, "acknowledged": True}
+        return Response(orjson.dumps(body), 200, media_type="application/json")
+
+
 def build(ctx: Context) -> ServiceParts:
-    """The ingest routes (POST /v1/events and /v1/events/batch)."""
+    """The ingest routes (POST /v1/events and /v1/events/batch, the device inbox)."""
     ingest = Ingest(ctx)
+    inbox = DeviceInbox(ingest)
     router = APIRouter(tags=["field events"])
 
     @router.post(
@@ -418,6 +528,50 @@ def build(ctx: Context) -> ServiceParts:
         )
         return _response(answer)
 
+    @router.get(
+        "/v1/device/inbox",
+        tags=["device inbox"],
+        summary="The device's orders and messages after a cursor",
+        response_model=None,
+        responses=PAGE_ANSWERS | INBOX_REFUSALS,
+        openapi_extra=secured(DEVICE_TOKEN),
+        description="Orders, notices and messages for the device's TPS, their kecamatan, its person, and "
+        "everyone. Resume with the answer's `cursor` as `since`: no item is skipped or repeated. Send the "
+        "last `ETag` as `If-None-Match` to get `304` when nothing is new. docs/field-app.md has the details.",
+    )
+    async def get_inbox(
+        request: Request,
+        since: Annotated[
+            str, Query(pattern=r"^[0-9]{1,15}$", description="The `cursor` of the previous answer; 0 from the start.")
+        ] = "0",
+    ) -> Response:
+        headers = request.headers
+        return await inbox.poll(headers.get("authorization"), int(since), headers.get("if-none-match"))
+
+    @router.post(
+        "/v1/device/inbox/{item_id}/ack",
+        tags=["device inbox"],
+        summary="Acknowledge an inbox item (on the incident's timeline)",
+        response_model=None,
+        responses=ACKED
+        | INBOX_REFUSALS
+        | error_responses(
+            400,
+            404,
+            409,
+            _400="The body is not JSON.",
+            _404="No such item for this device.",
+            _409="Dispatch refused the acknowledgement.",
+        ),
+        openapi_extra=secured(DEVICE_TOKEN),
+    )
+    async def ack_inbox_item(
+        request: Request,
+        item_id: Annotated[str, Path(min_length=1, max_length=128)],
+        body: InboxAck | None = None,
+    ) -> Response:
+        return await inbox.ack(request.headers.get("authorization"), item_id, body.note if body else "")
+
     return ServiceParts(
         "ingest",
         router,
@@ -426,7 +580,10 @@ def build(ctx: Context) -> ServiceParts:
         fast_routes={
             ("POST", path): functools.partial(serve_device_post, ingest, batch=batch) for path, batch in ROUTES.items()
         },
-        openapi_tags=[{"name": "field events", "description": "What field devices post (SPEC section 4)."}],
+        openapi_tags=[
+            {"name": "field events", "description": "What field devices post (SPEC section 4)."},
+            {"name": "device inbox", "description": "Orders and messages for field devices (SPEC section 9)."},
+        ],
     )
 
 

@@ -199,6 +199,11 @@ class IngestDb:
             self._tps.update(cur.fetchall())
         return {i: self._tps[i] for i in tps_ids if i in self._tps}
 
+    @property
+    def param(self) -> str:
+        """The driver's placeholder for one parameter (`?` or `%s`)."""
+        return self._p
+
     def _marks(self, n: int) -> str:
         return ", ".join([self._p] * n)
 

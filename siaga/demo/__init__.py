@@ -200,15 +200,20 @@ POLICY_DURATIONS: list[tuple[str, ...]] = [
     ("spread", "window_minutes"),
     ("silent_post_minutes",),
 ]
+ORDER_ACK_FLOOR_MINUTES = 1.5  # real minutes: a poll a minute plus a few seconds to acknowledge
 
 
 def scaled_policy(doc: dict[str, Any], speed: float) -> dict[str, Any]:
     """The policy document with every duration divided by `speed`.
 
     A sped-up day needs a sped-up policy: at speed 30 a simulated 15-minute window lasts 30 real
-    seconds, so escalations and silent posts show when they would on the day.
+    seconds, so escalations and silent posts show when they would on the day. Except the time to
+    acknowledge a field order: at least ORDER_ACK_FLOOR_MINUTES of real time.
     """
     out = {**doc, "spread": dict(doc.get("spread") or {})}
+    # Phones poll their inbox in real time (siaga.simulator.inbox: once a minute each in the demo),
+    # so the time they have to acknowledge an order cannot shrink below that with the speed.
+    out["order_ack_minutes"] = max(float(doc.get("order_ack_minutes", 5)) / speed, ORDER_ACK_FLOOR_MINUTES)
     for path in POLICY_DURATIONS:
         holder: dict[str, Any] = out
         for key in path[:-1]:

@@ -125,6 +125,14 @@ def add_simulate_parser(subparsers: Any) -> None:
         metavar="MIN-MAX",
         help="day mode: each person checks in every MIN to MAX simulated minutes; default 10-20",
     )
+    p.add_argument(
+        "--inbox-poll",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="day mode: the devices of police and reserves poll their inbox about every SECONDS of real "
+        "time and acknowledge most orders (0: never); default 30",
+    )
     p.add_argument("--json-out", type=Path, default=None, help="write the final statistics to this JSON file")
     # `handler` is the documented name; `func` is what siaga.cli dispatches on.
     p.set_defaults(handler=run_simulate, func=run_simulate)
@@ -235,6 +243,7 @@ async def _simulate(args: argparse.Namespace, rows: list[TpsRow], seed: int) -> 
             stop_event=stop,
             progress_every_s=args.progress_every,
             checkin_minutes=args.checkin_minutes,
+            inbox_poll_s=args.inbox_poll,
         )
     if args.json_out:
         args.json_out.write_text(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")

@@ -18,6 +18,7 @@ import httpx
 from siaga.clock import Clock, SystemClock, iso
 from siaga.demo.registry import PersonnelRow, TpsRow
 from siaga.simulator.fleet import TokensByTps, build_fleet
+from siaga.simulator.inbox import InboxResponder
 from siaga.simulator.plan import DAY_START, DayPlan, DayPlanner, PlannedEvent, Send
 from siaga.simulator.sender import Counters, Poster
 from siaga.simulator.texts import load_texts
@@ -53,6 +54,7 @@ class SimStats:
     elapsed_s: float = 0.0
     stopped_early: bool = False
     scenario: dict[str, Any] = field(default_factory=dict)
+    inbox: dict[str, int] = field(default_factory=dict)  # the inbox responder's counts, when it ran
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -106,6 +108,7 @@ async def run_day(
     client: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
     checkin_minutes: tuple[float, float] = (10.0, 20.0),
+    inbox_poll_s: float = 0.0,
 ) -> SimStats:
     """Post a realistic election day for the TPS in `tokens_by_tps` to `ingest_url`.
 
@@ -117,6 +120,8 @@ async def run_day(
     `seed` makes the day repeatable (same event ids, texts and order); None picks one.
     `tokens_by_tps` maps a TPS to its device tokens: strings, or siaga.demo.DeviceToken (which
     also say who checks in through the device). `tps`/`personnel` default to the Serang demo.
+    `inbox_poll_s` above 0: the devices of police and reserves also poll their inbox that often
+    (real time) and acknowledge most orders (siaga.simulator.inbox).
     """
     if speed <= 0:
         raise ValueError("speed must be above 0")
@@ -195,6 +200,19 @@ async def run_day(
         f"from {stats.sim_start} WIB at speed {speed:g} (seed {seed})"
     )
     reporter = asyncio.create_task(report())
+    inbox_stop = asyncio.Event()
+    responder: InboxResponder | None = None
+    inbox_task: asyncio.Task[None] | None = None
+    inbox_http: httpx.AsyncClient | None = None
+    if inbox_poll_s > 0:
+        roles = {p.personnel_id: p.role for p in fleet.personnel}
+        responders = [
+            d.token for d in fleet.devices if any(roles.get(p, "linmas") != "linmas" for p in d.personnel_ids)
+        ]
+        # Its own connections: polls must not queue behind a backlog of events in the poster's pool.
+        inbox_http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=httpx.Limits(max_connections=16))
+        responder = InboxResponder(inbox_http, ingest_url, responders, poll_s=inbox_poll_s, seed=seed)
+        inbox_task = asyncio.create_task(responder.run(inbox_stop))
     try:
         for send in sends:
             wait = (real_at(send.at) - clock.now()).total_seconds()
@@ -215,6 +233,11 @@ async def run_day(
             await asyncio.gather(*pending)
     finally:
         reporter.cancel()
+        inbox_stop.set()
+        if inbox_task is not None:
+            await asyncio.gather(inbox_task, return_exceptions=True)
+        if inbox_http is not None:
+            await inbox_http.aclose()
         for task in pending:
             task.cancel()
         if owns_client:
@@ -229,6 +252,8 @@ async def run_day(
     stats.batches = counters.batches
     stats.status_codes = {str(k): v for k, v in sorted(counters.status_codes.items())}
     stats.rejections = counters.rejections
+    if responder is not None:
+        stats.inbox = vars(responder.stats)
     progress(f"day done at sim {stats.sim_end} WIB in {stats.elapsed_s:.1f}s | {counters.line()}")
     return stats
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -26,11 +27,13 @@ import orjson
 import pytest
 import pytest_asyncio
 from fastapi.routing import iter_route_contexts
+from sqlmodel import Session
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from siaga.auth import hash_token
 from siaga.logs import setup_logging
+from siaga.models import Incident, Personnel
 from tests.fakes.providers import FakeTelegram
 from tests.security import (
     PRINCIPALS,
@@ -102,11 +105,45 @@ async def _seed_incident(rig: Rig) -> Call:
     return Call(f"/v1/incidents/{rig.incident_id}")
 
 
+def fixed_incident_path(action: str) -> Prepare:
+    async def prepare(rig: Rig) -> Call:
+        return Call(f"/v1/incidents/{rig.incident_id}/{action}")
+
+    return prepare
+
+
 def _on_fresh_incident(action: str, body: Any = None) -> Prepare:
     async def prepare(rig: Rig) -> Call:
         return Call(f"/v1/incidents/{await rig.new_incident()}/{action}", json=body)
 
     return prepare
+
+
+async def _assign_checked_in(rig: Rig) -> Call:
+    """A fresh incident, and a fresh person checked in on duty at its TPS (applied before the call)."""
+    incident_id = await rig.new_incident()
+    with Session(rig.ctx.engine) as s:
+        tps_id = s.get(Incident, incident_id).tps_id  # type: ignore[union-attr]
+    person = f"RES-{uuid.uuid4().hex[:8]}"
+    ev = rig.event(str(tps_id), type="checkin", payload={"personnel_id": person, "status": "on_duty"})
+    r = await rig.client.post("/v1/events", json=ev, headers={"Authorization": f"Bearer {rig.seeder_token}"})
+    assert r.status_code == 202, r.text
+    for _ in range(200):
+        with Session(rig.ctx.engine) as s:
+            if s.get(Personnel, person) is not None:
+                break
+        await asyncio.sleep(0.05)
+    return Call(f"/v1/incidents/{incident_id}/assign", json={"personnel_id": person, "eta_minutes": 5})
+
+
+async def _message_for(rig: Rig, tps_id: str) -> str:
+    """The inbox item id of a new operator message to one TPS."""
+    r = await rig.admin("POST", "/v1/messages", json={"to": {"tps_ids": [tps_id]}, "text": "cek HT"})
+    return str(r.json()["items"][0]["item_id"])
+
+
+async def _inbox_ack(rig: Rig) -> Call:
+    return Call(f"/v1/device/inbox/{await _message_for(rig, 'T1')}/ack", json={"note": "diterima"})
 
 
 async def _tps_import(_: Rig) -> Call:
@@ -195,6 +232,13 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
         fixed("/v1/incidents", json={"tps_id": "T1", "description": "lapor via HT: HT rusak", "category": "equipment"}),
     ),
     ("GET", "/v1/admin/corrections"): Expect(Access.ADMIN, 200, fixed("/v1/admin/corrections")),
+    ("GET", "/v1/incidents/{incident_id}/candidates"): Expect(Access.VIEWER, 200, fixed_incident_path("candidates")),
+    ("POST", "/v1/incidents/{incident_id}/assign"): Expect(Access.OPERATOR, 200, _assign_checked_in),
+    ("POST", "/v1/messages"): Expect(
+        Access.OPERATOR, 201, fixed("/v1/messages", json={"to": {"kecamatan": ["Cikande"]}, "text": "hujan deras"})
+    ),
+    ("GET", "/v1/device/inbox"): Expect(Access.DEVICE, 200, fixed("/v1/device/inbox?since=0")),
+    ("POST", "/v1/device/inbox/{item_id}/ack"): Expect(Access.DEVICE, 200, _inbox_ack),
     ("POST", "/v1/admin/tps/import"): Expect(Access.ADMIN, 200, _tps_import),
     ("POST", "/v1/admin/personnel/import"): Expect(Access.ADMIN, 200, _personnel_import),
     ("POST", "/v1/admin/devices"): Expect(
@@ -275,6 +319,23 @@ async def test_refused_ingest_posts_change_nothing(rig: Rig) -> None:
             assert r.status_code == 401
             assert r.headers["WWW-Authenticate"] == "Bearer"
         assert rig.fingerprint() == before, f"{who}'s refused events were stored"
+
+
+async def test_a_device_sees_and_acknowledges_nothing_meant_for_another_tps(rig: Rig) -> None:
+    """The rig's device is bound to T1: a message to K1 (another kecamatan) and one to T2 (same
+    kecamatan) are not in its inbox, and acknowledging them is a 404 that changes nothing."""
+    headers = rig.headers("device")
+    mine = await _message_for(rig, "T1")
+    others = [await _message_for(rig, "K1"), await _message_for(rig, "T2")]
+    r = await rig.client.get("/v1/device/inbox", headers=headers)
+    assert r.status_code == 200, r.text
+    ids = [i["order_id"] for i in r.json()["items"]]
+    assert mine in ids and not set(others) & set(ids), ids
+    before = rig.fingerprint()
+    for item_id in others:
+        r = await rig.client.post(f"/v1/device/inbox/{item_id}/ack", headers=headers)
+        assert r.status_code == 404 and r.json()["detail"], r.text
+    assert rig.fingerprint() == before
 
 
 async def test_telegram_webhook_opens_only_with_its_secret(rig: Rig) -> None:

@@ -523,7 +523,7 @@
     const action = button.dataset.action;
     if (action === "resolve" || action === "notes") return askText(id, action);
     button.disabled = true;
-    await act(id, action);
+    await act(id, action, action === "assign" ? { nearest: true } : undefined);
     button.disabled = false;
   }
 
@@ -656,6 +656,11 @@
     const why = inc.description || (inc.why || []).join(", ");
     if (why) parts.push(el("div", "card-why", why));
     if (inc.last_alert_failure) parts.push(el("div", "card-warn", t("alert_failed", { why: inc.last_alert_failure })));
+    for (const o of inc.orders || []) {
+      // Field orders (SPEC section 9): an unanswered one stands out for the command center.
+      const line = t("order_line", { name: o.name || o.personnel_id, state: tg("order_state", o.state) });
+      parts.push(el("div", o.state === "unanswered" ? "card-warn" : "card-order", line));
+    }
     const actions = el("div", "card-actions");
     const button = (action, cls, label) => {
       const b = el("button", cls, t(label));
@@ -666,6 +671,7 @@
     if (isOperator()) {
       if (inc.status !== "acknowledged") actions.append(button("ack", "ack", "btn_ack"));
       if ((inc.level || 0) < 3) actions.append(button("escalate", "escalate", "btn_escalate"));
+      if (inc.tps_id) actions.append(button("assign", "ghost", "btn_assign"));
       actions.append(button("resolve", "ghost", "btn_resolve"), button("notes", "ghost", "btn_note"));
     }
     const detail = el("button", "ghost", t(isOperator() ? "btn_detail_correct" : "btn_detail"));

@@ -94,6 +94,7 @@ def incident_public(inc: Incident, tps: Tps | None = None) -> IncidentPublic:
         resolution=inc.resolution,
         last_alert_failure=inc.last_alert_failure,
         source=IncidentSource(inc.source or "field"),
+        orders=[{k: v for k, v in o.items() if k != "due_at"} for o in inc.orders or ()],
         version=inc.version,
     )
 

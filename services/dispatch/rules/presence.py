@@ -28,6 +28,8 @@ class Presence(Reports):
             person.status, person.last_checkin_at = p.status, occurred
             if p.battery is not None:
                 person.battery = p.battery
+            if p.location is not None:  # where to send them from (rules/orders.py)
+                person.lat, person.lon = p.location.lat, p.location.lon
         self.store.save_personnel(person)
         checkins = dict(tps.checkins or {})
         prior = checkins.get(p.personnel_id)

@@ -79,7 +79,9 @@ if __name__ == "__main__":  # .venv/bin/python -m tests.unit.test_classify_batch
 
     for name in sys.argv[1:]:
         s = score(Path(name))
-        print(f"{name}: exact {s.exact}/{s.reports} ({s.exact / s.reports:.1%}), "
-              f"category {s.category}/{s.reports} ({s.category / s.reports:.1%})")
+        print(
+            f"{name}: exact {s.exact}/{s.reports} ({s.exact / s.reports:.1%}), "
+            f"category {s.category}/{s.reports} ({s.category / s.reports:.1%})"
+        )
         for miss in s.misses:
             print("  miss:", miss)

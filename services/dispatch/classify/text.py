@@ -12,6 +12,9 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+
+from Sastrawi.Stemmer.StemmerFactory import StemmerFactory
 
 from services.dispatch.classify.lexicon import TextRules
 
@@ -48,6 +51,22 @@ class Token:
     reported: bool = False  # inside reported speech: bahwa, katanya
     cleared: bool = False  # before an all-clear word: "logistik *aman*"
     negation: tuple[int, int] | None = None  # token span of the negator and this word, for the why
+
+
+@lru_cache(maxsize=1)
+def _sastrawi() -> object:
+    return StemmerFactory().create_stemmer()
+
+
+@lru_cache(maxsize=65_536)
+def sastrawi_root(word: str) -> str:
+    """The Indonesian root of `word` by PySastrawi's dictionary stemmer ("dibacok" -> "bacok").
+
+    Sastrawi knows standard Indonesian morphology (confixes, nasal assimilation, reduplication)
+    and checks each candidate against its root dictionary, so it does not over-strip ("lembar"
+    stays "lembar"). A word it does not know comes back unchanged.
+    """
+    return str(_sastrawi().stem(word))  # type: ignore[attr-defined]
 
 
 def collapse_repeats(word: str) -> str:
@@ -197,6 +216,10 @@ class LemmaResolver:
         minimum = self._rules.min_stem
         out = [word]
         seen = {word}
+        root = sastrawi_root(word)  # the dictionary stemmer first: its root is the most reliable form
+        if root != word and len(root) >= minimum:
+            out.append(root)
+            seen.add(root)
 
         def add(form: str) -> None:
             if len(form) >= minimum and form not in seen:

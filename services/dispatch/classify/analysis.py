@@ -142,6 +142,9 @@ class Analyzer:
         rs = lexicon.scoring.reported_speech
         for w in rs.markers if rs is not None else ():
             self._markers.add(self.tokenizer.words(w), "reported")
+        cause = lexicon.scoring.cause
+        for w in cause.markers if cause is not None else ():
+            self._markers.add(self.tokenizer.words(w), "cause")
         # all-clear words count only as written: "diamankan" (arrested) is not "aman" (all clear)
         self._clear_words = frozenset(self.tokenizer.words(w) for w in neg.all_clear)
         self._window = neg.window
@@ -198,7 +201,7 @@ class Analyzer:
                         tokens[k].negated = tokens[k].strictly_negated = True
                         tokens[k].negation = (k, m.end)
                     continue
-                window = {"hypo": self._hypo_window, "reported": n}.get(kind, self._window)
+                window = {"hypo": self._hypo_window, "reported": n, "cause": n}.get(kind, self._window)
                 for k in range(m.end, min(m.end + window, n)):
                     tok = tokens[k]
                     if tok.clause != clause:
@@ -212,6 +215,8 @@ class Analyzer:
                     elif kind == "hypo":
                         tok.hypothetical = True
                         tok.negation = tok.negation or (m.start, k + 1)
+                    elif kind == "cause":
+                        tok.cause = True
                     else:
                         tok.reported = True
 

@@ -78,6 +78,8 @@ class CategoryScorer:
                 if first.cleared or (first.strictly_negated and cats[name].negatable):
                     continue
                 factor = scoring.hypothetical_factor if first.hypothetical else 1.0
+                if first.cause and scoring.cause is not None:
+                    factor *= scoring.cause.factor
                 hits.append(_Hit(term, term.weight * factor, m.start, m.end))
 
         rs = scoring.reported_speech

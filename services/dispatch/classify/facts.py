@@ -65,6 +65,8 @@ class FactReader:
         for kind in _KINDS:
             for term in getattr(rules, kind):
                 self._index.add(tokenizer.words(term), kind)
+        for term in rules.weapon_use:
+            self._index.add(tokenizer.words(term), "weapon_use")
         for kind, guard in rules.guards.items():
             for term in guard.before:
                 self._index.add(tokenizer.words(term), f"before:{kind}")
@@ -120,8 +122,9 @@ class FactReader:
             for kind in FACT_LISTS:
                 if kind not in m.labels:
                     continue
-                # a threat is not an event, but a weapon shown in a threat is there
-                hypothetical = first.hypothetical and kind != "weapon"
+                # a threat is not an event, but a weapon shown in a threat is there; a threatened
+                # stabbing ("akan membacok") shows none
+                hypothetical = first.hypothetical and (kind != "weapon" or "weapon_use" in m.labels)
                 if first.negated or hypothetical or self._guarded(m, kind, matches):
                     ruled_out.setdefault(kind, m)
                 else:

@@ -89,6 +89,11 @@ class ReportedSpeech(_Strict):
     min_cue: float = Field(default=2.0, ge=0)
 
 
+class CauseClause(_Strict):
+    markers: list[str] = Field(description="words after which the clause names a cause: karena, akibat, due to")
+    factor: float = Field(default=0.5, ge=0, le=1)
+
+
 class ScoringRules(_Strict):
     """How category scores are combined and compared."""
 
@@ -97,6 +102,9 @@ class ScoringRules(_Strict):
     hypothetical_factor: float = Field(default=0.5, ge=0, le=1)
     blockers: list[str] = Field(default_factory=list, description="phrases that hide their words: pukul #")
     reported_speech: ReportedSpeech | None = None
+    cause: CauseClause | None = Field(
+        default=None, description="a cause named elsewhere weighs less than the problem here"
+    )
     max_why_words: int = Field(default=4, ge=1)
     text_facts_ignored_for: list[str] = Field(
         default_factory=list, description="categories whose text describes rumours, not events: hoax"
@@ -184,6 +192,10 @@ class FactRules(_Strict):
     injury: list[str]
     death: list[str]
     weapon: list[str]
+    weapon_use: list[str] = Field(
+        default_factory=list,
+        description="acts done with a weapon (bacok, tembak): a weapon when done, none when only threatened",
+    )
     arson: list[str]
     person: list[str] = Field(description="nouns a number can count: orang, warga")
     crowd_noun: list[str] = Field(description="nouns that are a crowd by themselves: massa, pendukung")

@@ -49,6 +49,7 @@ class Token:
     strictly_negated: bool = False  # after tidak ada, tanpa, nihil: also cancels category words
     hypothetical: bool = False  # after akan, jika, diancam: did not (yet) happen
     reported: bool = False  # inside reported speech: bahwa, katanya
+    cause: bool = False  # in a clause naming a cause: "karena jembatan putus"
     cleared: bool = False  # before an all-clear word: "logistik *aman*"
     negation: tuple[int, int] | None = None  # token span of the negator and this word, for the why
 
@@ -130,7 +131,10 @@ class Tokenizer:
         if words is None:
             out: list[str] = []
             previous = None
-            for part in re.split(r"['-]", raw.lower()) if hyphenated else [raw.lower()]:
+            parts = re.split(r"['-]", raw.lower()) if hyphenated else [raw.lower()]
+            if len(parts) == 2 and parts[1] in (parts[0] + "an", parts[0] + "kan"):
+                parts = ["saling", parts[0]]  # "dorong-dorongan", "pukul-pukulan": done to each other
+            for part in parts:
                 if not part or part == previous:  # "orang-orang": reduplication means plural
                     continue
                 previous = part

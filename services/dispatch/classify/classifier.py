@@ -90,6 +90,14 @@ class CategoryScorer:
                     if h.term.category != rs.cue_category and tokens[h.start].reported:
                         h.score *= rs.factor
 
+        hz = scoring.hazard
+        if hz is not None and any(
+            h.term.category in hz.hazards and h.score >= hz.min_weight and not tokens[h.start].cause for h in hits
+        ):
+            for h in hits:  # "kotak suara dibakar": the ballot box is what burned, the fire is the incident
+                if h.term.category in hz.objects:
+                    h.score *= hz.factor
+
         by_category: dict[str, list[_Hit]] = {}
         for h in hits:
             by_category.setdefault(h.term.category, []).append(h)

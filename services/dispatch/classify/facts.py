@@ -40,6 +40,7 @@ _KINDS = (
     "crowd_noun",
     "gather",
     "count_words",
+    "struck",
     "approx",
     "fillers",
     "units",
@@ -85,6 +86,8 @@ class FactReader:
         matches = self._index.find(tokens)
         at: dict[int, Match[str]] = {k: m for m in matches for k in range(m.start, m.end)}
         mentions, ruled_out = self._mentions(analysis, matches)
+        if "injury" not in ruled_out:  # "terkena panah": hit by a weapon is a wound, unless none is stated
+            mentions["injury"] += [m for m in mentions["weapon"] if self._struck_before(analysis, m.start, at)]
         used: set[int] = set()  # number tokens already counting something
         hurt = self._hurt_counts(analysis, matches, at, mentions, used)
         crowd_counts = self._crowd_counts(analysis, matches, at, used)
@@ -201,6 +204,16 @@ class FactReader:
         return strong + weak if gathering else strong
 
     # -- helpers ------------------------------------------------------------------------------
+    @staticmethod
+    def _struck_before(analysis: Analysis, i: int, at: dict[int, Match[str]]) -> bool:
+        before = at.get(i - 1)
+        return (
+            before is not None
+            and "struck" in before.labels
+            and analysis.tokens[i - 1].clause == analysis.tokens[i].clause
+            and not analysis.tokens[i - 1].negated
+        )
+
     def _guarded(self, m: Match[str], kind: str, matches: list[Match[str]]) -> bool:
         """A fact word whose neighbours show it is not the fact ("baterai mati", "api membakar")."""
         guard = self._rules.guards.get(kind)

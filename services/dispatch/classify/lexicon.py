@@ -94,6 +94,13 @@ class CauseClause(_Strict):
     factor: float = Field(default=0.5, ge=0, le=1)
 
 
+class HazardRule(_Strict):
+    hazards: list[str] = Field(description="categories that damage things: fire, flood")
+    objects: list[str] = Field(description="categories named by the thing damaged: logistics")
+    min_weight: float = Field(default=3.0, gt=0, description="a hazard term at least this strong")
+    factor: float = Field(default=0.5, ge=0, le=1)
+
+
 class ScoringRules(_Strict):
     """How category scores are combined and compared."""
 
@@ -104,6 +111,9 @@ class ScoringRules(_Strict):
     reported_speech: ReportedSpeech | None = None
     cause: CauseClause | None = Field(
         default=None, description="a cause named elsewhere weighs less than the problem here"
+    )
+    hazard: HazardRule | None = Field(
+        default=None, description="a hazard striking election property: the hazard is the point"
     )
     max_why_words: int = Field(default=4, ge=1)
     text_facts_ignored_for: list[str] = Field(
@@ -192,6 +202,9 @@ class FactRules(_Strict):
     injury: list[str]
     death: list[str]
     weapon: list[str]
+    struck: list[str] = Field(
+        default_factory=list, description="words before a weapon that make it a wound: terkena (panah)"
+    )
     weapon_use: list[str] = Field(
         default_factory=list,
         description="acts done with a weapon (bacok, tembak): a weapon when done, none when only threatened",

@@ -238,6 +238,11 @@ def _number_group(tokens: list[Token], i: int, nw: NumberWords) -> tuple[int, in
         elif w in nw.big_multipliers:
             total += ((group + current) or 1) * nw.big_multipliers[w]
             group = current = 0
+        elif w[-2:] == "an" and (w[:-2] in nw.multipliers or w[:-2] in nw.big_multipliers):
+            # "lima puluhan", "dua ratusan": a round count given loosely, the round figure
+            factor = nw.multipliers.get(w[:-2]) or nw.big_multipliers[w[:-2]]
+            j += 1
+            return total + group + (current or 1) * factor, j
         elif open_for_unit and w in nw.units and nw.units[w] < 100:
             group += current
             current = nw.units[w]

@@ -173,6 +173,13 @@ class Analyzer:
                 continue
             if tok.word in nw.quantities:
                 tok.number = nw.quantities[tok.word]
+                after = tokens[i + 1] if i + 1 < n and tokens[i + 1].clause == tok.clause else None
+                if after is not None and after.number is None:  # "beberapa ratus", "several hundred"
+                    factor = nw.multipliers.get(after.word) or nw.big_multipliers.get(after.word)
+                    if factor and tok.number < 10:
+                        tok.number *= factor
+                        after.in_number = True
+                        i += 1
                 i += 1
                 continue
             value, end = _number_group(tokens, i, nw)

@@ -149,6 +149,7 @@ class Analyzer:
         self._clear_words = frozenset(self.tokenizer.words(w) for w in neg.all_clear)
         self._window = neg.window
         self._post_window = neg.post_window
+        self._clear_window = neg.all_clear_window
         self._hypo_window = neg.hypothetical_window
         self.resolver = LemmaResolver(lexicon.text, vocabulary | self._markers.words())
 
@@ -196,7 +197,7 @@ class Analyzer:
                 if kind == "clear":
                     if tuple(t.word for t in tokens[m.start : m.end]) not in self._clear_words:
                         continue
-                    for k in range(m.start - 1, max(m.start - 1 - self._post_window, -1), -1):
+                    for k in range(m.start - 1, max(m.start - 1 - self._clear_window, -1), -1):
                         if tokens[k].clause != clause:
                             break
                         tokens[k].cleared = True

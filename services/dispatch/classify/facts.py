@@ -86,8 +86,12 @@ class FactReader:
         matches = self._index.find(tokens)
         at: dict[int, Match[str]] = {k: m for m in matches for k in range(m.start, m.end)}
         mentions, ruled_out = self._mentions(analysis, matches)
-        if "injury" not in ruled_out:  # "terkena panah": hit by a weapon is a wound, unless none is stated
-            mentions["injury"] += [m for m in mentions["weapon"] if self._struck_before(analysis, m.start, at)]
+        if "injury" not in ruled_out:  # "terkena panah", "ditikam": hit by a weapon is a wound, unless none is stated
+            mentions["injury"] += [
+                m
+                for m in mentions["weapon"]
+                if self._struck_before(analysis, m.start, at) or self._passive_use(analysis, m)
+            ]
         used: set[int] = set()  # number tokens already counting something
         hurt = self._hurt_counts(analysis, matches, at, mentions, used)
         crowd_counts = self._crowd_counts(analysis, matches, at, used)
@@ -204,6 +208,12 @@ class FactReader:
         return strong + weak if gathering else strong
 
     # -- helpers ------------------------------------------------------------------------------
+    def _passive_use(self, analysis: Analysis, m: Match[str]) -> bool:
+        word = analysis.tokens[m.start].word
+        return "weapon_use" in m.labels and any(
+            word.startswith(p) and len(word) > len(p) + 3 for p in self._rules.passive_prefixes
+        )
+
     @staticmethod
     def _struck_before(analysis: Analysis, i: int, at: dict[int, Match[str]]) -> bool:
         before = at.get(i - 1)

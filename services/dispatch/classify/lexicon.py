@@ -79,6 +79,7 @@ class NegationRules(_Strict):
     )
     window: int = Field(default=3, ge=1, le=10)
     post_window: int = Field(default=2, ge=1, le=10)
+    all_clear_window: int = Field(default=2, ge=1, le=20, description="words before an all-clear word it covers")
     hypothetical_window: int = Field(default=4, ge=1, le=10)
 
 
@@ -202,6 +203,9 @@ class FactRules(_Strict):
     injury: list[str]
     death: list[str]
     weapon: list[str]
+    passive_prefixes: list[str] = Field(
+        default_factory=list, description="an act done with a weapon, in the passive, is a wound: di(tikam)"
+    )
     struck: list[str] = Field(
         default_factory=list, description="words before a weapon that make it a wound: terkena (panah)"
     )

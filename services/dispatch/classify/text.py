@@ -70,6 +70,21 @@ def sastrawi_root(word: str) -> str:
     return str(_sastrawi().stem(word))  # type: ignore[attr-defined]
 
 
+@lru_cache(maxsize=1)
+def _sastrawi_roots() -> frozenset[str]:
+    return frozenset(w for w in StemmerFactory().get_words() if w)
+
+
+@lru_cache(maxsize=65_536)
+def is_dictionary_word(word: str) -> bool:
+    """A correctly spelt Indonesian word: its Sastrawi root is in Sastrawi's root dictionary.
+
+    Such a word is never read as a misspelling of another ("bergerak" is not "gertak",
+    "mengeluh" is not "gelut").
+    """
+    return sastrawi_root(word) in _sastrawi_roots()
+
+
 def collapse_repeats(word: str) -> str:
     """All runs of one letter to one letter: 'bnjiir' -> 'bnjir', 'ballot' -> 'balot'."""
     return _DOUBLES.sub(r"\1", word)
@@ -200,6 +215,8 @@ class LemmaResolver:
         collapsed = {w for f in forms for w in self._collapsed.get(collapse_repeats(f), ())}
         if collapsed:
             return frozenset(collapsed)
+        if is_dictionary_word(word):  # a real word, spelt right: not a slip for a lexicon word
+            return frozenset()
         rules = self._rules.fuzzy
         fuzzy_hits: set[str] = set()
         for f in forms:

@@ -202,6 +202,20 @@ class FactReader:
             count = _Count(value, m.start, self._after_number(analysis, number_at))
             (strong if "crowd_noun" in kinds else weak).append(count)
             used.add(number_at)
+        for i, tok in enumerate(tokens):  # "massa ... kira-kira 150an": an estimate with no noun after it
+            before = at.get(i - 1)
+            if (
+                tok.number is not None
+                and not tok.in_number
+                and i not in used
+                and before is not None
+                and "approx" in before.labels
+                and tokens[i - 1].clause == tok.clause
+                and not self._is_label_or_unit(analysis, i, at)
+                and not self._nouns_after(analysis, i, at)
+            ):
+                weak.append(_Count(tok.number, i - 1, self._after_number(analysis, i)))
+                used.add(i)
         gathering = any(
             set(m.labels) & {"gather", "crowd_noun"} and not tokens[m.start].strictly_negated for m in matches
         )

@@ -136,6 +136,7 @@ class Analyzer:
             ("post", neg.post_negators),
             ("hypo", neg.hypothetical),
             ("clear", neg.all_clear),
+            ("inert", neg.not_negating),
         ):
             for w in words:
                 self._markers.add(self.tokenizer.words(w), kind)
@@ -194,6 +195,8 @@ class Analyzer:
         for m in self._markers.find(tokens):
             clause = tokens[m.start].clause
             for kind in m.labels:
+                if kind == "inert":  # "orang tak dikenal": an unknown person, nothing negated
+                    continue
                 if kind == "clear":
                     if tuple(t.word for t in tokens[m.start : m.end]) not in self._clear_words:
                         continue

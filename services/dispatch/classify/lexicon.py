@@ -77,6 +77,9 @@ class NegationRules(_Strict):
     all_clear: list[str] = Field(
         default_factory=list, description="cancel the category word just before them: logistik aman, listrik normal"
     )
+    not_negating: list[str] = Field(
+        default_factory=list, description="phrases with a negator that negate nothing after them: tak dikenal"
+    )
     window: int = Field(default=3, ge=1, le=10)
     post_window: int = Field(default=2, ge=1, le=10)
     all_clear_window: int = Field(default=2, ge=1, le=20, description="words before an all-clear word it covers")

@@ -1,4 +1,4 @@
-"""Classification speed: assess() per report on the shared examples and the held-out set.
+"""Classification speed: assess() per report on the shared examples, the held-out set and the batches.
 
 Baseline, measured in the same run on the same texts: a naive classifier that lowercases, splits
 and looks each word up in one dict (the least any keyword classifier must do).
@@ -19,7 +19,11 @@ from siaga.events import Category
 
 
 def texts() -> list[dict[str, object]]:
-    files = [ROOT.parent / "shared" / "examples" / "reports.jsonl", ROOT / "tests" / "data" / "reports_heldout.jsonl"]
+    files = [
+        ROOT.parent / "shared" / "examples" / "reports.jsonl",
+        ROOT / "tests" / "data" / "reports_heldout.jsonl",
+        *sorted((ROOT / "tests" / "data" / "batches").glob("batch_*.jsonl")),
+    ]
     return [json.loads(line) for f in files if Path(f).exists() for line in Path(f).read_text().splitlines() if line]
 
 

@@ -136,16 +136,21 @@ class Analyzer:
             ("post", neg.post_negators),
             ("hypo", neg.hypothetical),
             ("clear", neg.all_clear),
+            ("inert", neg.not_negating),
         ):
             for w in words:
                 self._markers.add(self.tokenizer.words(w), kind)
         rs = lexicon.scoring.reported_speech
         for w in rs.markers if rs is not None else ():
             self._markers.add(self.tokenizer.words(w), "reported")
+        cause = lexicon.scoring.cause
+        for w in cause.markers if cause is not None else ():
+            self._markers.add(self.tokenizer.words(w), "cause")
         # all-clear words count only as written: "diamankan" (arrested) is not "aman" (all clear)
         self._clear_words = frozenset(self.tokenizer.words(w) for w in neg.all_clear)
         self._window = neg.window
         self._post_window = neg.post_window
+        self._clear_window = neg.all_clear_window
         self._hypo_window = neg.hypothetical_window
         self.resolver = LemmaResolver(lexicon.text, vocabulary | self._markers.words())
 
@@ -170,6 +175,13 @@ class Analyzer:
                 continue
             if tok.word in nw.quantities:
                 tok.number = nw.quantities[tok.word]
+                after = tokens[i + 1] if i + 1 < n and tokens[i + 1].clause == tok.clause else None
+                if after is not None and after.number is None:  # "beberapa ratus", "several hundred"
+                    factor = nw.multipliers.get(after.word) or nw.big_multipliers.get(after.word)
+                    if factor and tok.number < 10:
+                        tok.number *= factor
+                        after.in_number = True
+                        i += 1
                 i += 1
                 continue
             value, end = _number_group(tokens, i, nw)
@@ -183,10 +195,12 @@ class Analyzer:
         for m in self._markers.find(tokens):
             clause = tokens[m.start].clause
             for kind in m.labels:
+                if kind == "inert":  # "orang tak dikenal": an unknown person, nothing negated
+                    continue
                 if kind == "clear":
                     if tuple(t.word for t in tokens[m.start : m.end]) not in self._clear_words:
                         continue
-                    for k in range(m.start - 1, max(m.start - 1 - self._post_window, -1), -1):
+                    for k in range(m.start - 1, max(m.start - 1 - self._clear_window, -1), -1):
                         if tokens[k].clause != clause:
                             break
                         tokens[k].cleared = True
@@ -198,7 +212,7 @@ class Analyzer:
                         tokens[k].negated = tokens[k].strictly_negated = True
                         tokens[k].negation = (k, m.end)
                     continue
-                window = {"hypo": self._hypo_window, "reported": n}.get(kind, self._window)
+                window = {"hypo": self._hypo_window, "reported": n, "cause": n}.get(kind, self._window)
                 for k in range(m.end, min(m.end + window, n)):
                     tok = tokens[k]
                     if tok.clause != clause:
@@ -212,6 +226,8 @@ class Analyzer:
                     elif kind == "hypo":
                         tok.hypothetical = True
                         tok.negation = tok.negation or (m.start, k + 1)
+                    elif kind == "cause":
+                        tok.cause = True
                     else:
                         tok.reported = True
 
@@ -233,6 +249,11 @@ def _number_group(tokens: list[Token], i: int, nw: NumberWords) -> tuple[int, in
         elif w in nw.big_multipliers:
             total += ((group + current) or 1) * nw.big_multipliers[w]
             group = current = 0
+        elif w[-2:] == "an" and (w[:-2] in nw.multipliers or w[:-2] in nw.big_multipliers):
+            # "lima puluhan", "dua ratusan": a round count given loosely, the round figure
+            factor = nw.multipliers.get(w[:-2]) or nw.big_multipliers[w[:-2]]
+            j += 1
+            return total + group + (current or 1) * factor, j
         elif open_for_unit and w in nw.units and nw.units[w] < 100:
             group += current
             current = nw.units[w]

@@ -78,6 +78,8 @@ class CategoryScorer:
                 if first.cleared or (first.strictly_negated and cats[name].negatable):
                     continue
                 factor = scoring.hypothetical_factor if first.hypothetical else 1.0
+                if first.cause and scoring.cause is not None:
+                    factor *= scoring.cause.factor
                 hits.append(_Hit(term, term.weight * factor, m.start, m.end))
 
         rs = scoring.reported_speech
@@ -87,6 +89,14 @@ class CategoryScorer:
                 for h in hits:
                     if h.term.category != rs.cue_category and tokens[h.start].reported:
                         h.score *= rs.factor
+
+        hz = scoring.hazard
+        if hz is not None and any(
+            h.term.category in hz.hazards and h.score >= hz.min_weight and not tokens[h.start].cause for h in hits
+        ):
+            for h in hits:  # "kotak suara dibakar": the ballot box is what burned, the fire is the incident
+                if h.term.category in hz.objects:
+                    h.score *= hz.factor
 
         by_category: dict[str, list[_Hit]] = {}
         for h in hits:

@@ -40,6 +40,7 @@ _KINDS = (
     "crowd_noun",
     "gather",
     "count_words",
+    "struck",
     "approx",
     "fillers",
     "units",
@@ -65,6 +66,8 @@ class FactReader:
         for kind in _KINDS:
             for term in getattr(rules, kind):
                 self._index.add(tokenizer.words(term), kind)
+        for term in rules.weapon_use:
+            self._index.add(tokenizer.words(term), "weapon_use")
         for kind, guard in rules.guards.items():
             for term in guard.before:
                 self._index.add(tokenizer.words(term), f"before:{kind}")
@@ -83,6 +86,12 @@ class FactReader:
         matches = self._index.find(tokens)
         at: dict[int, Match[str]] = {k: m for m in matches for k in range(m.start, m.end)}
         mentions, ruled_out = self._mentions(analysis, matches)
+        if "injury" not in ruled_out:  # "terkena panah", "ditikam": hit by a weapon is a wound, unless none is stated
+            mentions["injury"] += [
+                m
+                for m in mentions["weapon"]
+                if self._struck_before(analysis, m.start, at) or self._passive_use(analysis, m)
+            ]
         used: set[int] = set()  # number tokens already counting something
         hurt = self._hurt_counts(analysis, matches, at, mentions, used)
         crowd_counts = self._crowd_counts(analysis, matches, at, used)
@@ -120,8 +129,9 @@ class FactReader:
             for kind in FACT_LISTS:
                 if kind not in m.labels:
                     continue
-                # a threat is not an event, but a weapon shown in a threat is there
-                hypothetical = first.hypothetical and kind != "weapon"
+                # a threat is not an event, but a weapon shown in a threat is there; a threatened
+                # stabbing ("akan membacok") shows none
+                hypothetical = first.hypothetical and (kind != "weapon" or "weapon_use" in m.labels)
                 if first.negated or hypothetical or self._guarded(m, kind, matches):
                     ruled_out.setdefault(kind, m)
                 else:
@@ -192,12 +202,42 @@ class FactReader:
             count = _Count(value, m.start, self._after_number(analysis, number_at))
             (strong if "crowd_noun" in kinds else weak).append(count)
             used.add(number_at)
+        for i, tok in enumerate(tokens):  # "massa ... kira-kira 150an": an estimate with no noun after it
+            before = at.get(i - 1)
+            if (
+                tok.number is not None
+                and not tok.in_number
+                and i not in used
+                and before is not None
+                and "approx" in before.labels
+                and tokens[i - 1].clause == tok.clause
+                and not self._is_label_or_unit(analysis, i, at)
+                and not self._nouns_after(analysis, i, at)
+            ):
+                weak.append(_Count(tok.number, i - 1, self._after_number(analysis, i)))
+                used.add(i)
         gathering = any(
             set(m.labels) & {"gather", "crowd_noun"} and not tokens[m.start].strictly_negated for m in matches
         )
         return strong + weak if gathering else strong
 
     # -- helpers ------------------------------------------------------------------------------
+    def _passive_use(self, analysis: Analysis, m: Match[str]) -> bool:
+        word = analysis.tokens[m.start].word
+        return "weapon_use" in m.labels and any(
+            word.startswith(p) and len(word) > len(p) + 3 for p in self._rules.passive_prefixes
+        )
+
+    @staticmethod
+    def _struck_before(analysis: Analysis, i: int, at: dict[int, Match[str]]) -> bool:
+        before = at.get(i - 1)
+        return (
+            before is not None
+            and "struck" in before.labels
+            and analysis.tokens[i - 1].clause == analysis.tokens[i].clause
+            and not analysis.tokens[i - 1].negated
+        )
+
     def _guarded(self, m: Match[str], kind: str, matches: list[Match[str]]) -> bool:
         """A fact word whose neighbours show it is not the fact ("baterai mati", "api membakar")."""
         guard = self._rules.guards.get(kind)

@@ -77,8 +77,12 @@ class NegationRules(_Strict):
     all_clear: list[str] = Field(
         default_factory=list, description="cancel the category word just before them: logistik aman, listrik normal"
     )
+    not_negating: list[str] = Field(
+        default_factory=list, description="phrases with a negator that negate nothing after them: tak dikenal"
+    )
     window: int = Field(default=3, ge=1, le=10)
     post_window: int = Field(default=2, ge=1, le=10)
+    all_clear_window: int = Field(default=2, ge=1, le=20, description="words before an all-clear word it covers")
     hypothetical_window: int = Field(default=4, ge=1, le=10)
 
 
@@ -89,6 +93,18 @@ class ReportedSpeech(_Strict):
     min_cue: float = Field(default=2.0, ge=0)
 
 
+class CauseClause(_Strict):
+    markers: list[str] = Field(description="words after which the clause names a cause: karena, akibat, due to")
+    factor: float = Field(default=0.5, ge=0, le=1)
+
+
+class HazardRule(_Strict):
+    hazards: list[str] = Field(description="categories that damage things: fire, flood")
+    objects: list[str] = Field(description="categories named by the thing damaged: logistics")
+    min_weight: float = Field(default=3.0, gt=0, description="a hazard term at least this strong")
+    factor: float = Field(default=0.5, ge=0, le=1)
+
+
 class ScoringRules(_Strict):
     """How category scores are combined and compared."""
 
@@ -97,6 +113,12 @@ class ScoringRules(_Strict):
     hypothetical_factor: float = Field(default=0.5, ge=0, le=1)
     blockers: list[str] = Field(default_factory=list, description="phrases that hide their words: pukul #")
     reported_speech: ReportedSpeech | None = None
+    cause: CauseClause | None = Field(
+        default=None, description="a cause named elsewhere weighs less than the problem here"
+    )
+    hazard: HazardRule | None = Field(
+        default=None, description="a hazard striking election property: the hazard is the point"
+    )
     max_why_words: int = Field(default=4, ge=1)
     text_facts_ignored_for: list[str] = Field(
         default_factory=list, description="categories whose text describes rumours, not events: hoax"
@@ -184,6 +206,16 @@ class FactRules(_Strict):
     injury: list[str]
     death: list[str]
     weapon: list[str]
+    passive_prefixes: list[str] = Field(
+        default_factory=list, description="an act done with a weapon, in the passive, is a wound: di(tikam)"
+    )
+    struck: list[str] = Field(
+        default_factory=list, description="words before a weapon that make it a wound: terkena (panah)"
+    )
+    weapon_use: list[str] = Field(
+        default_factory=list,
+        description="acts done with a weapon (bacok, tembak): a weapon when done, none when only threatened",
+    )
     arson: list[str]
     person: list[str] = Field(description="nouns a number can count: orang, warga")
     crowd_noun: list[str] = Field(description="nouns that are a crowd by themselves: massa, pendukung")

@@ -12,6 +12,9 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+
+from Sastrawi.Stemmer.StemmerFactory import StemmerFactory
 
 from services.dispatch.classify.lexicon import TextRules
 
@@ -46,8 +49,40 @@ class Token:
     strictly_negated: bool = False  # after tidak ada, tanpa, nihil: also cancels category words
     hypothetical: bool = False  # after akan, jika, diancam: did not (yet) happen
     reported: bool = False  # inside reported speech: bahwa, katanya
+    cause: bool = False  # in a clause naming a cause: "karena jembatan putus"
     cleared: bool = False  # before an all-clear word: "logistik *aman*"
     negation: tuple[int, int] | None = None  # token span of the negator and this word, for the why
+
+
+@lru_cache(maxsize=1)
+def _sastrawi() -> object:
+    return StemmerFactory().create_stemmer()
+
+
+@lru_cache(maxsize=65_536)
+def sastrawi_root(word: str) -> str:
+    """The Indonesian root of `word` by PySastrawi's dictionary stemmer ("dibacok" -> "bacok").
+
+    Sastrawi knows standard Indonesian morphology (confixes, nasal assimilation, reduplication)
+    and checks each candidate against its root dictionary, so it does not over-strip ("lembar"
+    stays "lembar"). A word it does not know comes back unchanged.
+    """
+    return str(_sastrawi().stem(word))  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=1)
+def _sastrawi_roots() -> frozenset[str]:
+    return frozenset(w for w in StemmerFactory().get_words() if w)
+
+
+@lru_cache(maxsize=65_536)
+def is_dictionary_word(word: str) -> bool:
+    """A correctly spelt Indonesian word: its Sastrawi root is in Sastrawi's root dictionary.
+
+    Such a word is never read as a misspelling of another ("bergerak" is not "gertak",
+    "mengeluh" is not "gelut").
+    """
+    return sastrawi_root(word) in _sastrawi_roots()
 
 
 def collapse_repeats(word: str) -> str:
@@ -111,7 +146,10 @@ class Tokenizer:
         if words is None:
             out: list[str] = []
             previous = None
-            for part in re.split(r"['-]", raw.lower()) if hyphenated else [raw.lower()]:
+            parts = re.split(r"['-]", raw.lower()) if hyphenated else [raw.lower()]
+            if len(parts) == 2 and parts[1] in (parts[0] + "an", parts[0] + "kan"):
+                parts = ["saling", parts[0]]  # "dorong-dorongan", "pukul-pukulan": done to each other
+            for part in parts:
                 if not part or part == previous:  # "orang-orang": reduplication means plural
                     continue
                 previous = part
@@ -177,6 +215,8 @@ class LemmaResolver:
         collapsed = {w for f in forms for w in self._collapsed.get(collapse_repeats(f), ())}
         if collapsed:
             return frozenset(collapsed)
+        if is_dictionary_word(word):  # a real word, spelt right: not a slip for a lexicon word
+            return frozenset()
         rules = self._rules.fuzzy
         fuzzy_hits: set[str] = set()
         for f in forms:
@@ -197,6 +237,10 @@ class LemmaResolver:
         minimum = self._rules.min_stem
         out = [word]
         seen = {word}
+        root = sastrawi_root(word)  # the dictionary stemmer first: its root is the most reliable form
+        if root != word and len(root) >= minimum:
+            out.append(root)
+            seen.add(root)
 
         def add(form: str) -> None:
             if len(form) >= minimum and form not in seen:

@@ -120,6 +120,7 @@ class IncidentPublic(_Part):
     resolution: str | None = None
     last_alert_failure: str | None = None
     source: IncidentSource = IncidentSource.FIELD
+    code: str | None = Field(default=None, description="Short code for SMS follow-ups (`SELESAI <code>`).")
     version: StrictInt = Field(ge=0, description="Grows with every change; a reader keeps only newer copies.")
 
 

@@ -104,6 +104,7 @@ class Incident(_Row):
     resolution: str | None = None
     last_alert_failure: str | None = None
     source: str = "field"  # how the first report came: field | sms | whatsapp | command_post
+    code: str | None = None  # short code, unique among open incidents (siaga.short_codes)
     version: int = 1
 
 

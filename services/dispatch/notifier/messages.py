@@ -62,6 +62,7 @@ class FieldLabels(_Section):
     severity: str
     level: str
     status: str
+    code: str
     reports: str
     description: str
     facts: str
@@ -105,6 +106,7 @@ class MessageTemplates(_Section):
     title: Titles
     place: Places
     fields: FieldLabels
+    code: str  # the short code line: "{code}" and how to answer with it by SMS
     reminder: str
     whatsapp_parameters: list[WhatsAppField]
     labels: Labels
@@ -246,6 +248,7 @@ def render(intent: AlertIntent, *, language: str, public_url: str, now: datetime
         "severity": values["severity"],
         "level": values["level"],
         "status": labels.status.get(status, status),
+        "code": t.code.format(code=inc.code) if inc.code else "",  # what an SMS reply names
         "reports": str(reports) if reports > 1 else "",
         "description": description,
         "facts": facts,

@@ -56,6 +56,7 @@ class Received:
     event: FieldEvent
     device_id: str
     received_at: datetime
+    channel: str = "field"  # field | sms | whatsapp: a new incident's `source`
 
 
 def _short_id(prefix: str, *parts: str) -> str:
@@ -94,6 +95,7 @@ def incident_public(inc: Incident, tps: Tps | None = None) -> IncidentPublic:
         resolution=inc.resolution,
         last_alert_failure=inc.last_alert_failure,
         source=IncidentSource(inc.source or "field"),
+        code=inc.code,
         version=inc.version,
     )
 

@@ -7,6 +7,9 @@ owner draws only from its own block, so two owners never hand out the same code,
 coordination between them. Inside its block an owner starts at a point derived from the incident
 id (so a replayed event gets the same code) and steps on past codes its open incidents hold: a
 code is unique among open incidents and free again once its incident is resolved.
+
+A code has at least one digit and one letter, so a word of the message (`SELESAI SUDAH aman`)
+or a TPS number is never read as a code; three codes in four qualify.
 """
 
 from __future__ import annotations
@@ -45,12 +48,12 @@ def decode(code: str) -> int:
 
 
 def is_code(text: str) -> bool:
-    """Whether the text is a well-formed short code."""
+    """Whether the text is a well-formed short code: of the alphabet, with a digit and a letter."""
     try:
         decode(text)
     except ValueError:
         return False
-    return True
+    return any(c.isdigit() for c in text) and any(c.isalpha() for c in text)
 
 
 def partition_of_code(code: str) -> int:
@@ -69,6 +72,6 @@ def new_code(partition: int, seed: str, taken: Callable[[str], bool]) -> str:
     start = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") % BLOCK
     for step in range(BLOCK):
         code = encode(partition * BLOCK + (start + step) % BLOCK)
-        if not taken(code):
+        if is_code(code) and not taken(code):
             return code
     raise RuntimeError(f"every code of partition {partition}'s block is held by an open incident")

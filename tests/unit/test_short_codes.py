@@ -23,14 +23,16 @@ def test_the_alphabet_has_no_look_alikes_and_codes_round_trip() -> None:
         assert sc.decode(code.lower()) == n, "a code typed in lower case is the same code"
     with pytest.raises(ValueError):
         sc.encode(sc.SPACE)
-    for bad in ("K7Q", "K7Q2O", "ABCDEF", "AB 12"):
-        assert not sc.is_code(bad)
+    for bad in ("K7Q", "K7Q2O", "ABCDEF", "AB 12", "SUDAH", "23456"):
+        assert not sc.is_code(bad), "not of the alphabet, or a word or a number rather than a code"
+    assert sc.is_code("k7q2m")
 
 
 def test_each_partition_draws_from_its_own_block() -> None:
     codes = {p: {sc.new_code(p, f"INC-{i}", lambda _: False) for i in range(200)} for p in (0, 1, 7, 63)}
     for p, mine in codes.items():
         assert {sc.partition_of_code(c) for c in mine} == {p}
+        assert all(sc.is_code(c) for c in mine)
     assert not codes[0] & codes[1], "two owners never hand out the same code"
 
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Table, select
 
@@ -63,7 +62,8 @@ class SmsIn(BaseModel):
     )
     from_: str = Field(alias="from", min_length=1, max_length=40, description="The sender's number (+62...).")
     text: str = Field(max_length=1600, description="The message as received.")
-    received_at: AwareDatetime = Field(description="When the gateway received it (RFC 3339 with offset).")
+    # Strict: an RFC 3339 string, never a number read as seconds since 1970.
+    received_at: AwareDatetime = Field(strict=True, description="When the gateway received it (RFC 3339 with offset).")
 
 
 class SmsReply(BaseModel):
@@ -199,11 +199,12 @@ class SmsGateway:
         if device is None:
             return _problem(401, "unknown or revoked device token", (("WWW-Authenticate", "Bearer"),))
         try:
-            msg = SmsIn.model_validate(orjson.loads(body))
-        except orjson.JSONDecodeError as exc:
-            return _problem(400, f"body is not valid JSON: {exc}")
+            msg = SmsIn.model_validate_json(body)
         except ValidationError as exc:
-            return _problem(422, [_field_problem(e) for e in exc.errors()])
+            errors = exc.errors()
+            if errors and errors[0]["type"] == "json_invalid":
+                return _problem(400, f"body is not valid JSON: {errors[0]['msg']}")
+            return _problem(422, [_field_problem(e) for e in errors])
         phone = normalise_phone(msg.from_)
         if phone is None:
             return _problem(422, [{"field": "from", "message": "not a phone number (E.164, e.g. +6281234567890)"}])

@@ -239,6 +239,8 @@ class OwnedState:
     def _index(self, inc: Incident) -> None:
         """Keep the open-incident indexes and the deadline heap in step with one incident."""
         is_open = inc.status in OPEN_STATUSES
+        if not is_open and inc.code is not None and self._codes.get(inc.code) == inc.id:
+            del self._codes[inc.code]  # free for the next incident of the partition
         by_kec = self._kecamatan_open.setdefault(inc.kecamatan, set())
         if is_open:
             by_kec.add(inc.id)

@@ -61,3 +61,20 @@ def test_the_store_gives_open_incidents_distinct_codes() -> None:
     codes = [inc.code for inc in incidents]
     assert all(c and sc.is_code(c) for c in codes)
     assert len(set(codes)) == len(codes)
+
+
+def test_the_owners_state_frees_a_resolved_incidents_code() -> None:
+    """OwnedState: a code an open incident holds is skipped; once it is resolved it may be drawn again."""
+    from services.dispatch.state import OwnedState
+
+    state = OwnedState(lambda: None)  # type: ignore[arg-type,return-value]  # nothing here reads the database
+    inc = _incident("INC-A")
+    state.add_incident(inc)
+    assert inc.code and sc.partition_of_code(inc.code) == 0, "no partitioner yet: block 0"
+    same_seed = _incident("INC-A")  # starts at the same point of the block
+    assert state._new_code(same_seed) != inc.code, "an open incident's code is skipped"
+    inc.status = "resolved"
+    state.save_incident(inc)
+    assert state._new_code(same_seed) == inc.code, "a resolved incident's code is free again"
+    state.partition_of = lambda key: 5
+    assert sc.partition_of_code(state._new_code(_incident("INC-B"))) == 5

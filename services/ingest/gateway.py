@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Table, select
@@ -35,6 +35,9 @@ from siaga.clock import iso
 from siaga.contracts import Acknowledge, Escalate, IncidentStatus, KecamatanKey, Resolve
 from siaga.keys import kecamatan_key
 from siaga.phones import normalise_phone
+
+if TYPE_CHECKING:
+    from services.ingest.app import Ingest  # which imports this module
 
 log = logging.getLogger("siaga.ingest.gateway")
 PERSONNEL: Table = models.Personnel.__table__  # type: ignore[attr-defined]
@@ -127,8 +130,8 @@ def pick_tps(sender: Sender, number: int | None) -> tuple[str, str] | None:
 class SmsGateway:
     """The inbound-SMS route's work, on ingest's database, rate limits and bus."""
 
-    def __init__(self, ingest: Any) -> None:
-        self.ingest = ingest  # services.ingest.app.Ingest (not imported: it imports this module)
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
         self.ctx = ingest.ctx
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:

@@ -125,6 +125,7 @@ class IncidentPublic(_Part):
         description="Field orders sent for it (SPEC section 9): who, when, attempt, and state "
         "(sent, resent, acknowledged, unanswered).",
     )
+    code: str | None = Field(default=None, description="Short code for SMS follow-ups (`SELESAI <code>`).")
     version: StrictInt = Field(ge=0, description="Grows with every change; a reader keeps only newer copies.")
 
 

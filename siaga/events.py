@@ -201,3 +201,6 @@ class BusEvent(BaseModel):
     event: FieldEvent
     device_id: str
     received_at: datetime
+    # How the event reached ingest: "sms" or "whatsapp" through a gateway (SPEC section 11). Left
+    # out of the JSON for a field device, so its records keep the bytes they had before.
+    channel: Literal["field", "sms", "whatsapp"] = Field(default="field", exclude_if=lambda v: v == "field")

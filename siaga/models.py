@@ -52,6 +52,8 @@ class Personnel(SQLModel, table=True):
     last_checkin_at: datetime | None = None
     lat: float | None = None  # where the newest check-in that carried a location was sent from
     lon: float | None = None
+    # E.164 (+62...), how an SMS or WhatsApp sender is known (siaga.phones); one person a number.
+    phone: str | None = Field(default=None, index=True, unique=True, max_length=20)
 
 
 class Device(SQLModel, table=True):
@@ -160,6 +162,7 @@ class Incident(SQLModel, table=True):
     last_alert_failure: str | None = None
     source: str = "field"  # field | sms | whatsapp | command_post (siaga.contracts.IncidentSource)
     orders: list[dict[str, Any]] = _json()  # field orders sent for it (SPEC section 9), with their state
+    code: str | None = Field(default=None, index=True, max_length=8)  # short code (siaga.short_codes)
     version: int = Field(default=1, sa_column=_incident_version)
 
     __table_args__ = (Index("ix_incident_tps_cat_status", "tps_id", "category", "status"),)

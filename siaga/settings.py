@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     whatsapp_token: str | None = Field(default=None, description="WhatsApp Cloud API access token.")
     whatsapp_phone_number_id: str | None = Field(default=None, description="WhatsApp sender phone number id.")
     slack_webhook_url: str | None = Field(default=None, description="Zero-config Slack incoming webhook.")
+    sms_api_base: str | None = Field(
+        default=None, description="HTTP SMS gateway: alerts to `sms` recipients are POSTed to {base}/messages."
+    )
+    sms_api_token: str | None = Field(default=None, description="Bearer token of the HTTP SMS gateway.")
 
     # -- dashboard
     dispatch_url: str = Field(

@@ -8,6 +8,7 @@ import csv
 import io
 import secrets
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
@@ -26,6 +27,7 @@ from siaga.clock import iso
 from siaga.events import Category
 from siaga.models import ApiToken, Correction, Device, Personnel, Tps
 from siaga.openapi import answer, error_responses, inline_schema, invalid
+from siaga.phones import normalise_phone
 
 Admin = Annotated[Principal, requires(Role.ADMIN)]
 NDJSON = "application/x-ndjson"
@@ -199,6 +201,45 @@ def _read_csv(text: str, header: list[str]) -> tuple[list[tuple[int, dict[str, s
     return rows, refused
 
 
+@dataclass
+class _RosterPhones:
+    of_line: dict[int, str]  # line -> the E.164 number it gives its person
+    refused: set[int]  # lines refused for their number
+
+
+def _phones_of(s: Session, rows: list[tuple[int, dict[str, str]]], refused: list[dict[str, Any]]) -> _RosterPhones:
+    """The roster's phone numbers in E.164 (how an SMS sender is known, SPEC section 11).
+
+    A number two people share could not tell them apart, so the later line is refused, naming the
+    earlier one (or the person in the registry who has it already).
+    """
+    out = _RosterPhones({}, set())
+    first: dict[str, tuple[int, str]] = {}  # number -> (line, personnel id) in this file
+    in_file = {row["personnel_id"] for _, row in rows}
+    for line, row in rows:
+        raw = row.get("phone", "")
+        if not raw:
+            continue
+        phone = normalise_phone(raw)
+        pid = row["personnel_id"]
+        held = first.get(phone) if phone else None
+        if phone is None:
+            reason = f"phone {raw!r} is not a phone number (write 08..., +62 8... or 628...)"
+        elif held is not None and held[1] != pid:
+            reason = f"phone {phone} is also on line {held[0]} ({held[1]}): one number a person"
+        else:
+            holder = s.exec(select(Personnel.personnel_id).where(Personnel.phone == phone)).first()
+            if holder is not None and holder != pid and holder not in in_file:
+                reason = f"phone {phone} already belongs to {holder}: one number a person"
+            else:
+                first.setdefault(phone, (line, pid))
+                out.of_line[line] = phone
+                continue
+        refused.append({"line": line, "reason": reason})
+        out.refused.add(line)
+    return out
+
+
 def _tps_row(row: dict[str, str]) -> Tps | str:
     if not row["tps_id"]:
         return "tps_id is empty"
@@ -309,8 +350,8 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                 "content": {
                     "text/csv": {
                         "schema": {"type": "string"},
-                        "example": "personnel_id,name,unit,role,tps_ids\n"
-                        "POL-0001,Bripka Ahmad,Polsek Cikande,pam_tps,SRG-CKD-001;SRG-CKD-002\n",
+                        "example": "personnel_id,name,unit,role,tps_ids,phone\n"
+                        "POL-0001,Bripka Ahmad,Polsek Cikande,pam_tps,SRG-CKD-001;SRG-CKD-002,0812-3456-7890\n",
                     }
                 },
             }
@@ -322,10 +363,13 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         def apply() -> tuple[int, list[Tps]]:
             with Session(ctx.engine, expire_on_commit=False) as s:
                 known = set(s.exec(select(Tps.tps_id)).all())
+                phones = _phones_of(s, rows, refused)
                 n = 0
                 for line, row in rows:
                     tps_ids = [t.strip() for t in row["tps_ids"].split(";") if t.strip()]
                     unknown = [t for t in tps_ids if t not in known]
+                    if line in phones.refused:
+                        continue
                     if not row["personnel_id"] or not row["name"]:
                         refused.append({"line": line, "reason": "personnel_id and name are required"})
                     elif unknown:
@@ -336,6 +380,8 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                         )
                         person.name, person.unit, person.role = row["name"], row["unit"], row["role"]
                         person.tps_ids = tps_ids
+                        if "phone" in row:  # an optional column: left out, the numbers stay as they are
+                            person.phone = phones.of_line.get(line)
                         s.add(person)
                         n += 1
                 s.flush()

@@ -107,6 +107,7 @@ class Incident(_Row):
     last_alert_failure: str | None = None
     source: str = "field"  # how the first report came: field | sms | whatsapp | command_post
     orders: list[dict[str, Any]] = field(default_factory=list)  # field orders: services/dispatch/rules/orders.py
+    code: str | None = None  # short code, unique among open incidents (siaga.short_codes)
     version: int = 1
 
 

@@ -72,7 +72,7 @@ class Engine(Orders):
         payload = ev.typed_payload()
         if ev.type is EventType.INCIDENT_REPORTED:
             assert isinstance(payload, IncidentReported)
-            self._report(r, tps, payload)
+            self._report(r, tps, payload, source=r.channel)
         elif ev.type is EventType.INCIDENT_UPDATE:
             assert isinstance(payload, IncidentUpdate)
             inc = self._incident_for(payload.report_id)

@@ -75,7 +75,7 @@ SILENT_COUNT_INTERVAL_S = 15.0  # how often the tick loop counts them (one index
 def parse_record(record: Record) -> Received:
     """A field-events record as the engine takes it; a malformed one raises (and goes to dead-letter)."""
     msg = BusEvent.model_validate_json(record.value)
-    return Received(event=msg.event, device_id=msg.device_id, received_at=msg.received_at)
+    return Received(event=msg.event, device_id=msg.device_id, received_at=msg.received_at, channel=msg.channel)
 
 
 class OutboxRelay:
@@ -329,6 +329,7 @@ class Dispatch:
         self.policies.current()  # fail at start, not at the first event, on a bad policy
         await self.relay.flush()  # what a previous run committed but did not publish
         self._partition_of = await self.ctx.bus.partitioner(topics.FIELD_EVENTS)
+        self.state.partition_of = self._partition_of  # which block of short codes (siaga.short_codes)
         source = self.ctx.bus.consumer(
             [topics.FIELD_EVENTS, topics.COMMANDS], "siaga-dispatch", listener=_Ownership(self)
         )

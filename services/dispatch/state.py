@@ -41,8 +41,10 @@ from siaga import topics
 from siaga.audit import chain_hash, entry_content
 from siaga.clock import as_utc
 from siaga.contracts import Assignment, Broadcast, HelpOnTheWay, Message
+from siaga.keys import kecamatan_key
 from siaga.models import CommandResult, IncidentReport, Outbox, ProcessedEvent, TimelineEntry
 from siaga.models import Correction as CorrectionRow
+from siaga.short_codes import new_code
 
 TPS: Table = rows.Tps.__table__  # type: ignore[attr-defined]
 PERSONNEL: Table = rows.Personnel.__table__  # type: ignore[attr-defined]
@@ -54,7 +56,7 @@ log = logging.getLogger("siaga.dispatch.state")
 # a TPS or a person, and never these, so an import is not undone by the owner's next write-back; it
 # learns of them from a RefreshTps command (`reload_tps`).
 REGISTRY_TPS = ("name", "kecamatan", "desa", "lat", "lon", "rawan", "assigned")
-REGISTRY_PERSONNEL = ("name", "unit", "role", "tps_ids")
+REGISTRY_PERSONNEL = ("name", "unit", "role", "tps_ids", "phone")
 RECENT_EVENT_IDS = 200_000  # applied event ids remembered in memory; older ones are asked of the database
 CHUNK = 500  # rows in one IN list or one multi-row INSERT
 OutboxMessage = tuple[str, str | None, bytes]  # topic, key, value
@@ -112,6 +114,9 @@ class OwnedState:
 
     def __init__(self, session: Callable[[], Session]) -> None:
         self._session = session
+        # The partition of a kecamatan key (set by the owner once the bus tells it): which block of
+        # short codes its new incidents draw from. None: one partition, block 0.
+        self.partition_of: Callable[[str], int] | None = None
         self.changes = Changes()
         self._reset()
 
@@ -123,6 +128,7 @@ class OwnedState:
         self._kecamatan_open: dict[str, set[str]] = {}  # kecamatan -> ids of its open incidents
         self._reports: dict[str, str] = {}  # report event id -> incident id
         self._chains: dict[str, tuple[int, str]] = {}  # incident id -> (last seq, last hash)
+        self._codes: dict[str, str] = {}  # short code -> incident id (the holder may since be resolved)
         self._loaded: set[str] = set()  # kecamatan whose TPS and open incidents are all here
         self._recent: OrderedDict[str, None] = OrderedDict()  # applied event ids, newest last
         self._batch_seen: set[str] = set()  # event ids of this batch known not to be applied before
@@ -220,6 +226,8 @@ class OwnedState:
         for inc in incidents:
             self.incidents[inc.id] = inc
             self._index(inc)
+            if inc.code is not None and inc.status in OPEN_STATUSES:
+                self._codes[inc.code] = inc.id
         for chunk in _chunks(ids):
             for event_id, incident_id in s.exec(
                 select(IncidentReport.event_id, IncidentReport.incident_id).where(
@@ -247,6 +255,8 @@ class OwnedState:
     def _index(self, inc: Incident) -> None:
         """Keep the open-incident indexes and the deadline heap in step with one incident."""
         is_open = inc.status in OPEN_STATUSES
+        if not is_open and inc.code is not None and self._codes.get(inc.code) == inc.id:
+            del self._codes[inc.code]  # free for the next incident of the partition
         by_kec = self._kecamatan_open.setdefault(inc.kecamatan, set())
         if is_open:
             by_kec.add(inc.id)
@@ -411,7 +421,10 @@ class OwnedState:
         self.changes.reports.append((report_id, incident_id))
 
     def add_incident(self, incident: Incident) -> None:
+        if incident.code is None:
+            incident.code = self._new_code(incident)
         self.incidents[incident.id] = incident
+        self._codes[incident.code] = incident.id
         self._chains[incident.id] = (0, "")
         self._index(incident)
         self.changes.incidents.add(incident.id)
@@ -420,6 +433,20 @@ class OwnedState:
         self.incidents[incident.id] = incident
         self._index(incident)
         self.changes.incidents.add(incident.id)
+
+    def _new_code(self, incident: Incident) -> str:
+        """A short code from the block of the incident's partition, free among the open incidents held here.
+
+        The owner holds every open incident of its partitions, so "not held here" is "not held by
+        any open incident of this partition"; other partitions draw from other blocks.
+        """
+        partition = self.partition_of(kecamatan_key(incident.kecamatan)) if self.partition_of else 0
+
+        def taken(code: str) -> bool:
+            holder = self.incidents.get(self._codes.get(code, ""))
+            return holder is not None and holder.status in OPEN_STATUSES
+
+        return new_code(partition, incident.id, taken)
 
     def _open_ids(self, ids: Iterable[str]) -> Iterator[Incident]:
         for iid in ids:

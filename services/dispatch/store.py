@@ -16,6 +16,7 @@ from siaga.audit import chain_hash, entry_content
 from siaga.clock import as_utc
 from siaga.contracts import Message
 from siaga.models import TimelineEntry
+from siaga.short_codes import new_code
 
 OPEN_STATUSES = ("open", "escalated", "acknowledged")
 
@@ -30,7 +31,10 @@ class Store(Protocol):
     def incident(self, incident_id: str) -> Incident | None: ...
     def incident_for_report(self, report_id: str) -> Incident | None: ...
     def link_report(self, report_id: str, incident_id: str) -> None: ...
-    def add_incident(self, incident: Incident) -> None: ...
+    def add_incident(self, incident: Incident) -> None:
+        """Take a new incident; one without a `code` is given a short code (siaga.short_codes)."""
+        ...
+
     def save_incident(self, incident: Incident) -> None: ...
     def open_incident(self, tps_id: str, category: str, since: datetime) -> Incident | None: ...
     def open_at_tps(self, tps_id: str) -> list[Incident]: ...
@@ -105,6 +109,9 @@ class MemoryStore:
         self.reports[report_id] = incident_id
 
     def add_incident(self, incident: Incident) -> None:
+        if incident.code is None:  # one partition: block 0 (the real store: OwnedState._new_code)
+            held = {i.code for i in self._open()}
+            incident.code = new_code(0, incident.id, held.__contains__)
         self.incidents[incident.id] = incident
 
     def save_incident(self, incident: Incident) -> None:

@@ -19,6 +19,8 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
+from services.ingest.gateway import EXAMPLE as SMS_EXAMPLE
+from services.ingest.gateway import SmsGateway, SmsIn, SmsReply
 from services.ingest.inbox import InboxDb, InboxDevice, acknowledge, etag
 from services.ingest.service import (
     DeviceGrant,
@@ -572,6 +574,53 @@ def build(ctx: Context) -> ServiceParts:
     ) -> Response:
         return await inbox.ack(request.headers.get("authorization"), item_id, body.note if body else "")
 
+    gateway = SmsGateway(ingest)
+    SMS_ANSWERED: dict[int | str, dict[str, Any]] = {
+        200: {"model": SmsReply, "description": "A receipt to send back to the sender."}
+    }
+    gateways = APIRouter(tags=["gateways"])
+
+    @gateways.post(
+        "/v1/gateway/sms",
+        status_code=200,
+        responses=SMS_ANSWERED
+        | error_responses(
+            400,
+            401,
+            403,
+            404,
+            409,
+            413,
+            422,
+            429,
+            503,
+            **REFUSALS
+            | {
+                "_403": "The gateway device is not assigned to the sender's TPS.",
+                "_404": "The sender's TPS is not in the registry.",
+                "_409": "The gateway_message_id was used before for a different message.",
+                "_422": "Invalid body: `detail` names the field (`from` not a phone number, `received_at` "
+                "more than 48 hours old or 10 minutes ahead).",
+                "_429": "The sender sends too fast; retry after `Retry-After` seconds.",
+            },
+        ),
+        summary="Post one received SMS (gateway device)",
+        openapi_extra=json_body(inline_schema(SmsIn), {"report": SMS_EXAMPLE}) | secured(DEVICE_TOKEN),
+        description="An SMS from a gateway phone or provider (SPEC section 11). A sender on the roster (by "
+        "`phone`) is understood with the field grammar (docs/field-sms.md): a report, check-in or phase "
+        "becomes a field event, `SELESAI`/`BANTUAN`/`OK <code>` a command on that incident. Answered at once "
+        "with a receipt to send back; an unknown number gets a refusal and nothing is stored. The same "
+        "`gateway_message_id` again is the same event.",
+    )
+    async def post_sms(request: Request) -> Response:
+        headers = request.headers
+        body = await ingest.read_body(headers.get("content-length"), request.stream())
+        if isinstance(body, Answer):
+            return _response(body)
+        out = await gateway.handle(headers.get("authorization"), body)
+        return Response(orjson.dumps(out.body), out.status, dict(out.headers), media_type="application/json")
+
+    router.include_router(gateways)
     return ServiceParts(
         "ingest",
         router,
@@ -583,6 +632,7 @@ def build(ctx: Context) -> ServiceParts:
         openapi_tags=[
             {"name": "field events", "description": "What field devices post (SPEC section 4)."},
             {"name": "device inbox", "description": "Orders and messages for field devices (SPEC section 9)."},
+            {"name": "gateways", "description": "SMS from the field through a gateway (SPEC section 11)."},
         ],
     )
 

@@ -522,9 +522,10 @@ def _release(done: asyncio.Future[None]) -> None:
         done.set_result(None)
 
 
-def bus_value(ev: FieldEvent, *, device_id: str, received_at: datetime) -> bytes:
+def bus_value(ev: FieldEvent, *, device_id: str, received_at: datetime, channel: str = "field") -> bytes:
     """The record on siaga.field-events (a BusEvent), serialized by orjson: the same bytes as
-    pydantic's JSON of the model (tests/integration/test_ingest.py checks), at a third of the cost."""
+    pydantic's JSON of the model (tests/integration/test_ingest.py checks), at a third of the cost.
+    `channel` is the gateway's (sms, whatsapp); a field device's is left out, as BusEvent does."""
     event = {
         "event_id": ev.event_id,
         "type": ev.type,
@@ -532,7 +533,10 @@ def bus_value(ev: FieldEvent, *, device_id: str, received_at: datetime) -> bytes
         "occurred_at": ev.occurred_at,
         "payload": ev.payload,
     }
-    return orjson.dumps({"event": event, "device_id": device_id, "received_at": received_at}, option=orjson.OPT_UTC_Z)
+    doc: dict[str, Any] = {"event": event, "device_id": device_id, "received_at": received_at}
+    if channel != "field":
+        doc["channel"] = channel
+    return orjson.dumps(doc, option=orjson.OPT_UTC_Z)
 
 
 class TokenBuckets:

@@ -111,7 +111,7 @@ async def test_the_api_answers_as_its_openapi_document_says(tmp_path: Path) -> N
     async with served_rig(tmp_path) as (rig, hostport):
         base = f"http://{hostport}"
         runs = [
-            ("device", rig.tokens["device"], None, ["--include-path-regex", "^/v1/events|^/v1/device/"]),
+            ("device", rig.tokens["device"], None, ["--include-path-regex", "^/v1/(events|gateway)|^/v1/device/"]),
             (
                 "operator",
                 rig.tokens["operator"],

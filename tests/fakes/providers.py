@@ -381,3 +381,24 @@ class FakeWebhook(FakeProvider):
 
     def success_body(self, path: str, body: bytes, n: int) -> Any:
         return {"received": True}
+
+
+class FakeSmsGateway(FakeProvider):
+    """An HTTP SMS gateway (SPEC section 11): `POST /messages` with a bearer token (401 when wrong)."""
+
+    def __init__(self, *, token: str = "sms-token", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.token = token
+
+    def check(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply | None:
+        if (method, path) != ("POST", "/messages"):
+            return Reply(404, {"error": "not found"})
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return Reply(401, {"error": "bad token"})
+        doc = orjson.loads(body)
+        if not isinstance(doc, dict) or not {"to", "text", "idempotency_key"} <= set(doc):
+            return Reply(422, {"error": "to, text and idempotency_key are required"})
+        return None
+
+    def success_body(self, path: str, body: bytes, n: int) -> Any:
+        return {"id": f"sms-{n}", "status": "queued"}

@@ -372,3 +372,6 @@ def test_bus_value_is_the_bus_event_pydantic_would_write() -> None:
         mine = bus_value(ev, device_id="d1", received_at=now)
         theirs = BusEvent(event=ev, device_id="d1", received_at=now).model_dump_json().encode()
         assert mine == theirs
+        by_sms = bus_value(ev, device_id="d1", received_at=now, channel="sms")
+        assert by_sms == BusEvent(event=ev, device_id="d1", received_at=now, channel="sms").model_dump_json().encode()
+        assert BusEvent.model_validate_json(by_sms).channel == "sms"

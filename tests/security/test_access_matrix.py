@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,12 @@ async def _event(_: Rig) -> Call:
     return Call("/v1/events", json=field_event("T1"))
 
 
+async def _sms(_: Rig) -> Call:
+    """An SMS from a number not on the roster: a gateway is answered 200 with a refusal, and nothing stored."""
+    body = {"gateway_message_id": uuid.uuid4().hex, "from": "+6289900000000", "text": "LAPOR ada keributan"}
+    return Call("/v1/gateway/sms", json=body | {"received_at": datetime.now(UTC).isoformat()})
+
+
 async def _batch(_: Rig) -> Call:
     return Call("/v1/events/batch", json={"events": [field_event("T1"), field_event("T1")]})
 
@@ -211,6 +218,7 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
     ("GET", "/me"): Expect(Access.VIEWER, 200, fixed("/me")),
     ("POST", "/v1/events"): Expect(Access.DEVICE, 202, _event),
     ("POST", "/v1/events/batch"): Expect(Access.DEVICE, 202, _batch),
+    ("POST", "/v1/gateway/sms"): Expect(Access.DEVICE, 200, _sms),
     ("GET", "/v1/incidents"): Expect(Access.VIEWER, 200, fixed("/v1/incidents")),
     ("GET", "/v1/incidents/{incident_id}"): Expect(Access.VIEWER, 200, _seed_incident),
     ("POST", "/v1/incidents/{incident_id}/ack"): Expect(Access.OPERATOR, 200, _on_fresh_incident("ack")),

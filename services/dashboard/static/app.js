@@ -392,6 +392,7 @@
       ["field_level", tg("level", doc.level)],
       ["field_status", tg("status", doc.status)],
       ["field_source", tg("source", doc.source || "field")],
+      ["field_code", doc.code || "—"],
       ["field_deadline", doc.local_deadline && doc.level === 0 && doc.status === "open" ? fmtTime(doc.local_deadline) : "—"],
       ["field_reports", String(doc.reports)],
       ["field_description", doc.description || "—"],
@@ -647,6 +648,7 @@
       el("span", "badge lvl", tg("level", inc.level)),
       el("span", `badge st-${inc.status}`, tg("status", inc.status)),
     );
+    if (inc.code) head.append(el("span", "badge code", inc.code)); // what an SMS follow-up names
     const age = el("span", "age", fmtAge(inc.opened_at));
     age.dataset.opened = inc.opened_at;
     head.append(age);

@@ -320,6 +320,38 @@ class WebhookChannel(Channel):
         check_response(response, now)
 
 
+class SmsChannel(Channel):
+    """An HTTP SMS gateway (SPEC section 11): `POST {SIAGA_SMS_API_BASE}/messages` with a bearer token.
+
+    For recipients with no data coverage: one SMS with the title and the incident's short code, so
+    the recipient can answer `OK <code>`. The idempotency key lets the gateway drop a retried send.
+    """
+
+    name = "sms"
+
+    def secrets(self) -> list[str | None]:
+        return [self.settings.sms_api_token]
+
+    def misconfigured(self, recipient: Recipient) -> str | None:
+        if not self.settings.sms_api_base or not self.settings.sms_api_token:
+            return "sms is not configured: set SIAGA_SMS_API_BASE and SIAGA_SMS_API_TOKEN"
+        return None
+
+    @staticmethod
+    def body(delivery: Delivery) -> dict[str, Any]:
+        return {"to": delivery.recipient.target, "text": delivery.message.sms_text(), "idempotency_key": delivery.key}
+
+    async def send(self, delivery: Delivery, *, timeout_s: float, now: datetime) -> None:
+        url = f"{(self.settings.sms_api_base or '').rstrip('/')}/messages"
+        headers = {
+            "Authorization": f"Bearer {self.settings.sms_api_token}",
+            "Idempotency-Key": delivery.key,
+            "User-Agent": USER_AGENT,
+        }
+        response = await self._post(url, json=self.body(delivery), timeout_s=timeout_s, headers=headers)
+        check_response(response, now)
+
+
 def signature(secret: str, raw: bytes) -> str:
     """`sha256=<hex>`: HMAC-SHA256 of the raw body with the shared secret."""
     return "sha256=" + hmac.new(secret.encode("utf-8"), raw, hashlib.sha256).hexdigest()
@@ -336,5 +368,6 @@ def make_channels(client: httpx.AsyncClient, settings: Settings) -> dict[str, Ch
         WhatsAppChannel(client, settings),
         SlackChannel(client, settings),
         WebhookChannel(client, settings),
+        SmsChannel(client, settings),
     ]
     return {c.name: c for c in channels}

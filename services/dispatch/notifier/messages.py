@@ -21,6 +21,7 @@ from siaga.contracts import AlertIntent, Audience
 
 TEMPLATES = Path(__file__).with_name("templates")
 LANGUAGES = ("id", "en")
+SMS_MAX = 160  # one SMS, so it arrives whole on any phone
 DESCRIPTION_MAX = 500  # a message is read on a phone; the dashboard link has the rest
 WhatsAppField = Literal[
     "place",
@@ -62,6 +63,7 @@ class FieldLabels(_Section):
     severity: str
     level: str
     status: str
+    code: str
     reports: str
     description: str
     facts: str
@@ -105,6 +107,7 @@ class MessageTemplates(_Section):
     title: Titles
     place: Places
     fields: FieldLabels
+    code: str  # the short code line: "{code}" and how to answer with it by SMS
     reminder: str
     whatsapp_parameters: list[WhatsAppField]
     labels: Labels
@@ -141,6 +144,12 @@ class Message:
     def plain(self) -> str:
         """Plain text: the title, then one `label: value` line per field."""
         return "\n".join([self.title, *(f"{f.label}: {f.value}" for f in self.fields)])
+
+    def sms_text(self, limit: int = SMS_MAX) -> str:
+        """One SMS: the title and the short code's line (what a reply names), cut to `limit`."""
+        code = next((f"{f.label}: {f.value}" for f in self.fields if f.name == "code"), "")
+        text = f"{self.title}. {code}" if code else self.title
+        return text if len(text) <= limit else text[: limit - 1] + "…"
 
     def telegram_html(self) -> str:
         """Telegram's HTML parse mode: a bold title; values escaped, as they come from the field."""
@@ -246,6 +255,7 @@ def render(intent: AlertIntent, *, language: str, public_url: str, now: datetime
         "severity": values["severity"],
         "level": values["level"],
         "status": labels.status.get(status, status),
+        "code": t.code.format(code=inc.code) if inc.code else "",  # what an SMS reply names
         "reports": str(reports) if reports > 1 else "",
         "description": description,
         "facts": facts,

@@ -16,7 +16,7 @@ from siaga.contracts import STAKEHOLDERS, AlertIntent, Audience, Stakeholder
 from siaga.events import SEVERITY_ORDER, Severity
 from siaga.settings import Settings
 
-ChannelName = Literal["telegram", "whatsapp", "slack", "webhook"]
+ChannelName = Literal["telegram", "whatsapp", "slack", "webhook", "sms"]
 Language = Literal["id", "en"]
 
 LEVELS: tuple[int, ...] = (1, 2, 3)
@@ -58,7 +58,7 @@ class Recipient(_Strict):
             parts = urlsplit(self.target)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"recipient {self.name}: target must be an http(s) URL for {self.channel}")
-        if self.channel == "whatsapp" and not self.target.lstrip("+").isdigit():
+        if self.channel in ("whatsapp", "sms") and not self.target.lstrip("+").isdigit():
             raise ValueError(f"recipient {self.name}: target must be a phone number in international form")
         if self.secret is not None and self.channel != "webhook":
             raise ValueError(f"recipient {self.name}: secret is only for webhook recipients")
@@ -108,11 +108,18 @@ class WebhookSettings(ChannelSettings):
     per_destination: RateLimit | None = RateLimit(rate_per_s=10.0, burst=20)
 
 
+class SmsSettings(ChannelSettings):
+    # One phone: an SMS every 5 s at most (a burst of 3), so a storm of alerts is not a wall of texts.
+    per_destination: RateLimit | None = RateLimit(rate_per_s=0.2, burst=3)
+    overall: RateLimit | None = RateLimit(rate_per_s=10.0, burst=10)
+
+
 class Channels(_Strict):
     telegram: TelegramSettings = TelegramSettings()
     whatsapp: WhatsAppSettings = WhatsAppSettings()
     slack: SlackSettings = SlackSettings()
     webhook: WebhookSettings = WebhookSettings()
+    sms: SmsSettings = SmsSettings()
 
     def get(self, channel: str) -> ChannelSettings:
         value: ChannelSettings = getattr(self, channel)

@@ -56,6 +56,7 @@ class Received:
     event: FieldEvent
     device_id: str
     received_at: datetime
+    channel: str = "field"  # field | sms | whatsapp: a new incident's `source`
 
 
 def _short_id(prefix: str, *parts: str) -> str:
@@ -95,6 +96,7 @@ def incident_public(inc: Incident, tps: Tps | None = None) -> IncidentPublic:
         last_alert_failure=inc.last_alert_failure,
         source=IncidentSource(inc.source or "field"),
         orders=[{k: v for k, v in o.items() if k != "due_at"} for o in inc.orders or ()],
+        code=inc.code,
         version=inc.version,
     )
 

@@ -1,0 +1,314 @@
+"""Inbound SMS (SPEC section 11): `POST /v1/gateway/sms` from a gateway phone or a provider.
+
+A message from a number on the roster becomes ordinary field events (section 4: the same
+validation, seen-id dedupe and bus as `/v1/events`), or, for `SELESAI`/`BANTUAN`/`OK <code>`, a
+command to the partition owner of the incident's kecamatan. The gateway is answered at once with a
+receipt to send back (`{"reply": ...}`, one SMS); the confirmation of what dispatch made of it
+follows through the outbound SMS API.
+
+Redelivery: the event id (and command id) is derived from the gateway device and its
+`gateway_message_id`, so the same message posted twice is one event; namespacing by device keeps
+one gateway from claiming another's ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Table, select
+
+from services.ingest.service import DeviceGrant, Judged, bus_value, judge
+from siaga import models, topics
+from siaga import sms_grammar as grammar
+from siaga.auth import bearer, hash_token
+from siaga.bus import BusUnavailable
+from siaga.clock import iso
+from siaga.contracts import Acknowledge, Escalate, IncidentStatus, KecamatanKey, Resolve
+from siaga.keys import kecamatan_key
+from siaga.phones import normalise_phone
+
+if TYPE_CHECKING:
+    from services.ingest.app import Ingest  # which imports this module
+
+log = logging.getLogger("siaga.ingest.gateway")
+PERSONNEL: Table = models.Personnel.__table__  # type: ignore[attr-defined]
+TPS: Table = models.Tps.__table__  # type: ignore[attr-defined]
+INCIDENT: Table = models.Incident.__table__  # type: ignore[attr-defined]
+T = TypeVar("T")
+CHANNEL = "sms"
+OPEN = [IncidentStatus.OPEN.value, IncidentStatus.ESCALATED.value, IncidentStatus.ACKNOWLEDGED.value]
+EXAMPLE: dict[str, Any] = {
+    "gateway_message_id": "gw1-000123",
+    "from": "+6281234567890",
+    "text": "LAPOR 12 massa ricuh di depan TPS",
+    "received_at": "2024-11-27T08:15:00+07:00",
+}
+
+
+class SmsIn(BaseModel):
+    """What a gateway posts for one received SMS."""
+
+    # Providers add fields of their own: ignored.
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [dict(EXAMPLE)]})
+
+    gateway_message_id: str = Field(
+        min_length=1, max_length=128, description="The gateway's id of the message: a redelivery repeats it."
+    )
+    from_: str = Field(alias="from", min_length=1, max_length=40, description="The sender's number (+62...).")
+    text: str = Field(max_length=1600, description="The message as received.")
+    # Strict: an RFC 3339 string, never a number read as seconds since 1970.
+    received_at: AwareDatetime = Field(strict=True, description="When the gateway received it (RFC 3339 with offset).")
+
+
+class SmsReply(BaseModel):
+    reply: str = Field(max_length=grammar.MAX_REPLY, description="A receipt to send back to the sender (one SMS).")
+
+
+@dataclass(frozen=True)
+class Sender:
+    personnel_id: str
+    tps: list[tuple[str, str]]  # (tps_id, name) of the TPS on the roster for them, in roster order
+
+
+@dataclass(frozen=True)
+class OpenIncident:
+    id: str
+    kecamatan: str
+    tps_id: str | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the gateway is told: a status and a JSON body."""
+
+    status: int
+    body: dict[str, Any]
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _problem(status: int, detail: Any, headers: tuple[tuple[str, str], ...] = ()) -> Outcome:
+    return Outcome(status, {"detail": detail}, headers)
+
+
+def _said(text: str) -> Outcome:
+    return Outcome(200, {"reply": text})
+
+
+def message_id(device_id: str, gateway_message_id: str, prefix: str = "sms") -> str:
+    """The event (and command) id of a gateway's message: the same message, the same id."""
+    digest = hashlib.sha256(f"{device_id}|{gateway_message_id}".encode()).hexdigest()[:40]
+    return f"{prefix}-{digest}"
+
+
+_TRAILING_NUMBER = re.compile(r"(\d+)\D*$")
+
+
+def _number_of(text: str) -> int | None:
+    m = _TRAILING_NUMBER.search(text)
+    return int(m.group(1)) if m else None
+
+
+def pick_tps(sender: Sender, number: int | None) -> tuple[str, str] | None:
+    """The sender's TPS with that number (its id's or name's trailing number), else None."""
+    if number is None:
+        return None
+    for tps_id, name in sender.tps:
+        if number in (_number_of(tps_id), _number_of(name)):
+            return tps_id, name
+    return None
+
+
+class SmsGateway:
+    """The inbound-SMS route's work, on ingest's database, rate limits and bus."""
+
+    def __init__(self, ingest: Ingest) -> None:
+        self.ingest = ingest
+        self.ctx = ingest.ctx
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    # ------------------------------------------------------------------ reads
+    def _sender(self, phone: str) -> Sender | None:
+        with self.ctx.engine.connect() as conn:
+            row = conn.execute(
+                select(PERSONNEL.c.personnel_id, PERSONNEL.c.tps_ids).where(PERSONNEL.c.phone == phone)
+            ).first()
+            if row is None:
+                return None
+            tps_ids = list(row[1] or [])
+            names = dict(conn.execute(select(TPS.c.tps_id, TPS.c.name).where(TPS.c.tps_id.in_(tps_ids))).all())
+        return Sender(row[0], [(t, names.get(t, t)) for t in tps_ids])
+
+    def _open_incident(self, code: str) -> OpenIncident | None:
+        """The open incident with this code (an indexed read: codes are unique among open incidents)."""
+        with self.ctx.engine.connect() as conn:
+            row = conn.execute(
+                select(INCIDENT.c.id, INCIDENT.c.kecamatan, INCIDENT.c.tps_id).where(
+                    INCIDENT.c.code == code, INCIDENT.c.status.in_(OPEN)
+                )
+            ).first()
+        return None if row is None else OpenIncident(row[0], row[1], row[2])
+
+    def _judge(self, device: DeviceGrant, raw: dict[str, Any], now: datetime) -> Judged:
+        db, s = self.ingest.db, self.ctx.settings
+        with db.reading() as cur:
+            return judge(
+                [raw],
+                device=device,
+                kecamatan_of=lambda ids: db.kecamatan_of(cur, ids),
+                seen=lambda ids: db.seen(cur, ids),
+                now=now,
+                future_skew_s=s.future_skew_s,
+                max_age_s=s.max_age_s,
+            )
+
+    def _device(self, token_hash: str) -> DeviceGrant | None:
+        db = self.ingest.db
+        with db.reading() as cur:
+            grant: DeviceGrant | None = db.device(cur, token_hash)
+            return grant
+
+    async def _inline(self, fn: Callable[..., T], *args: Any) -> T:
+        """Ingest's own reads: inline on SQLite (its loop connection), in a thread elsewhere."""
+        if self.ingest.db.inline:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
+    # ------------------------------------------------------------------ the request
+    async def handle(self, authorization: str | None, body: bytes) -> Outcome:
+        try:
+            return await self._handle(authorization, body)
+        except self.ingest.db.errors as exc:
+            log.warning("database unavailable, answering 503: %s", type(exc).__name__)
+            return _problem(503, "the database cannot be reached right now; retry later", (("Retry-After", "5"),))
+
+    async def _handle(self, authorization: str | None, body: bytes) -> Outcome:
+        token = bearer(authorization)
+        if token is None:
+            return _problem(
+                401, "missing device token: send Authorization: Bearer <token>", (("WWW-Authenticate", "Bearer"),)
+            )
+        device = await self._inline(self._device, hash_token(token))
+        if device is None:
+            return _problem(401, "unknown or revoked device token", (("WWW-Authenticate", "Bearer"),))
+        try:
+            msg = SmsIn.model_validate_json(body)
+        except ValidationError as exc:
+            errors = exc.errors()
+            if errors and errors[0]["type"] == "json_invalid":
+                return _problem(400, f"body is not valid JSON: {errors[0]['msg']}")
+            return _problem(422, [_field_problem(e) for e in errors])
+        phone = normalise_phone(msg.from_)
+        if phone is None:
+            return _problem(422, [{"field": "from", "message": "not a phone number (E.164, e.g. +6281234567890)"}])
+        wait = self.ingest.buckets.take(f"sender:{phone}", 1, time.monotonic())
+        if wait > 0:
+            return _problem(
+                429, "this sender is sending too fast; slow down", (("Retry-After", str(max(1, round(wait)))),)
+            )
+        sender = await self._db(self._sender, phone)
+        if sender is None:
+            return _said(grammar.reply("unknown_sender"))  # no event: the number is not on the roster
+        parsed = grammar.parse(msg.text)
+        if isinstance(parsed, grammar.NotUnderstood):
+            return _said(grammar.reply(parsed.reply, **dict(parsed.values)))
+        if isinstance(parsed, grammar.OnIncident):
+            return await self._on_incident(device, sender, msg, parsed)
+        if not sender.tps:
+            return _said(grammar.reply("no_tps"))
+        return await self._field_event(device, sender, msg, parsed)
+
+    async def _field_event(self, device: DeviceGrant, sender: Sender, msg: SmsIn, parsed: grammar.Parsed) -> Outcome:
+        named = pick_tps(sender, parsed.tps_number) if isinstance(parsed, grammar.Report) else None
+        tps_id, tps_name = named or sender.tps[0]
+        event_id = message_id(device.device_id, msg.gateway_message_id)
+        raw: dict[str, Any] = {"event_id": event_id, "tps_id": tps_id, "occurred_at": iso(msg.received_at)}
+        if isinstance(parsed, grammar.Report):
+            text = parsed.rest if named else parsed.text
+            raw |= {"type": "incident.reported", "payload": {"description": text}}
+            key = "report" if named or len(sender.tps) == 1 else "report_other_tps"
+            answer = grammar.reply(key, tps=tps_name, text=text)
+        elif isinstance(parsed, grammar.Checkin):
+            raw |= {"type": "checkin", "payload": {"personnel_id": sender.personnel_id, "status": parsed.status}}
+            answer = grammar.reply("checkin", status=grammar.label(parsed.word), tps=tps_name)
+        else:
+            assert isinstance(parsed, grammar.SetPhase)
+            raw |= {"type": "tps.status", "payload": {"phase": parsed.phase.value}}
+            answer = grammar.reply("phase", tps=tps_name, phase=grammar.label(parsed.phase.value))
+        now = self.ctx.clock.now()
+        judged = await self._inline(self._judge, device, raw, now)
+        if judged.rejected:
+            r = judged.rejected[0]
+            if r.status in (403, 404, 409):
+                return _problem(r.status, r.message)
+            field = "received_at" if r.field == "occurred_at" else r.field
+            return _problem(422, [{"field": field, "message": r.message}])
+        if judged.duplicates:
+            return _said(grammar.reply("duplicate"))
+        items = [
+            (
+                kecamatan_key(judged.kecamatan[ev.tps_id]),
+                bus_value(ev, device_id=device.device_id, received_at=now, channel=CHANNEL),
+            )
+            for ev, _ in judged.fresh
+        ]
+        try:
+            await self.ctx.bus.publish_many(
+                topics.FIELD_EVENTS, items, timeout_s=self.ctx.settings.kafka_publish_timeout_s
+            )
+        except BusUnavailable as exc:
+            log.warning("bus unavailable, answering 503: %s", exc)
+            return _problem(503, "the event bus cannot take events right now; retry later", (("Retry-After", "5"),))
+        await self.ingest.seen.record(judged.fresh, device_id=device.device_id, now=now)
+        return _said(answer)
+
+    async def _on_incident(
+        self, device: DeviceGrant, sender: Sender, msg: SmsIn, parsed: grammar.OnIncident
+    ) -> Outcome:
+        inc = await self._db(self._open_incident, parsed.code)
+        if inc is None:
+            return _said(grammar.reply("unknown_code", code=parsed.code))
+        if inc.tps_id not in {t for t, _ in sender.tps}:
+            return _said(grammar.reply("not_your_incident", code=parsed.code))
+        common: dict[str, Any] = {
+            "command_id": message_id(device.device_id, msg.gateway_message_id),
+            "kecamatan": KecamatanKey(kecamatan=inc.kecamatan),
+            "actor": f"sms:{sender.personnel_id}",
+            "issued_at": self.ctx.clock.now(),
+            "incident_id": inc.id,
+        }
+        how = parsed.text or "lewat SMS"
+        command: Resolve | Escalate | Acknowledge
+        if parsed.keyword is grammar.Keyword.SELESAI:
+            command, key = Resolve(**common, resolution=how), "resolve"
+        elif parsed.keyword is grammar.Keyword.BANTUAN:
+            command, key = Escalate(**common, note=f"minta bantuan lewat SMS: {how}"), "backup"
+        else:
+            command, key = Acknowledge(**common), "ack"
+        try:
+            await self.ctx.bus.publish(
+                topics.COMMANDS,
+                command.bus_key(),
+                command.to_bytes(),
+                timeout_s=self.ctx.settings.kafka_publish_timeout_s,
+            )
+        except BusUnavailable as exc:
+            log.warning("bus unavailable, answering 503: %s", exc)
+            return _problem(503, "the event bus cannot take commands right now; retry later", (("Retry-After", "5"),))
+        return _said(grammar.reply(key, code=parsed.code, text=how))
+
+
+def _field_problem(error: Any) -> dict[str, str]:
+    loc = [str(p) for p in error.get("loc", ())]
+    field = ".".join(loc) or "body"
+    return {"field": field, "message": str(error.get("msg", "invalid"))}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.dispatch.classify import Classifier, SeverityRules
-from siaga.events import Category
+from tests.classify_cases import assess_case
 
 BATCHES = Path(__file__).parents[1] / "data" / "batches"
 EXACT_REQUIRED = 0.95
@@ -39,17 +39,7 @@ def score(path: Path, clf: Classifier | None = None) -> Score:
         if not line.strip():
             continue
         row = json.loads(line)
-        p = row["payload"]
-        a = clf.assess(
-            description=row["description"],
-            category=Category(p["category"]) if p.get("category") else None,
-            injuries=p.get("injuries"),
-            weapons=p.get("weapons"),
-            crowd_size=p.get("crowd_size"),
-            rawan=row["rawan"],
-            rules=rules,
-        )
-        got = [a.category.value, a.severity.value]
+        got = assess_case(clf, row, rules)
         out.reports += 1
         out.exact += got in row["expect"]
         out.category += got[0] in {pair[0] for pair in row["expect"]}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from services.dispatch.classify import Classifier, SeverityRules
 from siaga.events import Category
+from tests.classify_cases import assess_case
 
 HELDOUT = Path(__file__).parents[1] / "data" / "reports_heldout.jsonl"
 REQUIRED = 0.90
@@ -23,17 +24,7 @@ def test_heldout_accuracy() -> None:
     clf, rules = Classifier.default(), SeverityRules()
     misses = []
     for row in rows:
-        p = row["payload"]
-        a = clf.assess(
-            description=row["description"],
-            category=Category(p["category"]) if p.get("category") else None,
-            injuries=p.get("injuries"),
-            weapons=p.get("weapons"),
-            crowd_size=p.get("crowd_size"),
-            rawan=row["rawan"],
-            rules=rules,
-        )
-        got = [a.category.value, a.severity.value]
+        got = assess_case(clf, row, rules)
         if got not in row["expect"]:
             misses.append(f"{row['description']!r}: got {got}, expected one of {row['expect']}")
     accuracy = 1 - len(misses) / len(rows)

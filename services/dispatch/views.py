@@ -306,6 +306,15 @@ def _list(
     return [public_incident(domain.Incident.from_row(r)) | {"tps_name": names.get(r.tps_id or "")} for r in rows]
 
 
+def not_applied(what: str) -> HTTPException:
+    """503 with Retry-After: no partition owner applied the command in time (restarting, rebalancing)."""
+    return HTTPException(
+        503,
+        f"dispatch did not apply the {what} in time (restarting or rebalancing); try again",
+        headers={"Retry-After": COMMAND_RETRY_AFTER_S},
+    )
+
+
 def _one(ctx: Context, incident_id: str) -> dict[str, Any] | None:
     with Session(ctx.engine) as s:
         inc = s.get(Incident, incident_id)
@@ -482,11 +491,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
             raise invalid("tps_id", f"unknown TPS {body.tps_id!r}: not in the registry") from None
         except (NoOwner, BusUnavailable) as exc:
             log.warning("command-post report for %s not applied: %s", body.tps_id, exc)
-            raise HTTPException(
-                503,
-                "dispatch did not apply the report in time (restarting or rebalancing); try again",
-                headers={"Retry-After": COMMAND_RETRY_AFTER_S},
-            ) from None
+            raise not_applied("report") from None
         doc = await asyncio.to_thread(_one, ctx, incident_id)
         assert doc is not None
         return doc
@@ -504,11 +509,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
             raise HTTPException(409, f"cannot do that: {exc}") from None
         except (NoOwner, BusUnavailable) as exc:
             log.warning("operator action on %s not applied: %s", incident_id, exc)
-            raise HTTPException(
-                503,
-                "dispatch did not apply the action in time (restarting or rebalancing); try again",
-                headers={"Retry-After": COMMAND_RETRY_AFTER_S},
-            ) from None
+            raise not_applied("action") from None
         doc = await asyncio.to_thread(_one, ctx, incident_id)
         assert doc is not None
         return doc

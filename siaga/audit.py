@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy.engine import Engine
@@ -24,7 +25,18 @@ def chain_hash(prev_hash: str, entry: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + body).hexdigest()
 
 
-def entry_content(e: TimelineEntry) -> dict[str, Any]:
+class Entry(Protocol):
+    """What the chain hashes of an entry: a `TimelineEntry` row, or the engine's plain item of one."""
+
+    incident_id: str
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    detail: dict[str, Any]
+
+
+def entry_content(e: Entry) -> dict[str, Any]:
     return {
         "incident_id": e.incident_id,
         "seq": e.seq,

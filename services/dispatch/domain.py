@@ -111,6 +111,20 @@ class Incident(_Row):
     version: int = 1
 
 
+@dataclass(slots=True, eq=False)
+class TimelineItem:
+    """One link of an incident's hash-chained timeline, as the engine writes it (a row of `timelineentry`)."""
+
+    incident_id: str
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    detail: dict[str, Any]
+    prev_hash: str = ""
+    hash: str = ""
+
+
 def order_due_at(inc: Incident) -> datetime | None:
     """When the earliest unacknowledged order of the incident is due for its re-send or its flag."""
     due = [o["due_at"] for o in inc.orders if o.get("due_at")] if inc.orders else []

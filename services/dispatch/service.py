@@ -333,7 +333,9 @@ class Dispatch:
         source = self.ctx.bus.consumer(
             [topics.FIELD_EVENTS, topics.COMMANDS], "siaga-dispatch", listener=_Ownership(self)
         )
-        self._consumer = ConsumerLoop(self.ctx.bus, source, self.handle, name="dispatch")
+        self._consumer = ConsumerLoop(
+            self.ctx.bus, source, self.handle, name="dispatch", max_records=self.ctx.settings.dispatch_batch
+        )
         await self._consumer.start()
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="dispatch:tick"))
 

@@ -28,12 +28,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, func, insert, update
+from sqlalchemy import Table, and_, func
 from sqlalchemy import select as select_rows
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col, select
 
-from services.dispatch.domain import Correction, Incident, Personnel, Tps, order_due_at
+from services.dispatch.bulk import Bulk
+from services.dispatch.domain import Correction, Incident, Personnel, TimelineItem, Tps, order_due_at
 from services.dispatch.inbox import inbox_row, insert_inbox
 from services.dispatch.store import OPEN_STATUSES
 from siaga import models as rows
@@ -60,6 +60,13 @@ REGISTRY_PERSONNEL = ("name", "unit", "role", "tps_ids", "phone")
 RECENT_EVENT_IDS = 200_000  # applied event ids remembered in memory; older ones are asked of the database
 CHUNK = 500  # rows in one IN list or one multi-row INSERT
 OutboxMessage = tuple[str, str | None, bytes]  # topic, key, value
+TIMELINE: Table = TimelineEntry.__table__  # type: ignore[attr-defined]
+TIMELINE_COLUMNS = ("incident_id", "seq", "at", "actor", "action", "detail", "prev_hash", "hash")
+REPORTS: Table = IncidentReport.__table__  # type: ignore[attr-defined]
+PROCESSED: Table = ProcessedEvent.__table__  # type: ignore[attr-defined]
+RESULTS: Table = CommandResult.__table__  # type: ignore[attr-defined]
+OUTBOX: Table = Outbox.__table__  # type: ignore[attr-defined]
+OUTBOX_COLUMNS = ("topic", "key", "value", "created_at")
 FieldOrder = Assignment | HelpOnTheWay | Broadcast
 
 
@@ -70,7 +77,7 @@ class Changes:
     tps: set[str] = field(default_factory=set)
     personnel: set[str] = field(default_factory=set)
     incidents: set[str] = field(default_factory=set)
-    timeline: list[TimelineEntry] = field(default_factory=list)
+    timeline: list[TimelineItem] = field(default_factory=list)
     reports: list[tuple[str, str]] = field(default_factory=list)  # (report event id, incident id)
     processed: list[tuple[str, datetime]] = field(default_factory=list)
     outbox: list[OutboxMessage] = field(default_factory=list)
@@ -126,6 +133,10 @@ class OwnedState:
         self.incidents: dict[str, Incident] = {}  # every incident of a loaded kecamatan that is open, and any read
         self._open_at: dict[str, set[str]] = {}  # tps id -> ids of its open incidents
         self._kecamatan_open: dict[str, set[str]] = {}  # kecamatan -> ids of its open incidents
+        # (kecamatan, category, area or not) -> ids of its open incidents, and the key each incident
+        # is under (an operator's classify can move it): spread detection asks this of every report.
+        self._kind_open: dict[tuple[str, str, bool], set[str]] = {}
+        self._kind_of: dict[str, tuple[str, str, bool]] = {}
         self._reports: dict[str, str] = {}  # report event id -> incident id
         self._chains: dict[str, tuple[int, str]] = {}  # incident id -> (last seq, last hash)
         self._codes: dict[str, str] = {}  # short code -> incident id (the holder may since be resolved)
@@ -187,6 +198,9 @@ class OwnedState:
             self._chains.pop(iid, None)
         for k in gone:
             self._kecamatan_open.pop(k, None)
+        for kind in [kind for kind in self._kind_open if kind[0] in gone]:
+            del self._kind_open[kind]
+        self._kind_of = {i: kind for i, kind in self._kind_of.items() if kind[0] not in gone}
         self._reports = {r: i for r, i in self._reports.items() if i in self.incidents}
         self._deadlines = [e for e in self._deadlines if e[1] in self.incidents]
         heapq.heapify(self._deadlines)
@@ -258,8 +272,15 @@ class OwnedState:
         if not is_open and inc.code is not None and self._codes.get(inc.code) == inc.id:
             del self._codes[inc.code]  # free for the next incident of the partition
         by_kec = self._kecamatan_open.setdefault(inc.kecamatan, set())
+        kind = (inc.kecamatan, inc.category, inc.tps_id is None)
+        before = self._kind_of.get(inc.id)
+        if before is not None and (before != kind or not is_open):
+            self._kind_open.get(before, set()).discard(inc.id)
+            del self._kind_of[inc.id]
         if is_open:
             by_kec.add(inc.id)
+            self._kind_open.setdefault(kind, set()).add(inc.id)
+            self._kind_of[inc.id] = kind
         else:
             by_kec.discard(inc.id)
         if inc.tps_id is not None:
@@ -298,12 +319,9 @@ class OwnedState:
         if not unknown:
             return
         with self._session() as s:
-            for chunk in _chunks(unknown):
-                for event_id in s.exec(
-                    select(ProcessedEvent.event_id).where(col(ProcessedEvent.event_id).in_(chunk))
-                ).all():
-                    self._remember(event_id)
-                    self._batch_seen.discard(event_id)
+            for event_id in Bulk(s.connection()).select_in(PROCESSED, "event_id", unknown):
+                self._remember(event_id)
+                self._batch_seen.discard(event_id)
 
     def processed(self, event_id: str) -> bool:
         if event_id in self._recent:
@@ -476,7 +494,7 @@ class OwnedState:
         return sorted(
             (
                 i
-                for i in self._open_ids(self._kecamatan_open.get(kecamatan, ()))
+                for i in self._open_ids(self._kind_open.get((kecamatan, category, False), ()))
                 if i.category == category and i.tps_id is not None and as_utc(i.opened_at) >= since
             ),
             key=lambda i: as_utc(i.opened_at),
@@ -487,7 +505,7 @@ class OwnedState:
         return next(
             (
                 i
-                for i in self._open_ids(self._kecamatan_open.get(kecamatan, ()))
+                for i in self._open_ids(self._kind_open.get((kecamatan, category, True), ()))
                 if i.tps_id is None and i.category == category
             ),
             None,
@@ -553,7 +571,7 @@ class OwnedState:
 
     def timeline(self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]) -> None:
         seq, prev = self._chains.get(incident.id, (0, ""))
-        e = TimelineEntry(
+        e = TimelineItem(
             incident_id=incident.id, seq=seq + 1, at=at, actor=actor, action=action, detail=detail, prev_hash=prev
         )
         e.hash = chain_hash(prev, entry_content(e))
@@ -597,10 +615,9 @@ class OwnedState:
         Returns the outbox messages with their rows' ids (for the relay) and the command results.
         """
         ch, self.changes = self.changes, Changes()
-        dialect = s.get_bind().dialect.name
+        bulk = Bulk(s.connection())
         _write_back(
-            s,
-            dialect,
+            bulk,
             TPS,
             "tps_id",
             [self.tps_rows[t] for t in sorted(ch.tps) if t in self.tps_rows],
@@ -608,8 +625,7 @@ class OwnedState:
             keep=REGISTRY_TPS,
         )
         _write_back(
-            s,
-            dialect,
+            bulk,
             PERSONNEL,
             "personnel_id",
             [self.people[p] for p in sorted(ch.personnel) if p in self.people],
@@ -617,13 +633,15 @@ class OwnedState:
             keep=REGISTRY_PERSONNEL,
         )
         incidents = [self.incidents[i].columns() for i in sorted(ch.incidents) if i in self.incidents]
-        _upsert(s, dialect, INCIDENT, incidents, ["id"])
-        table = TimelineEntry.__table__  # type: ignore[attr-defined]
-        for chunk in _chunks(ch.timeline):
-            s.execute(insert(table), [{k: v for k, v in _row(e, table).items() if k != "id"} for e in chunk])
-        _insert_new(s, dialect, IncidentReport, [{"event_id": r, "incident_id": i} for r, i in ch.reports])
-        _insert_new(s, dialect, ProcessedEvent, [{"event_id": e, "processed_at": at} for e, at in ch.processed])
-        _insert_new(s, dialect, CommandResult, [_row(r, CommandResult.__table__) for r in ch.results])  # type: ignore[attr-defined]
+        bulk.upsert(INCIDENT, ["id"], _names(INCIDENT), incidents)
+        bulk.insert(TIMELINE, TIMELINE_COLUMNS, [{c: getattr(e, c) for c in TIMELINE_COLUMNS} for e in ch.timeline])
+        bulk.insert_new(
+            REPORTS, ("event_id", "incident_id"), [{"event_id": r, "incident_id": i} for r, i in ch.reports]
+        )
+        processed = [{"event_id": e, "processed_at": at} for e, at in ch.processed]
+        bulk.insert_new(PROCESSED, ("event_id", "processed_at"), processed)
+        results = [{c: getattr(r, c) for c in _names(RESULTS)} for r in ch.results]
+        bulk.insert_new(RESULTS, _names(RESULTS), results)
         if ch.corrections:  # rare (operators' classify commands): plain inserts
             s.add_all(CorrectionRow(**asdict(c)) for c in ch.corrections)
         insert_inbox(s, [inbox_row(m, kecamatan=k, at=created_at) for m, k in ch.inbox])
@@ -639,17 +657,12 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[i : i + CHUNK]
 
 
-def _dialect_insert(dialect: str, table: Table) -> Any:
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise RuntimeError(f"no bulk upsert for the {dialect} database; use SQLite or PostgreSQL")
+def _names(table: Table, *, without: Sequence[str] = ()) -> list[str]:
+    return [c.name for c in table.columns if c.name not in without]
 
 
 def _write_back(
-    s: Session,
-    dialect: str,
+    bulk: Bulk,
     table: Table,
     key: str,
     changed: Sequence[Tps | Personnel],
@@ -660,64 +673,27 @@ def _write_back(
     """Write changed TPS or people: rows the database has get an UPDATE of the owner's columns only.
 
     A check-in changes a handful of a TPS's columns; binding the registry's (name, coordinates,
-    JSON lists) for every row of every batch was most of the write-back's time. New rows are upserted.
+    JSON lists) for every row of every batch was most of the write-back's time. New rows are upserted
+    (the registry's columns of a row that exists after all are left as they are).
     `stored` learns the ids written, so that their next write-back is narrow too.
     """
-    owned = [c.name for c in table.columns if c.name != key and c.name not in keep]
+    owned = _names(table, without=(key, *keep))
     present: list[dict[str, Any]] = []
     new: list[dict[str, Any]] = []
     for item in changed:
         values = item.columns()
-        if values[key] in stored:
-            present.append({"_key": values[key], **{c: values[c] for c in owned}})
-        else:
-            new.append(values)
-    if present:
-        stmt = update(table).where(table.c[key] == bindparam("_key")).values({c: bindparam(c) for c in owned})
-        for chunk in _chunks(present):
-            s.execute(stmt, list(chunk))
-    _upsert(s, dialect, table, new, [key], keep=keep)
+        (present if values[key] in stored else new).append(values)
+    bulk.update(table, key, owned, present)
+    if new:  # the columns the domain row has (a person's phone is the registry's alone)
+        bulk.upsert(table, [key], [c for c in _names(table) if c in new[0]], new, keep=keep)
     stored.update(v[key] for v in new)
-
-
-def _upsert(
-    s: Session,
-    dialect: str,
-    table: Table,
-    values: Sequence[dict[str, Any]],
-    keys: list[str],
-    *,
-    keep: Sequence[str] = (),
-) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE the other columns, except `keep`: each row written once."""
-    if not values:
-        return
-    others = [c.name for c in table.columns if c.name not in keys and c.name not in keep]
-    stmt = _dialect_insert(dialect, table)
-    stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in others})
-    for chunk in _chunks(values):
-        s.execute(stmt, list(chunk))
 
 
 def insert_outbox(s: Session, messages: list[OutboxMessage], created_at: datetime) -> list[int]:
     """The outbox rows; returns their ids (the relay deletes them by id once they are on the bus).
 
-    One INSERT … RETURNING for many rows ("insertmanyvalues"). The ids may come back in any order:
-    they are only deleted, and the messages go out in the order of `messages`.
+    Multi-row INSERT … RETURNING. The ids may come back in any order: they are only deleted, and the
+    messages go out in the order of `messages`.
     """
-    if not messages:
-        return []
-    table: Table = Outbox.__table__  # type: ignore[attr-defined]
-    values: list[dict[str, Any]] = [
-        {"topic": t, "key": k, "value": v, "created_at": created_at} for t, k, v in messages
-    ]
-    return list(s.execute(insert(table).returning(table.c.id), values).scalars().all())
-
-
-def _insert_new(s: Session, dialect: str, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING (a link or an id already written stays as it was)."""
-    if not rows:
-        return
-    table: Table = model.__table__  # type: ignore[attr-defined]
-    for chunk in _chunks(rows):
-        s.execute(_dialect_insert(dialect, table).on_conflict_do_nothing(), list(chunk))
+    values = [{"topic": t, "key": k, "value": v, "created_at": created_at} for t, k, v in messages]
+    return [int(i) for i in Bulk(s.connection()).insert_returning(OUTBOX, OUTBOX_COLUMNS, values, "id")]

@@ -418,6 +418,11 @@ class _UnprefixedSource(ConsumerSource):
         return {(topic[cut:], p): o for (topic, p), o in (await self.inner.offsets()).items()}
 
     async def commit(self, records: Sequence[Record]) -> None:
+        last: dict[tuple[str, int], Record] = {}  # only the newest offset of a partition is committed
+        for r in records:
+            held = last.get((r.topic, r.partition))
+            if held is None or r.offset > held.offset:
+                last[(r.topic, r.partition)] = r
         await self.inner.commit(
-            [Record(self.prefix + r.topic, r.key, r.value, r.partition, r.offset, r.headers) for r in records]
+            [Record(self.prefix + r.topic, r.key, r.value, r.partition, r.offset, r.headers) for r in last.values()]
         )

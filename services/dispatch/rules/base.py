@@ -132,7 +132,10 @@ class RuleBase:
 
     def __init__(self, store: Store, policy: EscalationPolicy, classifier: Classifier, clock: Clock) -> None:
         self.store, self.policy, self.classifier, self.clock = store, policy, classifier, clock
-        self._dirty_tps: dict[str, Tps] = {}  # announced once per transaction, by finish()
+        # Announced once per transaction, in their final state, by finish(): an area incident that
+        # adopts a hundred reports in one batch is one update, not a hundred (each built and dropped).
+        self._dirty_incidents: dict[str, Incident] = {}
+        self._dirty_tps: dict[str, Tps] = {}
 
     def _incident_for(self, report_id: str) -> Incident:
         inc = self.store.incident_for_report(report_id)
@@ -157,8 +160,8 @@ class RuleBase:
         inc.version += 1
         inc.updated_at = self.clock.now()
         self.store.save_incident(inc)
+        self._dirty_incidents[inc.id] = inc
         tps = tps or self._tps_of(inc)
-        self.store.emit(IncidentChanged(incident=incident_public(inc, tps)))
         if tps is not None:
             self._tps_changed(tps)
 
@@ -177,7 +180,10 @@ class RuleBase:
         self._dirty_tps[tps.tps_id] = tps
 
     def finish(self) -> None:
-        """Announce each TPS that changed, once, with its final state (call before the commit)."""
+        """Announce each incident and TPS that changed, once, with its final state (call before the commit)."""
+        for inc in self._dirty_incidents.values():
+            self.store.emit(IncidentChanged(incident=incident_public(inc, self._tps_of(inc))))
+        self._dirty_incidents.clear()
         if not self._dirty_tps:
             return
         now = self.clock.now()

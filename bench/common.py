@@ -68,6 +68,23 @@ class Proc:
         return cpu_seconds(self.pid)
 
 
+@contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A SQLAlchemy URL of an empty database: a SQLite file, or a PostgreSQL server of the run's own."""
+    if kind == "sqlite":
+        yield f"sqlite:///{Path(tempfile.mkdtemp(prefix='siaga-bench-')) / 'siaga.db'}"
+        return
+    from tests.plugins.postgres import PgServer
+
+    pg = PgServer()
+    say("starting PostgreSQL")
+    pg.start()
+    try:
+        yield pg.create_database()
+    finally:
+        pg.remove()
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process in seconds; 0.0 where /proc is not available."""
     try:

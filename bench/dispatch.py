@@ -16,22 +16,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import random
 import re
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from bench.common import SIAGA, broker, day_events, field_records, say, seed, seed_serang, server, table, unique, write
+from bench.common import (
+    SIAGA,
+    broker,
+    database,
+    day_events,
+    field_records,
+    say,
+    seed,
+    seed_serang,
+    server,
+    table,
+    unique,
+    write,
+)
 from siaga import topics
 
 
@@ -203,23 +212,6 @@ def main() -> None:
         name += "_postgres"
     result = {"events": len(items), "mix": a.mix, "tps": a.tps, "database": a.database, "rows": rows}
     say(f"wrote {write(name, result)}")
-
-
-@contextlib.contextmanager
-def database(kind: str) -> Iterator[str]:
-    """A SQLAlchemy URL of an empty database: a SQLite file, or a PostgreSQL server of the run's own."""
-    if kind == "sqlite":
-        yield f"sqlite:///{Path(tempfile.mkdtemp(prefix='siaga-bench-')) / 'dispatch.db'}"
-        return
-    from tests.plugins.postgres import PgServer
-
-    pg = PgServer()
-    say("starting PostgreSQL")
-    pg.start()
-    try:
-        yield pg.create_database()
-    finally:
-        pg.remove()
 
 
 def reports(tps: list[str]) -> list[tuple[str, bytes]]:

@@ -26,19 +26,17 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import websockets
 
-from bench.common import ROOT, SIAGA, broker, loadavg, loadgen, percentile, process, say, table, unique, write
+from bench.common import ROOT, SIAGA, broker, database, loadavg, loadgen, percentile, process, say, table, unique, write
 
 EXAMPLES = ROOT.parent / "shared" / "examples" / "reports.jsonl"
 FALLBACK_TEXT = "Genset mati, TPS gelap"
@@ -275,21 +273,27 @@ def main() -> None:
         default=0.0,
         help="check-ins a second posted alongside (single POSTs from a load-generator process; default 0)",
     )
+    ap.add_argument(
+        "--database",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="sqlite: one file the three services share (default); postgres: a server started for the run "
+        "(results *_postgres.json)",
+    )
     a = ap.parse_args()
     count = max(1, int(a.rate * a.duration))
     load_start = loadavg()
-    with broker() as bootstrap:
+    with broker() as bootstrap, database(a.database) as db_url:
         prefix = unique("benche")
         say(f"baseline: bare Kafka round trip, {count} messages at {a.rate}/s")
         base = asyncio.run(kafka_round_trip(bootstrap, prefix + "roundtrip", rate=a.rate, count=count))
         say(f"  p50 {base['p50_ms']} ms, p99 {base['p99_ms']} ms, lost {base['lost']}")
         admin_token = "adm_" + uuid.uuid4().hex
-        db = Path(tempfile.mkdtemp(prefix="siaga-bench-")) / "e2e.db"
         env = dict(
             os.environ,
             SIAGA_KAFKA_BOOTSTRAP=bootstrap,
             SIAGA_TOPIC_PREFIX=prefix,
-            SIAGA_DATABASE_URL=f"sqlite:///{db}",
+            SIAGA_DATABASE_URL=db_url,
             SIAGA_ADMIN_TOKEN=admin_token,
             SIAGA_ACCESS_LOG="false",
             SIAGA_LOG_LEVEL="WARNING",
@@ -342,12 +346,14 @@ def main() -> None:
         "duration_s": a.duration,
         "batch": not a.no_batch,
         "background_checkins_per_s": a.background,
+        "database": a.database,
         "background": bg,
         "cpu_seconds": cpu,
         "loadavg_start": load_start,
         "rows": rows,
     }
     name = "e2e_latency" + ("_unbatched" if a.no_batch else "") + ("_background" if a.background else "")
+    name += "_postgres" if a.database == "postgres" else ""
     say(f"wrote {write(name, doc)}")
 
 

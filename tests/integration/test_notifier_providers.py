@@ -587,6 +587,9 @@ async def test_bot_token_and_hook_secrets_never_reach_the_logs(
     ctx: Context, sleep: ClockSleep, telegram: FakeTelegram, slack: FakeSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # siaga.logs quiets httpx to WARNING once any service in this process has configured logging:
+    # let it log every request here, so that the assertions below are about what it would write.
+    caplog.set_level(logging.DEBUG, logger="httpx")
     telegram.script(500, 400)
     slack.script(500)
     route = routing(chat(), {"name": "ops-slack", "channel": "slack", "target": slack.hook_url, "levels": [2]})

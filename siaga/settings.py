@@ -95,6 +95,14 @@ class Settings(BaseSettings):
     whatsapp_api_base: str = Field(default="https://graph.facebook.com/v21.0", description="WhatsApp Cloud API base.")
     whatsapp_token: str | None = Field(default=None, description="WhatsApp Cloud API access token.")
     whatsapp_phone_number_id: str | None = Field(default=None, description="WhatsApp sender phone number id.")
+    whatsapp_app_secret: str | None = Field(
+        default=None,
+        description="WhatsApp intake: the Meta app secret that signs the webhook (X-Hub-Signature-256). Unset: "
+        "POST /v1/gateway/whatsapp is refused (403).",
+    )
+    whatsapp_verify_token: str | None = Field(
+        default=None, description="WhatsApp intake: the verify token of the webhook's subscription handshake."
+    )
     slack_webhook_url: str | None = Field(default=None, description="Zero-config Slack incoming webhook.")
     sms_api_base: str | None = Field(
         default=None, description="HTTP SMS gateway: alerts to `sms` recipients are POSTed to {base}/messages."

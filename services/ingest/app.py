@@ -8,19 +8,20 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
 from services.ingest.gateway import EXAMPLE as SMS_EXAMPLE
-from services.ingest.gateway import SmsGateway, SmsIn, SmsReply
+from services.ingest.gateway import Outcome, SmsGateway, SmsIn, SmsReply
 from services.ingest.inbox import InboxDb, InboxDevice, acknowledge, etag
 from services.ingest.service import (
     DeviceGrant,
@@ -32,6 +33,8 @@ from services.ingest.service import (
     bus_value,
     judge,
 )
+from services.ingest.whatsapp import EXAMPLE as WHATSAPP_EXAMPLE
+from services.ingest.whatsapp import WhatsAppReceived, WhatsAppWebhook
 from siaga import topics
 from siaga.auth import bearer, hash_token
 from siaga.bus import BusUnavailable
@@ -613,28 +616,104 @@ def build(ctx: Context) -> ServiceParts:
         "`gateway_message_id` again is the same event.",
     )
     async def post_sms(request: Request) -> Response:
-        headers = request.headers
-        body = await ingest.read_body(headers.get("content-length"), request.stream())
-        if isinstance(body, Answer):
-            return _response(body)
-        out = await gateway.handle(headers.get("authorization"), body)
-        return Response(orjson.dumps(out.body), out.status, dict(out.headers), media_type="application/json")
+        return await _gateway_post(
+            ingest, request, lambda body: gateway.handle(request.headers.get("authorization"), body)
+        )
+
+    whatsapp = WhatsAppWebhook(gateway)
+    CHALLENGE: dict[int | str, dict[str, Any]] = {
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "`hub.challenge`, as sent."}
+    }
+    WHATSAPP_TAKEN: dict[int | str, dict[str, Any]] = {
+        200: {"model": WhatsAppReceived, "description": "Taken: its messages are on the bus."}
+    }
+
+    @gateways.get(
+        "/v1/gateway/whatsapp",
+        response_class=Response,  # no media type of its own: each answer's is declared below
+        responses=CHALLENGE
+        | error_responses(
+            403,
+            422,
+            _403="`hub.verify_token` does not match SIAGA_WHATSAPP_VERIFY_TOKEN, or it is not set.",
+            _422="Not a subscription check: `hub.mode=subscribe`, `hub.verify_token` and `hub.challenge` expected.",
+        ),
+        summary="WhatsApp Cloud API webhook: the verification handshake",
+        description="Meta's subscription check: answered with `hub.challenge` when `hub.verify_token` matches.",
+    )
+    async def verify_whatsapp(
+        mode: Annotated[str, Query(alias="hub.mode", pattern="^subscribe$", description="Always `subscribe`.")],
+        token: Annotated[
+            str, Query(alias="hub.verify_token", min_length=1, max_length=512, description="The verify token set.")
+        ],
+        challenge: Annotated[
+            str, Query(alias="hub.challenge", min_length=1, max_length=512, description="Echoed back when it matches.")
+        ],
+    ) -> Response:
+        status, text = whatsapp.verify(mode, token, challenge)
+        if status == 200:
+            return PlainTextResponse(text)
+        return Response(orjson.dumps({"detail": text}), status, media_type="application/json")
+
+    @gateways.post(
+        "/v1/gateway/whatsapp",
+        status_code=200,
+        responses=WHATSAPP_TAKEN
+        | error_responses(
+            400,
+            401,
+            403,
+            413,
+            422,
+            429,
+            503,
+            _401="`X-Hub-Signature-256` is missing or wrong: nothing was stored.",
+            _403="SIAGA_WHATSAPP_APP_SECRET is not set.",
+            _422="Not a Cloud API notification: `detail` names the field.",
+            _429="The sender sends too fast; retry after `Retry-After` seconds.",
+        ),
+        summary="WhatsApp Cloud API webhook: messages",
+        openapi_extra=json_body({"type": "object"}, {"text message": WHATSAPP_EXAMPLE}),
+        description="Notifications from the WhatsApp Cloud API, signed with the app secret. Text messages are "
+        "read with the SMS grammar (docs/field-sms.md) and answered through the Cloud API's `messages` "
+        "endpoint; the same WhatsApp message id again is the same event. Statuses and other kinds are "
+        "accepted and ignored.",
+    )
+    async def post_whatsapp(request: Request) -> Response:
+        signature = request.headers.get("x-hub-signature-256")
+        return await _gateway_post(ingest, request, lambda body: whatsapp.receive(signature, body))
+
+    async def stop() -> None:
+        await whatsapp.drain()
+        await ingest.stop()
 
     router.include_router(gateways)
     return ServiceParts(
         "ingest",
         router,
         start=ingest.start,
-        stop=ingest.stop,
+        stop=stop,
         fast_routes={
             ("POST", path): functools.partial(serve_device_post, ingest, batch=batch) for path, batch in ROUTES.items()
         },
         openapi_tags=[
             {"name": "field events", "description": "What field devices post (SPEC section 4)."},
             {"name": "device inbox", "description": "Orders and messages for field devices (SPEC section 9)."},
-            {"name": "gateways", "description": "SMS from the field through a gateway (SPEC section 11)."},
+            {
+                "name": "gateways",
+                "description": "SMS through a gateway, and WhatsApp through the Cloud API's webhook (SPEC section 11).",
+            },
         ],
     )
+
+
+async def _gateway_post(ingest: Ingest, request: Request, handle: Callable[[bytes], Awaitable[Outcome]]) -> Response:
+    """A gateway's POST: the body read within the size limit (413), then its handler's outcome as JSON."""
+    body = await ingest.read_body(request.headers.get("content-length"), request.stream())
+    if isinstance(body, Answer):
+        return _response(body)
+    out = await handle(body)
+    return Response(orjson.dumps(out.body), out.status, dict(out.headers), media_type="application/json")
 
 
 def create_app(ctx: Context) -> FastAPI:

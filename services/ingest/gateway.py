@@ -45,6 +45,7 @@ TPS: Table = models.Tps.__table__  # type: ignore[attr-defined]
 INCIDENT: Table = models.Incident.__table__  # type: ignore[attr-defined]
 T = TypeVar("T")
 CHANNEL = "sms"
+_PREFIX = {"sms": "sms", "whatsapp": "wa"}  # of the event and command ids a message becomes
 OPEN = [IncidentStatus.OPEN.value, IncidentStatus.ESCALATED.value, IncidentStatus.ACKNOWLEDGED.value]
 EXAMPLE: dict[str, Any] = {
     "gateway_message_id": "gw1-000123",
@@ -71,6 +72,16 @@ class SmsIn(BaseModel):
 
 class SmsReply(BaseModel):
     reply: str = Field(max_length=grammar.MAX_REPLY, description="A receipt to send back to the sender (one SMS).")
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One received text message, from any gateway: SMS, or WhatsApp (services/ingest/whatsapp.py)."""
+
+    message_id: str  # the gateway's or provider's id: a redelivery repeats it
+    text: str
+    received_at: datetime
+    channel: str  # sms | whatsapp: the incident's source
 
 
 @dataclass(frozen=True)
@@ -211,6 +222,14 @@ class SmsGateway:
         phone = normalise_phone(msg.from_)
         if phone is None:
             return _problem(422, [{"field": "from", "message": "not a phone number (E.164, e.g. +6281234567890)"}])
+        return await self.understand(device, phone, Inbound(msg.gateway_message_id, msg.text, msg.received_at, CHANNEL))
+
+    async def understand(self, device: DeviceGrant | None, phone: str, msg: Inbound) -> Outcome:
+        """A message from `phone` (E.164) read with the field grammar: a field event, a command, or a reply.
+
+        `device` is the gateway that relayed it, whose grant bounds the TPS; None for a provider's
+        webhook (WhatsApp), where the sender's own roster TPS are the bound.
+        """
         wait = self.ingest.buckets.take(f"sender:{phone}", 1, time.monotonic())
         if wait > 0:
             return _problem(
@@ -219,6 +238,8 @@ class SmsGateway:
         sender = await self._db(self._sender, phone)
         if sender is None:
             return _said(grammar.reply("unknown_sender"))  # no event: the number is not on the roster
+        if device is None:
+            device = DeviceGrant(msg.channel, frozenset(t for t, _ in sender.tps), frozenset())
         parsed = grammar.parse(msg.text)
         if isinstance(parsed, grammar.NotUnderstood):
             return _said(grammar.reply(parsed.reply, **dict(parsed.values)))
@@ -228,10 +249,10 @@ class SmsGateway:
             return _said(grammar.reply("no_tps"))
         return await self._field_event(device, sender, msg, parsed)
 
-    async def _field_event(self, device: DeviceGrant, sender: Sender, msg: SmsIn, parsed: grammar.Parsed) -> Outcome:
+    async def _field_event(self, device: DeviceGrant, sender: Sender, msg: Inbound, parsed: grammar.Parsed) -> Outcome:
         named = pick_tps(sender, parsed.tps_number) if isinstance(parsed, grammar.Report) else None
         tps_id, tps_name = named or sender.tps[0]
-        event_id = message_id(device.device_id, msg.gateway_message_id)
+        event_id = message_id(device.device_id, msg.message_id, _PREFIX[msg.channel])
         raw: dict[str, Any] = {"event_id": event_id, "tps_id": tps_id, "occurred_at": iso(msg.received_at)}
         if isinstance(parsed, grammar.Report):
             text = parsed.rest if named else parsed.text
@@ -258,7 +279,7 @@ class SmsGateway:
         items = [
             (
                 kecamatan_key(judged.kecamatan[ev.tps_id]),
-                bus_value(ev, device_id=device.device_id, received_at=now, channel=CHANNEL),
+                bus_value(ev, device_id=device.device_id, received_at=now, channel=msg.channel),
             )
             for ev, _ in judged.fresh
         ]
@@ -273,7 +294,7 @@ class SmsGateway:
         return _said(answer)
 
     async def _on_incident(
-        self, device: DeviceGrant, sender: Sender, msg: SmsIn, parsed: grammar.OnIncident
+        self, device: DeviceGrant, sender: Sender, msg: Inbound, parsed: grammar.OnIncident
     ) -> Outcome:
         inc = await self._db(self._open_incident, parsed.code)
         if inc is None:
@@ -281,18 +302,19 @@ class SmsGateway:
         if inc.tps_id not in {t for t, _ in sender.tps}:
             return _said(grammar.reply("not_your_incident", code=parsed.code))
         common: dict[str, Any] = {
-            "command_id": message_id(device.device_id, msg.gateway_message_id),
+            "command_id": message_id(device.device_id, msg.message_id, _PREFIX[msg.channel]),
             "kecamatan": KecamatanKey(kecamatan=inc.kecamatan),
-            "actor": f"sms:{sender.personnel_id}",
+            "actor": f"{msg.channel}:{sender.personnel_id}",
             "issued_at": self.ctx.clock.now(),
             "incident_id": inc.id,
         }
-        how = parsed.text or "lewat SMS"
+        via = "WhatsApp" if msg.channel == "whatsapp" else "SMS"
+        how = parsed.text or f"lewat {via}"
         command: Resolve | Escalate | Acknowledge
         if parsed.keyword is grammar.Keyword.SELESAI:
             command, key = Resolve(**common, resolution=how), "resolve"
         elif parsed.keyword is grammar.Keyword.BANTUAN:
-            command, key = Escalate(**common, note=f"minta bantuan lewat SMS: {how}"), "backup"
+            command, key = Escalate(**common, note=f"minta bantuan lewat {via}: {how}"), "backup"
         else:
             command, key = Acknowledge(**common), "ack"
         try:

@@ -278,7 +278,9 @@ class FakeTelegram(FakeProvider):
 
 
 class FakeWhatsApp(FakeProvider):
-    """Cloud API: `POST /<phone_number_id>/messages` with a Bearer token and a template message."""
+    """Cloud API: `POST /<phone_number_id>/messages` with a Bearer token and a template message, or a
+    free-text one (`type: text`, a non-empty `text.body` of at most 4,096 characters): a reply inside
+    the 24-hour window the sender's own message opened (the fake does not keep the window)."""
 
     def __init__(self, token: str = "wa-test-token-XYZ", phone_number_id: str = "1098765432", **kw: Any) -> None:
         super().__init__(**kw)
@@ -299,6 +301,13 @@ class FakeWhatsApp(FakeProvider):
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return self._error(400, 100, "Invalid JSON")
+        if doc.get("type") == "text":
+            body_text = (doc.get("text") or {}).get("body")
+            if doc.get("messaging_product") != "whatsapp" or not doc.get("to") or not body_text:
+                return self._error(400, 100, "Invalid parameter")
+            if len(body_text) > 4096:
+                return self._error(400, 100, "Param text['body'] must be at most 4096 characters long")
+            return None
         template = doc.get("template") or {}
         if (
             doc.get("messaging_product") != "whatsapp"

@@ -46,6 +46,8 @@ from tests.plugins.browser import serve
 PRINCIPALS = ("none", "bad", "revoked", "revoked_device", "device", "viewer", "operator", "admin", "admin_env")
 TELEGRAM_SECRET = "tg-webhook-secret-" + "x" * 16
 TELEGRAM_CHAT = "-100123"
+WHATSAPP_APP_SECRET = "wa-app-secret-" + "y" * 16
+WHATSAPP_VERIFY_TOKEN = "wa-verify-" + "z" * 12
 TPS_ROWS = [
     {
         "tps_id": "T1",
@@ -113,6 +115,8 @@ def security_settings(db: Path, **overrides: Any) -> Settings:
         "kafka_bootstrap": None,
         "admin_token": "adm_env_" + uuid.uuid4().hex,
         "telegram_webhook_secret": TELEGRAM_SECRET,
+        "whatsapp_app_secret": WHATSAPP_APP_SECRET,
+        "whatsapp_verify_token": WHATSAPP_VERIFY_TOKEN,
         "telegram_bot_token": "123456789:AAH" + uuid.uuid4().hex,
         "telegram_chat_id": TELEGRAM_CHAT,
         # Port 9 (discard) on loopback: refused at once, so no test ever reaches the internet.

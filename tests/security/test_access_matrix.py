@@ -40,6 +40,7 @@ from tests.security import (
     PRINCIPALS,
     TELEGRAM_CHAT,
     TELEGRAM_SECRET,
+    WHATSAPP_VERIFY_TOKEN,
     Rig,
     field_event,
     running_rig,
@@ -60,6 +61,7 @@ class Access(Enum):
     OPERATOR = "operator or admin"
     ADMIN = "admin"
     TELEGRAM = "the Telegram webhook secret header, no bearer token"
+    WHATSAPP = "the Meta app's signature of the body (X-Hub-Signature-256), no bearer token"
 
 
 ADMITS: dict[Access, set[str]] = {
@@ -69,6 +71,7 @@ ADMITS: dict[Access, set[str]] = {
     Access.OPERATOR: {"operator", "admin", "admin_env"},
     Access.ADMIN: {"admin", "admin_env"},
     Access.TELEGRAM: set(),
+    Access.WHATSAPP: set(),  # the calls below are unsigned: a bearer token never stands in for the signature
 }
 API_REALM = {"viewer", "operator", "admin", "admin_env"}
 
@@ -262,6 +265,15 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
     ("GET", "/v1/admin/policy"): Expect(Access.ADMIN, 200, fixed("/v1/admin/policy")),
     ("PUT", "/v1/admin/policy"): Expect(Access.ADMIN, 200, _policy),
     ("POST", "/v1/telegram/webhook"): Expect(Access.TELEGRAM, 200, fixed("/v1/telegram/webhook", json=TELEGRAM_UPDATE)),
+    # The handshake's proof is the verify token in the query, whoever asks (Meta sends no bearer token).
+    ("GET", "/v1/gateway/whatsapp"): Expect(
+        Access.PUBLIC,
+        200,
+        fixed(f"/v1/gateway/whatsapp?hub.mode=subscribe&hub.verify_token={WHATSAPP_VERIFY_TOKEN}&hub.challenge=7"),
+    ),
+    ("POST", "/v1/gateway/whatsapp"): Expect(
+        Access.WHATSAPP, 200, fixed("/v1/gateway/whatsapp", json={"object": "whatsapp_business_account", "entry": []})
+    ),
 }
 WEBSOCKETS = {"/ws": Access.VIEWER}
 

@@ -143,6 +143,12 @@ def main() -> None:
     )
     ap.add_argument("--tps", type=int, default=91_469, help="TPS of this process's share (default 91469 = 823,220 / 9)")
     ap.add_argument("--per-kecamatan", type=int, default=114, help="TPS a kecamatan (default 114, the national mean)")
+    ap.add_argument(
+        "--name",
+        default="soak",
+        help="results file bench/results/<name>.json (default soak; e.g. soak_share_4000 for a short run "
+        "at a rate above what one process applies, which measures that rate)",
+    )
     a = ap.parse_args()
     seconds = a.minutes * 60
     with broker() as bootstrap:
@@ -214,7 +220,7 @@ def main() -> None:
         f"sent {publisher.sent}, applied {int(applied)}, lost {lost}; RSS {growth:+.1%} over the last 20 min; "
         f"worst lag {worst_lag:.2f} s; {'PASSED' if result['passed'] else 'FAILED'}"
     )
-    say(f"wrote {write('soak', result)}")
+    say(f"wrote {write(a.name, result)}")
 
 
 if __name__ == "__main__":

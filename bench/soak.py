@@ -2,8 +2,9 @@
 
 docs/capacity.md plans the design rate D (~11,000 events/s nationally) over a number of dispatch
 processes; one of them gets D / processes, here published straight onto siaga.field-events at that
-rate (a morning-peak mix: check-ins, phase changes and a few reports over the process's share of
-the country's TPS, keyed by kecamatan as ingest keys them). Every 10 s it samples the process's RSS
+rate (a morning-peak mix: check-ins, phase changes and a few reports, each resolved on site two
+minutes later, over the process's share of the country's TPS, keyed by kecamatan as ingest keys
+them). Every 10 s it samples the process's RSS
 (/proc), its consumer lag (`siaga_consumer_lag` on /metrics, converted to seconds of events at the
 rate) and what it applied. It passes when:
 
@@ -27,6 +28,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,7 +69,21 @@ def seed(db_url: str, n_tps: int, per_kecamatan: int) -> list[tuple[str, str]]:
     return tps
 
 
-def event(rnd: random.Random, tps_id: str, now: datetime) -> bytes:
+RESOLVE_AFTER_S = 120.0  # the TPS's officer resolves each report on site this long after it
+
+
+def wire(ev: dict[str, Any], tps_id: str, now: datetime) -> bytes:
+    ev.update(event_id=ev.get("event_id") or str(uuid.uuid4()), tps_id=tps_id, occurred_at=now.isoformat())
+    return orjson.dumps({"event": ev, "device_id": "soak", "received_at": now.isoformat()})
+
+
+def resolution(report_id: str, tps_id: str, now: datetime) -> bytes:
+    payload = {"report_id": report_id, "resolution": "ditangani petugas"}
+    return wire({"type": "incident.resolved", "payload": payload}, tps_id, now)
+
+
+def event(rnd: random.Random, tps_id: str, now: datetime) -> tuple[bytes, str | None]:
+    """One event of the mix, and its id when it is a report (resolved RESOLVE_AFTER_S later)."""
     roll = rnd.random()
     if roll < 0.9:
         ev: dict[str, Any] = {
@@ -78,8 +94,9 @@ def event(rnd: random.Random, tps_id: str, now: datetime) -> bytes:
         ev = {"type": "tps.status", "payload": {"phase": rnd.choice(["voting", "voting", "counting"])}}
     else:
         ev = {"type": "incident.reported", "payload": {"description": rnd.choice(["Genset mati", "HT rusak"])}}
-    ev.update(event_id=str(uuid.uuid4()), tps_id=tps_id, occurred_at=now.isoformat())
-    return orjson.dumps({"event": ev, "device_id": "soak", "received_at": now.isoformat()})
+        ev["event_id"] = str(uuid.uuid4())
+        return wire(ev, tps_id, now), str(ev["event_id"])
+    return wire(ev, tps_id, now), None
 
 
 class Publisher(threading.Thread):
@@ -100,6 +117,7 @@ class Publisher(threading.Thread):
         bus = KafkaBus(self.bootstrap, partitions={self.topic: 12}, publish_timeout_s=30)
         await bus.start()
         rnd = random.Random(11)
+        reports: deque[tuple[float, str, str, str]] = deque()  # (when to resolve, report id, tps, kecamatan)
         started = time.monotonic()
         try:
             while (elapsed := time.monotonic() - started) < self.seconds:
@@ -107,9 +125,15 @@ class Publisher(threading.Thread):
                 if due > 0:
                     now = datetime.now(UTC)
                     items = []
-                    for _ in range(due):
+                    while reports and reports[0][0] <= elapsed and len(items) < due:  # resolutions count in the rate
+                        _, report_id, tps_id, kecamatan = reports.popleft()
+                        items.append((kecamatan_key(kecamatan), resolution(report_id, tps_id, now)))
+                    while len(items) < due:
                         tps_id, kecamatan = self.tps[rnd.randrange(len(self.tps))]
-                        items.append((kecamatan_key(kecamatan), event(rnd, tps_id, now)))
+                        body, report_id = event(rnd, tps_id, now)
+                        items.append((kecamatan_key(kecamatan), body))
+                        if report_id is not None:
+                            reports.append((elapsed + RESOLVE_AFTER_S, report_id, tps_id, kecamatan))
                     await bus.publish_many(self.topic, items)
                     self.sent += len(items)
                 self.behind_s = max(self.behind_s, (int(elapsed * self.rate) - self.sent) / self.rate)

@@ -154,6 +154,7 @@ class OwnedState:
         # narrow UPDATE of the owner's columns, not an upsert that binds every registry column too.
         self._stored_tps: set[str] = set()
         self._stored_people: set[str] = set()
+        self._evicted = 0  # closed incidents forgotten since the report links were last swept
 
     # ------------------------------------------------------------------ ownership and loading
     def load(self, kecamatan: Iterable[str]) -> int:
@@ -645,7 +646,26 @@ class OwnedState:
         if ch.corrections:  # rare (operators' classify commands): plain inserts
             s.add_all(CorrectionRow(**asdict(c)) for c in ch.corrections)
         insert_inbox(s, [inbox_row(m, kecamatan=k, at=created_at) for m, k in ch.inbox])
+        self._evict_closed(ch.incidents)
         return (ch.outbox, insert_outbox(s, ch.outbox, created_at)), ch.results
+
+    def _evict_closed(self, changed: Iterable[str]) -> None:
+        """Forget the incidents this batch closed, once written: memory holds what is open.
+
+        A resolved incident can still hear of a follow-up (a note, a late backup request): it is read
+        back from the database then (`incident`, `incident_for_report`). Without this, a day's closed
+        incidents stayed in memory to the end (the soak's slow RSS creep). Should the transaction
+        fail, `discard` drops the whole state anyway.
+        """
+        for iid in changed:
+            inc = self.incidents.get(iid)
+            if inc is not None and inc.status not in OPEN_STATUSES:
+                del self.incidents[iid]
+                self._chains.pop(iid, None)
+                self._evicted += 1
+        if self._evicted > 1000 + len(self._reports) // 4:  # the links of the evicted: swept now and then
+            self._reports = {r: i for r, i in self._reports.items() if i in self.incidents}
+            self._evicted = 0
 
     def discard(self) -> None:
         """Undo a batch that did not commit: memory may hold its half-applied changes, so reload."""

@@ -10,6 +10,7 @@ on one group that split the kecamatan, apply operator commands, and take over ea
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from sqlmodel import Session, select
 
 from services.dispatch.service import Dispatch
 from siaga import topics
+from siaga.audit import verify
 from siaga.bus import Record
 from siaga.bus.memory import MemoryBus
 from siaga.clock import ManualClock, iso
@@ -348,3 +350,23 @@ def test_the_timers_stay_one_entry_a_tps_however_often_it_checks_in() -> None:
     tps.last_seen_at = last + timedelta(minutes=30)
     state.save_tps(tps)
     assert state.silent_candidates(["voting"], last + timedelta(minutes=30)) == [tps]
+
+
+async def test_closed_incidents_leave_memory_and_a_follow_up_still_chains_onto_their_timeline(db_url: str) -> None:
+    rig = Rig(db_url)
+    rig.seed()
+    d = rig.dispatch()
+    report = rig.record("incident.reported", "KOP00", {"description": "genset mati", "category": "equipment"})
+    await d.handle([report])
+    report_id = orjson.loads(report.value)["event"]["event_id"]
+    [inc] = rig.rows(Incident)
+    assert inc.id in d.state.incidents
+    await d.handle([rig.record("incident.resolved", "KOP00", {"report_id": report_id, "resolution": "diganti"})])
+    assert inc.id not in d.state.incidents, "a resolved incident, once written, is not held in memory"
+    # A late follow-up on the resolved incident: read back from the database, chained where it left off.
+    await d.handle([rig.record("incident.update", "KOP00", {"report_id": report_id, "note": "genset cadangan tiba"})])
+    entries = sorted((e for e in rig.rows(TimelineEntry) if e.incident_id == inc.id), key=lambda e: e.seq)
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1)) and entries[-1].action == "note"
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
+    assert verify(rig.ctx.engine).ok
+    assert inc.id not in d.state.incidents

@@ -12,7 +12,7 @@ rate) and what it applied. It passes when:
 - the lag never exceeded 5 s of events;
 - every published event was applied (lost 0): `siaga_dispatch_events_total` reaches the count.
 
-    .venv/bin/python -m bench.soak [--minutes 30] [--rate 1222] [--tps 91469]
+    .venv/bin/python -m bench.soak [--minutes 30] [--rate 1571] [--tps 117603]
 
 Results: bench/results/soak.json, summarised in docs/reliability.md.
 """
@@ -162,10 +162,12 @@ def main() -> None:
     ap.add_argument(
         "--rate",
         type=float,
-        default=1222,
-        help="events a second: the design rate over the planned dispatch processes (default 1222 = 11,000 / 9)",
+        default=1571,
+        help="events a second: the design rate over the planned dispatch processes (default 1571 = 11,000 / 7)",
     )
-    ap.add_argument("--tps", type=int, default=91_469, help="TPS of this process's share (default 91469 = 823,220 / 9)")
+    ap.add_argument(
+        "--tps", type=int, default=117_603, help="TPS of this process's share (default 117603 = 823,220 / 7)"
+    )
     ap.add_argument("--per-kecamatan", type=int, default=114, help="TPS a kecamatan (default 114, the national mean)")
     ap.add_argument(
         "--name",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,6 @@ from siaga.db import create_schema, make_engine
 TPS: Table = models.Tps.__table__  # type: ignore[attr-defined]
 OUTBOX: Table = models.Outbox.__table__  # type: ignore[attr-defined]
 WIB = timezone(timedelta(hours=7))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'bulk.db'}"
-    else:
-        yield request.getfixturevalue("postgres_url")
 
 
 def tps_row(tps_id: str, **live: Any) -> dict[str, Any]:

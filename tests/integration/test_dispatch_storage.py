@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
@@ -24,14 +21,6 @@ from siaga.clock import ManualClock, iso
 from siaga.models import Incident, Outbox
 from siaga.runtime import Context, make_context
 from siaga.settings import Settings
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'dispatch.db'}"
-    else:
-        yield request.getfixturevalue("postgres_url")
 
 
 class Rig:

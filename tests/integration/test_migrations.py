@@ -85,14 +85,6 @@ delivery_0001 = sa.table(
 )
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'siaga.db'}"
-    else:
-        yield request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     eng = db.make_engine(db_url)

@@ -38,14 +38,6 @@ from siaga.settings import Settings
 KECAMATAN = ["Kopo", "Cikande", "Baros", "Petir", "Anyer", "Ciruas", "Pontang", "Kragilan"]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'dispatch.db'}"
-    else:
-        yield request.getfixturevalue("postgres_url")
-
-
 class Rig:
     """One database, one in-process bus, a manual clock; as many dispatch processes as a test wants."""
 

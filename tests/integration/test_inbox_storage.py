@@ -17,12 +17,12 @@ from services.dispatch.engine import Engine
 from siaga import topics
 from siaga.contracts import Broadcast, OrderTarget, Priority, TargetKind
 from siaga.models import InboxItem
-from tests.integration.test_owned_state import Rig, db_url  # noqa: F401 (the fixture, both databases)
+from tests.integration.test_owned_state import Rig  # db_url (both databases) is tests/plugins/postgres.py's
 
 ALL = OrderTarget(kind=TargetKind.ALL)
 
 
-async def test_owner_and_broadcast_write_inbox_rows_in_order_with_their_bus_messages(db_url: str) -> None:  # noqa: F811
+async def test_owner_and_broadcast_write_inbox_rows_in_order_with_their_bus_messages(db_url: str) -> None:
     rig = Rig(db_url)
     dispatch = rig.dispatch()
 

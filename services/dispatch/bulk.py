@@ -118,7 +118,7 @@ class Bulk:
         mark = self._marks(table)
         one = f"({', '.join(mark[c] for c in columns)})"
         out: list[Any] = []
-        for chunk in _chunks(self._tuples(table, columns, rows)):
+        for chunk in chunks(self._tuples(table, columns, rows)):
             values = ", ".join([one] * len(chunk))
             sql = f"{self._into(table, columns)} VALUES {values} RETURNING {self.quote(returning)}"
             out.extend(r[0] for r in self.conn.exec_driver_sql(sql, tuple(v for row in chunk for v in row)))
@@ -128,7 +128,7 @@ class Bulk:
         """The values of `column` that are among `values` (an IN list a chunk)."""
         mark = self._marks(table)[column]
         out: list[Any] = []
-        for chunk in _chunks(list(values)):
+        for chunk in chunks(list(values)):
             q = self.quote
             sql = f"SELECT {q(column)} FROM {q(table.name)} WHERE {q(column)} IN ({', '.join([mark] * len(chunk))})"
             out.extend(r[0] for r in self.conn.exec_driver_sql(sql, tuple(chunk)))
@@ -143,7 +143,7 @@ class Bulk:
         return f"{self._into(table, columns)} VALUES ({', '.join(mark[c] for c in columns)})"
 
     def _many(self, sql: str, params: list[tuple[Any, ...]]) -> None:
-        for chunk in _chunks(params):
+        for chunk in chunks(params):
             self.conn.exec_driver_sql(sql, chunk)
 
     def _marks(self, table: Table) -> dict[str, str]:
@@ -173,6 +173,7 @@ def _marks(table: Table, dialect: str) -> dict[str, str]:
     return {c.name: "%s::json" if _is(c.type, JSON) else "%s" for c in table.columns}
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+def chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    """`items` in slices of CHUNK (an IN list, a multi-row INSERT)."""
     for i in range(0, len(items), CHUNK):
         yield items[i : i + CHUNK]

@@ -30,9 +30,9 @@ from typing import Any
 
 from sqlalchemy import Table, and_, func
 from sqlalchemy import select as select_rows
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, col, select
 
-from services.dispatch.bulk import Bulk
+from services.dispatch.bulk import Bulk, chunks
 from services.dispatch.domain import Correction, Incident, Personnel, TimelineItem, Tps, order_due_at
 from services.dispatch.inbox import inbox_row, insert_inbox
 from services.dispatch.store import OPEN_STATUSES
@@ -58,7 +58,6 @@ log = logging.getLogger("siaga.dispatch.state")
 REGISTRY_TPS = ("name", "kecamatan", "desa", "lat", "lon", "rawan", "assigned")
 REGISTRY_PERSONNEL = ("name", "unit", "role", "tps_ids", "phone")
 RECENT_EVENT_IDS = 200_000  # applied event ids remembered in memory; older ones are asked of the database
-CHUNK = 500  # rows in one IN list or one multi-row INSERT
 OutboxMessage = tuple[str, str | None, bytes]  # topic, key, value
 TIMELINE: Table = TimelineEntry.__table__  # type: ignore[attr-defined]
 TIMELINE_COLUMNS = ("incident_id", "seq", "at", "actor", "action", "detail", "prev_hash", "hash")
@@ -99,10 +98,6 @@ class Changes:
             or self.corrections
             or self.inbox
         )
-
-
-def _row(obj: SQLModel, table: Table) -> dict[str, Any]:
-    return {c.name: getattr(obj, c.name) for c in table.columns}
 
 
 def _deadline(inc: Incident) -> datetime | None:
@@ -164,7 +159,7 @@ class OwnedState:
             return 0
         n = 0
         with self._session() as s:
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 tps = s.execute(select_rows(TPS).where(TPS.c.kecamatan.in_(chunk))).mappings().all()
                 for t in tps:
                     if t["tps_id"] not in self.tps_rows:  # what memory holds is newer than the database
@@ -243,7 +238,7 @@ class OwnedState:
             self._index(inc)
             if inc.code is not None and inc.status in OPEN_STATUSES:
                 self._codes[inc.code] = inc.id
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             for event_id, incident_id in s.exec(
                 select(IncidentReport.event_id, IncidentReport.incident_id).where(
                     col(IncidentReport.incident_id).in_(chunk)
@@ -358,7 +353,7 @@ class OwnedState:
     def reload_tps(self, tps_ids: Sequence[str]) -> list[Tps]:
         out: list[Tps] = []
         with self._session() as s:
-            for chunk in _chunks(sorted(set(tps_ids))):
+            for chunk in chunks(sorted(set(tps_ids))):
                 for row in s.execute(select_rows(TPS).where(TPS.c.tps_id.in_(chunk))).mappings().all():
                     self._stored_tps.add(row["tps_id"])
                     known = self.tps_rows.get(row["tps_id"])
@@ -378,7 +373,7 @@ class OwnedState:
         found = wanted & self.tps_rows.keys()
         missing = sorted(wanted - found)
         with self._session() as s:
-            for chunk in _chunks(missing):
+            for chunk in chunks(missing):
                 found.update(s.execute(select_rows(TPS.c.tps_id).where(TPS.c.tps_id.in_(chunk))).scalars().all())
         return found
 
@@ -410,7 +405,7 @@ class OwnedState:
         if not missing:
             return
         with self._session() as s:
-            for chunk in _chunks(missing):
+            for chunk in chunks(missing):
                 for p in s.execute(select_rows(PERSONNEL).where(PERSONNEL.c.personnel_id.in_(chunk))).mappings().all():
                     self.people[p["personnel_id"]] = Personnel.from_row(p)
                     self._stored_people.add(p["personnel_id"])
@@ -670,11 +665,6 @@ class OwnedState:
     def discard(self) -> None:
         """Undo a batch that did not commit: memory may hold its half-applied changes, so reload."""
         self.forget()
-
-
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), CHUNK):
-        yield items[i : i + CHUNK]
 
 
 def _names(table: Table, *, without: Sequence[str] = ()) -> list[str]:

@@ -46,8 +46,12 @@ def test_kill_9_of_one_of_two_dispatchers_loses_nothing_doubles_nothing_and_fire
                 row["kecamatan"] = f"Kec{i:03d}"
             sysm.import_tps(rows)
             device, op = sysm.device([r["tps_id"] for r in rows]), sysm.token("operator")
-            both = [sysm.log(n) for n in ("dispatch", "dispatch2")]
-            assert all("partitions assigned" in log for log in both), "both processes own partitions"
+            # The group's rebalance that gives the second process its share may still be under way
+            # when both are ready (the broker waits for the members to rejoin): wait for it.
+            deadline = time.monotonic() + 60
+            while not all("partitions assigned" in sysm.log(n) for n in ("dispatch", "dispatch2")):
+                assert time.monotonic() < deadline, "both processes own partitions"
+                time.sleep(0.5)
             poster = Poster(
                 sysm,
                 device,

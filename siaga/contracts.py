@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from siaga import topics
-from siaga.events import Category, Id, Phase, Severity, Text
+from siaga.events import Category, Id, Phase, ReplyTo, Severity, Text
 from siaga.keys import kecamatan_key
 
 RegionName = Annotated[str, StringConstraints(max_length=128, strip_whitespace=True)]
@@ -245,6 +245,7 @@ class CommandKind(StrEnum):
     REPORT = "report"  # a report taken by the command post (radio, phone)
     ASSIGN = "assign"
     ORDER_ACK = "order_ack"
+    REPLY_OK = "reply_ok"  # `OK <code>` by SMS or WhatsApp (SPEC section 11)
     DELIVERY_OUTCOME = "delivery_outcome"
     REFRESH_TPS = "refresh_tps"
 
@@ -263,6 +264,8 @@ class _Command(Message):
     kecamatan: KecamatanKey
     actor: Id = Field(description="Who: `operator:<token name>`, `device:<id>`, `notifier:<channel>`.")
     issued_at: AwareDatetime
+    # A command from an SMS or WhatsApp message: the owner tells the sender what it made of it.
+    reply_to: ReplyTo | None = None
 
     def bus_key(self) -> str:
         return self.kecamatan.key
@@ -343,6 +346,15 @@ class AcknowledgeOrder(_IncidentCommand):
     note: Text = ""
 
 
+class ReplyOk(_IncidentCommand):
+    """`OK <code>` from a phone (SPEC section 11): the sender's open order for the incident, if they
+    have one; else, from a recipient of the incident's current level, the incident itself."""
+
+    kind: Literal[CommandKind.REPLY_OK] = CommandKind.REPLY_OK
+    personnel_id: Id | None = None  # None: a number the routing policy names, not on the roster
+    reply_to: ReplyTo
+
+
 class RecordDelivery(_IncidentCommand):
     """The notifier reports an alert delivery that reached a final state."""
 
@@ -370,6 +382,7 @@ Command = Annotated[
     | ReportFromCommandPost
     | Assign
     | AcknowledgeOrder
+    | ReplyOk
     | RecordDelivery
     | RefreshTps,
     Field(discriminator="kind"),
@@ -383,10 +396,31 @@ COMMAND: TypeAdapter[
     | ReportFromCommandPost
     | Assign
     | AcknowledgeOrder
+    | ReplyOk
     | RecordDelivery
     | RefreshTps
 ] = TypeAdapter(Command)
 CommandBase = _Command  # what every command has: command_id, kecamatan, actor, issued_at
+
+
+# -- siaga.replies ----------------------------------------------------------------------------------
+class FieldReply(Message):
+    """A confirmation to the sender of an SMS or WhatsApp message: what dispatch made of it.
+
+    siaga.replies, key: the phone. The notifier sends it through the SMS gateway's API or WhatsApp's
+    `messages` (free text: the sender's own message opened the 24-hour window).
+    """
+
+    TOPIC: ClassVar[str] = topics.REPLIES
+
+    reply_id: Id = Field(description="Derived from the event or command it answers: a redelivery is one SMS.")
+    to: ReplyTo
+    text: Annotated[str, StringConstraints(min_length=1, max_length=160)]
+    incident_id: Id | None = None
+    created_at: AwareDatetime
+
+    def bus_key(self) -> str:
+        return self.to.phone
 
 
 # -- siaga.field-orders -----------------------------------------------------------------------------

@@ -195,6 +195,17 @@ class FieldEvent(BaseModel):
         return PAYLOADS[self.type].model_validate(self.payload)
 
 
+class ReplyTo(BaseModel):
+    """Where the confirmation of a gateway message goes (SPEC section 11): the sender, by its channel."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    channel: Literal["sms", "whatsapp"]
+    phone: str = Field(pattern=r"^\+[1-9][0-9]{6,14}$", description="The sender (E.164).")
+    # WhatsApp: the business number the message reached (the notification's phone_number_id).
+    number_id: str | None = Field(default=None, max_length=64, pattern=r"^[0-9]+$")
+
+
 class BusEvent(BaseModel):
     """A field event as it travels on siaga.field-events: the device's event plus what ingest knew."""
 
@@ -204,3 +215,5 @@ class BusEvent(BaseModel):
     # How the event reached ingest: "sms" or "whatsapp" through a gateway (SPEC section 11). Left
     # out of the JSON for a field device, so its records keep the bytes they had before.
     channel: Literal["field", "sms", "whatsapp"] = Field(default="field", exclude_if=lambda v: v == "field")
+    # The sender of a gateway message, told what dispatch made of it; left out for a field device.
+    reply_to: ReplyTo | None = Field(default=None, exclude_if=lambda v: v is None)

@@ -37,6 +37,7 @@ def make_bus(settings: Settings) -> Bus:
         prefix + topics.COMMANDS: settings.field_events_partitions,
         prefix + topics.INCIDENT_UPDATES: settings.updates_partitions,
         prefix + topics.ALERTS: settings.alerts_partitions,
+        prefix + topics.REPLIES: settings.alerts_partitions,
         prefix + topics.DEAD_LETTER: 1,
     }
     bus: Bus

@@ -5,6 +5,7 @@ INCIDENT_UPDATES = "siaga.incident-updates"  # key: incident id (or "tps:<id>"),
 ALERTS = "siaga.alerts"  # key: incident id
 COMMANDS = "siaga.commands"  # key: kecamatan (provinsi/kabupaten/kecamatan)
 FIELD_ORDERS = "siaga.field-orders"  # key: the target (tps:<id>, kecamatan:<key>, person:<id>, all)
+REPLIES = "siaga.replies"  # key: the phone number a confirmation goes to (SMS or WhatsApp)
 DEAD_LETTER = "siaga.dead-letter"  # key: the original key
 
-ALL = (FIELD_EVENTS, INCIDENT_UPDATES, ALERTS, COMMANDS, FIELD_ORDERS, DEAD_LETTER)
+ALL = (FIELD_EVENTS, INCIDENT_UPDATES, ALERTS, COMMANDS, FIELD_ORDERS, REPLIES, DEAD_LETTER)

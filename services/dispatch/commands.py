@@ -21,6 +21,7 @@ from siaga.contracts import (
     Escalate,
     RecordDelivery,
     RefreshTps,
+    ReplyOk,
     ReportFromCommandPost,
     Resolve,
 )
@@ -83,6 +84,14 @@ def apply_command(engine: Engine, command: CommandBase) -> Outcome:
                     eta_minutes=command.eta_minutes,
                 )
                 return Outcome(200, incident_id, order["order_id"])
+            case ReplyOk():
+                done = engine.reply_ok(
+                    command.incident_id,
+                    personnel_id=command.personnel_id,
+                    phone=command.reply_to.phone,
+                    actor=actor,
+                )
+                return Outcome(200, incident_id, done)
             case AcknowledgeOrder():
                 if engine.store.incident(command.incident_id) is None:
                     raise KeyError(command.incident_id)
@@ -104,3 +113,32 @@ def apply_command(engine: Engine, command: CommandBase) -> Outcome:
     except NotAllowed as exc:
         return Outcome(409, incident_id, str(exc))
     return Outcome(200, incident_id)
+
+
+def confirm(engine: Engine, command: CommandBase, outcome: Outcome) -> None:
+    """Tell the SMS or WhatsApp sender of a command (`reply_to`) what its outcome was (SPEC section 11)."""
+    to = command.reply_to
+    if to is None:
+        return
+    inc = engine.store.incident(outcome.incident_id) if outcome.incident_id else None
+    about = command.command_id
+    if inc is None:
+        engine.reply(to, about, "refused", code="-", text=outcome.detail or f"status {outcome.status}")
+        return
+    if outcome.status == 200:
+        match command:
+            case Resolve():
+                engine.reply(to, about, "resolved", inc, text=inc.resolution or command.resolution)
+            case Escalate():
+                engine.reply(to, about, "escalated", inc)
+            case ReplyOk():
+                engine.reply(to, about, "order_acked" if outcome.detail == "order" else "incident_acked", inc)
+            case _:
+                engine.reply(to, about, "refused", inc, text=f"{getattr(command, 'kind', '?')} is not answered by SMS")
+        return
+    if inc.status == "resolved":
+        engine.reply(to, about, "already_resolved", inc)
+    elif isinstance(command, ReplyOk) and outcome.status == 409:
+        engine.reply(to, about, "not_yours_to_ack", inc)
+    else:
+        engine.reply(to, about, "refused", inc, text=outcome.detail)

@@ -72,7 +72,9 @@ class Engine(Orders):
         payload = ev.typed_payload()
         if ev.type is EventType.INCIDENT_REPORTED:
             assert isinstance(payload, IncidentReported)
-            self._report(r, tps, payload, source=r.channel)
+            inc = self._report(r, tps, payload, source=r.channel)
+            if r.reply_to is not None:  # by SMS or WhatsApp: its code, category and severity, to the sender
+                self.reply(r.reply_to, ev.event_id, "reported" if inc.reports == 1 else "joined", inc)
         elif ev.type is EventType.INCIDENT_UPDATE:
             assert isinstance(payload, IncidentUpdate)
             inc = self._incident_for(payload.report_id)

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session, col, delete, select
 
 from services.dispatch.classify import Classifier
-from services.dispatch.commands import Outcome, apply_command
+from services.dispatch.commands import Outcome, apply_command, confirm
 from services.dispatch.engine import Engine, NotAllowed, Received
 from services.dispatch.inbox import inbox_row, insert_inbox
 from services.dispatch.policy import PolicyStore
@@ -75,7 +75,13 @@ SILENT_COUNT_INTERVAL_S = 15.0  # how often the tick loop counts them (one index
 def parse_record(record: Record) -> Received:
     """A field-events record as the engine takes it; a malformed one raises (and goes to dead-letter)."""
     msg = BusEvent.model_validate_json(record.value)
-    return Received(event=msg.event, device_id=msg.device_id, received_at=msg.received_at, channel=msg.channel)
+    return Received(
+        event=msg.event,
+        device_id=msg.device_id,
+        received_at=msg.received_at,
+        channel=msg.channel,
+        reply_to=msg.reply_to,
+    )
 
 
 class OutboxRelay:
@@ -305,6 +311,7 @@ class Dispatch:
                     engine.apply(item)
                 elif not state.processed(item.command_id):
                     outcome = apply_command(engine, item)
+                    confirm(engine, item, outcome)
                     state.mark_processed(item.command_id, now)
                     state.record_result(
                         item.command_id,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Table, select
@@ -32,7 +32,8 @@ from siaga import sms_grammar as grammar
 from siaga.auth import bearer, hash_token
 from siaga.bus import BusUnavailable
 from siaga.clock import iso
-from siaga.contracts import Acknowledge, Escalate, IncidentStatus, KecamatanKey, Resolve
+from siaga.contracts import Escalate, IncidentStatus, KecamatanKey, ReplyOk, Resolve
+from siaga.events import ReplyTo
 from siaga.keys import kecamatan_key
 from siaga.phones import normalise_phone
 
@@ -43,8 +44,10 @@ log = logging.getLogger("siaga.ingest.gateway")
 PERSONNEL: Table = models.Personnel.__table__  # type: ignore[attr-defined]
 TPS: Table = models.Tps.__table__  # type: ignore[attr-defined]
 INCIDENT: Table = models.Incident.__table__  # type: ignore[attr-defined]
+POLICY: Table = models.PolicyVersion.__table__  # type: ignore[attr-defined]
+ROUTING_REFRESH_S = 5.0  # a policy change reaches the SMS gateway within this long
 T = TypeVar("T")
-CHANNEL = "sms"
+CHANNEL: Final = "sms"
 _PREFIX = {"sms": "sms", "whatsapp": "wa"}  # of the event and command ids a message becomes
 OPEN = [IncidentStatus.OPEN.value, IncidentStatus.ESCALATED.value, IncidentStatus.ACKNOWLEDGED.value]
 EXAMPLE: dict[str, Any] = {
@@ -81,7 +84,12 @@ class Inbound:
     message_id: str  # the gateway's or provider's id: a redelivery repeats it
     text: str
     received_at: datetime
-    channel: str  # sms | whatsapp: the incident's source
+    channel: Literal["sms", "whatsapp"]  # the incident's source, and how the confirmation goes back
+    number_id: str | None = None  # WhatsApp: the business number it reached (phone_number_id)
+
+    def reply_to(self, phone: str) -> ReplyTo:
+        """Where dispatch's confirmation of this message goes."""
+        return ReplyTo(channel=self.channel, phone=phone, number_id=self.number_id)
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,21 @@ class OpenIncident:
     id: str
     kecamatan: str
     tps_id: str | None
+    assignees: frozenset[str] = frozenset()  # the people its field orders sent there
+
+
+def routed_phones(policy_body: dict[str, Any] | None) -> dict[str, str]:
+    """The SMS and WhatsApp numbers the policy's `alerts:` routing names (E.164), each with its
+    recipient's name: they may answer `OK <code>` to an alert although they are not on the roster
+    (SPEC section 11), and the timeline names them by the recipient, not the number."""
+    alerts = (policy_body or {}).get("alerts") or {}
+    phones: dict[str, str] = {}
+    for r in alerts.get("recipients") or ():
+        if isinstance(r, dict) and r.get("channel") in ("sms", "whatsapp"):
+            phone = normalise_phone(str(r.get("target", "")))
+            if phone:
+                phones.setdefault(phone, str(r.get("name") or "recipient"))
+    return phones
 
 
 @dataclass(frozen=True)
@@ -144,6 +167,7 @@ class SmsGateway:
     def __init__(self, ingest: Ingest) -> None:
         self.ingest = ingest
         self.ctx = ingest.ctx
+        self._routed: tuple[float, dict[str, str]] | None = None
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -164,11 +188,25 @@ class SmsGateway:
         """The open incident with this code (an indexed read: codes are unique among open incidents)."""
         with self.ctx.engine.connect() as conn:
             row = conn.execute(
-                select(INCIDENT.c.id, INCIDENT.c.kecamatan, INCIDENT.c.tps_id).where(
+                select(INCIDENT.c.id, INCIDENT.c.kecamatan, INCIDENT.c.tps_id, INCIDENT.c.orders).where(
                     INCIDENT.c.code == code, INCIDENT.c.status.in_(OPEN)
                 )
             ).first()
-        return None if row is None else OpenIncident(row[0], row[1], row[2])
+        if row is None:
+            return None
+        assignees = frozenset(str(o.get("personnel_id")) for o in row[3] or () if isinstance(o, dict))
+        return OpenIncident(row[0], row[1], row[2], assignees)
+
+    def _routed_phones(self) -> dict[str, str]:
+        """`routed_phones` of the policy in force (the newest stored version), read again every few seconds."""
+        now = time.monotonic()
+        if self._routed is not None and now - self._routed[0] < ROUTING_REFRESH_S:
+            return self._routed[1]
+        with self.ctx.engine.connect() as conn:
+            body = conn.execute(select(POLICY.c.body).order_by(POLICY.c.version.desc()).limit(1)).scalar()
+        phones = routed_phones(body if isinstance(body, dict) else None)
+        self._routed = (now, phones)
+        return phones
 
     def _judge(self, device: DeviceGrant, raw: dict[str, Any], now: datetime) -> Judged:
         db, s = self.ingest.db, self.ctx.settings
@@ -236,20 +274,28 @@ class SmsGateway:
                 429, "this sender is sending too fast; slow down", (("Retry-After", str(max(1, round(wait)))),)
             )
         sender = await self._db(self._sender, phone)
+        parsed = grammar.parse(msg.text)
         if sender is None:
-            return _said(grammar.reply("unknown_sender"))  # no event: the number is not on the roster
+            # Not on the roster: only `OK <code>` from a number the alert routing names (its alerts
+            # carry the code); anything else is refused, and no event.
+            if isinstance(parsed, grammar.OnIncident) and parsed.keyword is grammar.Keyword.OK:
+                recipient = (await self._db(self._routed_phones)).get(phone)
+                if recipient is not None:
+                    return await self._on_incident(device, None, phone, msg, parsed, recipient=recipient)
+            return _said(grammar.reply("unknown_sender"))
         if device is None:
             device = DeviceGrant(msg.channel, frozenset(t for t, _ in sender.tps), frozenset())
-        parsed = grammar.parse(msg.text)
         if isinstance(parsed, grammar.NotUnderstood):
             return _said(grammar.reply(parsed.reply, **dict(parsed.values)))
         if isinstance(parsed, grammar.OnIncident):
-            return await self._on_incident(device, sender, msg, parsed)
+            return await self._on_incident(device, sender, phone, msg, parsed)
         if not sender.tps:
             return _said(grammar.reply("no_tps"))
-        return await self._field_event(device, sender, msg, parsed)
+        return await self._field_event(device, sender, phone, msg, parsed)
 
-    async def _field_event(self, device: DeviceGrant, sender: Sender, msg: Inbound, parsed: grammar.Parsed) -> Outcome:
+    async def _field_event(
+        self, device: DeviceGrant, sender: Sender, phone: str, msg: Inbound, parsed: grammar.Parsed
+    ) -> Outcome:
         named = pick_tps(sender, parsed.tps_number) if isinstance(parsed, grammar.Report) else None
         tps_id, tps_name = named or sender.tps[0]
         event_id = message_id(device.device_id, msg.message_id, _PREFIX[msg.channel])
@@ -276,10 +322,13 @@ class SmsGateway:
             return _problem(422, [{"field": field, "message": r.message}])
         if judged.duplicates:
             return _said(grammar.reply("duplicate"))
+        # A report's confirmation (its code, category and severity) follows from dispatch; a check-in's
+        # or a phase's is the receipt itself.
+        reply_to = msg.reply_to(phone) if isinstance(parsed, grammar.Report) else None
         items = [
             (
                 kecamatan_key(judged.kecamatan[ev.tps_id]),
-                bus_value(ev, device_id=device.device_id, received_at=now, channel=msg.channel),
+                bus_value(ev, device_id=device.device_id, received_at=now, channel=msg.channel, reply_to=reply_to),
             )
             for ev, _ in judged.fresh
         ]
@@ -294,29 +343,45 @@ class SmsGateway:
         return _said(answer)
 
     async def _on_incident(
-        self, device: DeviceGrant, sender: Sender, msg: Inbound, parsed: grammar.OnIncident
+        self,
+        device: DeviceGrant | None,
+        sender: Sender | None,
+        phone: str,
+        msg: Inbound,
+        parsed: grammar.OnIncident,
+        *,
+        recipient: str | None = None,
     ) -> Outcome:
+        """SELESAI, BANTUAN or OK with a code: a command to the incident's owner, who tells the sender
+        the outcome (`reply_to`). SELESAI and BANTUAN are for the incident's own TPS and the people
+        sent there; whom an OK acknowledges (an order, or the incident) the owner decides. `recipient`:
+        the routing recipient an unrostered sender is (the actor on the timeline)."""
         inc = await self._db(self._open_incident, parsed.code)
         if inc is None:
             return _said(grammar.reply("unknown_code", code=parsed.code))
-        if inc.tps_id not in {t for t, _ in sender.tps}:
+        ok = parsed.keyword is grammar.Keyword.OK
+        if sender is not None and not ok and not _theirs(sender, inc):
             return _said(grammar.reply("not_your_incident", code=parsed.code))
+        who = sender.personnel_id if sender is not None else recipient or "unknown"
+        relay = device.device_id if device is not None else msg.channel
         common: dict[str, Any] = {
-            "command_id": message_id(device.device_id, msg.message_id, _PREFIX[msg.channel]),
+            "command_id": message_id(relay, msg.message_id, _PREFIX[msg.channel]),
             "kecamatan": KecamatanKey(kecamatan=inc.kecamatan),
-            "actor": f"{msg.channel}:{sender.personnel_id}",
+            "actor": f"{msg.channel}:{who}",
             "issued_at": self.ctx.clock.now(),
             "incident_id": inc.id,
+            "reply_to": msg.reply_to(phone),
         }
         via = "WhatsApp" if msg.channel == "whatsapp" else "SMS"
         how = parsed.text or f"lewat {via}"
-        command: Resolve | Escalate | Acknowledge
+        command: Resolve | Escalate | ReplyOk
         if parsed.keyword is grammar.Keyword.SELESAI:
             command, key = Resolve(**common, resolution=how), "resolve"
         elif parsed.keyword is grammar.Keyword.BANTUAN:
             command, key = Escalate(**common, note=f"minta bantuan lewat {via}: {how}"), "backup"
         else:
-            command, key = Acknowledge(**common), "ack"
+            personnel_id = sender.personnel_id if sender is not None else None
+            command, key = ReplyOk(**common, personnel_id=personnel_id), "ack"
         try:
             await self.ctx.bus.publish(
                 topics.COMMANDS,
@@ -328,6 +393,11 @@ class SmsGateway:
             log.warning("bus unavailable, answering 503: %s", exc)
             return _problem(503, "the event bus cannot take commands right now; retry later", (("Retry-After", "5"),))
         return _said(grammar.reply(key, code=parsed.code, text=how))
+
+
+def _theirs(sender: Sender, inc: OpenIncident) -> bool:
+    """The incident is at one of the sender's TPS, or a field order sent the sender there."""
+    return inc.tps_id in {t for t, _ in sender.tps} or sender.personnel_id in inc.assignees
 
 
 def _field_problem(error: Any) -> dict[str, str]:

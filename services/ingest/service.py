@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from siaga.events import PAYLOADS, FieldEvent
+from siaga.events import PAYLOADS, FieldEvent, ReplyTo
 from siaga.models import Device, SeenEvent, Tps
 from siaga.service import describe_errors
 
@@ -522,10 +522,18 @@ def _release(done: asyncio.Future[None]) -> None:
         done.set_result(None)
 
 
-def bus_value(ev: FieldEvent, *, device_id: str, received_at: datetime, channel: str = "field") -> bytes:
+def bus_value(
+    ev: FieldEvent,
+    *,
+    device_id: str,
+    received_at: datetime,
+    channel: str = "field",
+    reply_to: ReplyTo | None = None,
+) -> bytes:
     """The record on siaga.field-events (a BusEvent), serialized by orjson: the same bytes as
     pydantic's JSON of the model (tests/integration/test_ingest.py checks), at a third of the cost.
-    `channel` is the gateway's (sms, whatsapp); a field device's is left out, as BusEvent does."""
+    `channel` is the gateway's (sms, whatsapp) and `reply_to` its sender; a field device's are left
+    out, as BusEvent does."""
     event = {
         "event_id": ev.event_id,
         "type": ev.type,
@@ -536,6 +544,8 @@ def bus_value(ev: FieldEvent, *, device_id: str, received_at: datetime, channel:
     doc: dict[str, Any] = {"event": event, "device_id": device_id, "received_at": received_at}
     if channel != "field":
         doc["channel"] = channel
+    if reply_to is not None:
+        doc["reply_to"] = reply_to.model_dump()
     return orjson.dumps(doc, option=orjson.OPT_UTC_Z)
 
 

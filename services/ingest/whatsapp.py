@@ -21,7 +21,7 @@ import hashlib
 import hmac
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from services.ingest.gateway import SmsGateway
 
 log = logging.getLogger("siaga.ingest.whatsapp")
-CHANNEL = "whatsapp"
+CHANNEL: Final = "whatsapp"
 REPLY_TIMEOUT_S = 10.0
 
 
@@ -164,7 +164,7 @@ class WhatsAppWebhook:
                     continue
                 number_id = str(change.value.metadata.get("phone_number_id") or "")
                 for message in change.value.messages:
-                    outcome = await self._message(message)
+                    outcome = await self._message(message, number_id)
                     if outcome is None:
                         continue
                     if outcome.status == 503:  # the bus or database is down: Meta retries the whole post
@@ -178,14 +178,20 @@ class WhatsAppWebhook:
             self._send_later(number_id, to, text)
         return Outcome(200, {"status": "received"})
 
-    async def _message(self, message: WaMessage) -> Outcome | None:
+    async def _message(self, message: WaMessage, number_id: str) -> Outcome | None:
         if message.type != "text" or message.text is None:
             return None  # images, locations, reactions...: not read (the grammar is text)
         phone = normalise_phone(message.from_)
         if phone is None:
             return _problem(422, [{"field": "from", "message": "not a phone number"}])
         received = datetime.fromtimestamp(int(message.timestamp), UTC)
-        inbound = Inbound(message_id=message.id, text=message.text.body, received_at=received, channel=CHANNEL)
+        inbound = Inbound(
+            message_id=message.id,
+            text=message.text.body,
+            received_at=received,
+            channel=CHANNEL,
+            number_id=number_id if number_id.isdigit() else None,
+        )
         return await self.gateway.understand(None, phone, inbound)
 
     # ------------------------------------------------------------------ replies

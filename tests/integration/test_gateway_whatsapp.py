@@ -8,9 +8,7 @@ real `messages` endpoint (tests/fakes/providers.py).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import uuid
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +18,12 @@ import orjson
 import pytest
 from sqlmodel import Session, func, select
 
+from services.dispatch.notifier.messages import load_templates
 from siaga import topics
 from siaga.clock import ManualClock
 from siaga.models import SeenEvent
+from tests.fakes import meta_webhook as meta
+from tests.fakes.meta_webhook import notification
 from tests.fakes.providers import FakeWhatsApp, RecordedRequest
 from tests.integration.operator_helpers import NO_ALERT_CHANNEL, Tap, eventually, get_incident, own_tps
 from tests.security import Rig, running_rig, tps_csv
@@ -60,35 +61,13 @@ async def rig(tmp_path: Path, cloud: FakeWhatsApp) -> AsyncIterator[Rig]:
         yield r
 
 
-def notification(*messages: dict[str, Any], statuses: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    value: dict[str, Any] = {
-        "messaging_product": "whatsapp",
-        "metadata": {"display_phone_number": "6281100001111", "phone_number_id": "1098765432"},
-    }
-    if messages:
-        value["contacts"] = [{"profile": {"name": "Wulan"}, "wa_id": m["from"]} for m in messages]
-        value["messages"] = list(messages)
-    if statuses:
-        value["statuses"] = statuses
-    return {
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "1022", "changes": [{"field": "messages", "value": value}]}],
-    }
-
-
 def text(body: str, *, sender: str = SENDER, wamid: str | None = None) -> dict[str, Any]:
-    return {
-        "from": sender,
-        "id": wamid or f"wamid.{uuid.uuid4().hex}",
-        "timestamp": str(int(NOW.timestamp())),
-        "type": "text",
-        "text": {"body": body},
-    }
+    return meta.text(body, sender=sender, at=NOW, wamid=wamid)
 
 
 async def post(rig: Rig, doc: dict[str, Any], *, secret: str = SECRET) -> tuple[int, Any]:
     raw = orjson.dumps(doc)
-    signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    signature = meta.signature(secret, raw)
     r = await rig.client.post(
         "/v1/gateway/whatsapp",
         content=raw,
@@ -133,12 +112,22 @@ async def test_a_report_then_its_resolution_by_code_with_replies_through_the_clo
     iid = await rig.wait_for_incident("WA2")
     inc = await get_incident(rig, iid)
     assert (inc["source"], inc["tps_id"]) == ("whatsapp", "WA2")
-    (reply,) = await replies(cloud, 1)
-    sent = reply.json()
-    assert reply.path == "/1098765432/messages", "sent from the number the message came to"
-    assert reply.headers["authorization"] == f"Bearer {cloud.token}"
-    assert (sent["type"], sent["to"]) == ("text", SENDER)
-    assert "TPS WA2" in sent["text"]["body"] and len(sent["text"]["body"]) <= 160
+    # The receipt from ingest, at once; then dispatch's confirmation, through the notifier.
+    both = await replies(cloud, 2)
+    for reply in both:
+        sent = reply.json()
+        assert reply.path == f"/{meta.PHONE_NUMBER_ID}/messages", "sent from the number the message came to"
+        assert reply.headers["authorization"] == f"Bearer {cloud.token}"
+        assert (sent["type"], sent["to"]) == ("text", SENDER)
+        assert len(sent["text"]["body"]) <= 160
+    bodies = [r.json()["text"]["body"] for r in both]
+    receipt = next(b for b in bodies if "Laporan diterima" in b)
+    confirmation = next(b for b in bodies if "tercatat" in b)
+    assert "TPS WA2" in receipt and "TPS WA2" in confirmation
+    assert inc["code"] in confirmation and f"SELESAI {inc['code']}" in confirmation, confirmation
+    category = load_templates("id").labels.category[inc["category"]]
+    severity = load_templates("id").labels.severity[inc["severity"]]
+    assert category in confirmation and severity in confirmation, (confirmation, inc["category"], inc["severity"])
 
     status, _ = await post(rig, notification(text(f"SELESAI {inc['code']} kotak sudah dipindah")))
     assert status == 200
@@ -149,8 +138,11 @@ async def test_a_report_then_its_resolution_by_code_with_replies_through_the_clo
     assert await eventually(resolved), "the WhatsApp follow-up resolved the incident"
     done = await get_incident(rig, iid)
     assert done["timeline"][-1]["actor"] == "whatsapp:POL-7"
-    second = (await replies(cloud, 2))[1].json()
-    assert inc["code"] in second["text"]["body"]
+    later = [r.json()["text"]["body"] for r in (await replies(cloud, 4))[2:]]
+    assert any(inc["code"] in b and "diterima" in b for b in later), later
+    assert any(inc["code"] in b and "ditutup" in b and "kotak sudah dipindah" in b for b in later), later
+    await asyncio.sleep(0.3)
+    assert len(cloud.requests) == 4, "one receipt and one confirmation per message, nothing more"
 
 
 async def test_a_redelivered_notification_is_one_event(rig: Rig, cloud: FakeWhatsApp) -> None:

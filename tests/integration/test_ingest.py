@@ -359,7 +359,7 @@ async def test_seen_ids_are_stored_as_the_orm_stores_them(rig: Rig) -> None:
 def test_bus_value_is_the_bus_event_pydantic_would_write() -> None:
     """ingest serializes with orjson for speed; the bytes must be what the BusEvent model writes."""
     from services.ingest.service import bus_value
-    from siaga.events import BusEvent, FieldEvent
+    from siaga.events import BusEvent, FieldEvent, ReplyTo
 
     for occurred_at in ("2024-11-27T08:15:00+07:00", "2024-11-27T01:15:00.250Z", "2024-11-27T01:15:00.000001-03:30"):
         ev = FieldEvent.model_validate(
@@ -375,3 +375,8 @@ def test_bus_value_is_the_bus_event_pydantic_would_write() -> None:
         by_sms = bus_value(ev, device_id="d1", received_at=now, channel="sms")
         assert by_sms == BusEvent(event=ev, device_id="d1", received_at=now, channel="sms").model_dump_json().encode()
         assert BusEvent.model_validate_json(by_sms).channel == "sms"
+        sender = ReplyTo(channel="whatsapp", phone="+6281211112222", number_id="1098765432")
+        by_wa = bus_value(ev, device_id="d1", received_at=now, channel="whatsapp", reply_to=sender)
+        model = BusEvent(event=ev, device_id="d1", received_at=now, channel="whatsapp", reply_to=sender)
+        assert by_wa == model.model_dump_json().encode()
+        assert BusEvent.model_validate_json(by_wa).reply_to == sender

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 
+from services.ingest.gateway import routed_phones
 from siaga.events import Phase
 from siaga.phones import normalise_phone
 from siaga.sms_grammar import (
@@ -88,8 +91,7 @@ def test_every_reply_fits_one_sms_even_with_long_values() -> None:
     for key, template in _replies().items():
         if key == "labels":
             continue
-        names = ("tps", "text", "code", "status", "phase", "example")
-        values = {name: long for name in names if "{" + name in template}
+        values = {name: long for _, name, _, _ in string.Formatter().parse(template) if name}
         values.setdefault("text", long)
         out = reply(key, **values)
         assert len(out) <= MAX_REPLY, key
@@ -116,3 +118,18 @@ def test_every_reply_fits_one_sms_even_with_long_values() -> None:
 )
 def test_phone_numbers_become_e164(raw: str, e164: str | None) -> None:
     assert normalise_phone(raw) == e164
+
+
+def test_routed_phones_are_the_sms_and_whatsapp_recipients_by_name() -> None:
+    policy = {
+        "alerts": {
+            "recipients": [
+                {"name": "kapolsek", "channel": "sms", "target": "+6281299990000", "levels": [1]},
+                {"name": "kapolres", "channel": "whatsapp", "target": "+62 811 2222 3333", "levels": [2]},
+                {"name": "ops", "channel": "telegram", "target": "-1001", "levels": [1]},
+                {"name": "kapolsek-wa", "channel": "whatsapp", "target": "+6281299990000", "levels": [1]},
+            ]
+        }
+    }
+    assert routed_phones(policy) == {"+6281299990000": "kapolsek", "+6281122223333": "kapolres"}
+    assert routed_phones(None) == {} and routed_phones({"alerts": None}) == {}

@@ -20,7 +20,7 @@ import orjson
 from services.dispatch.notifier.messages import Message, load_templates
 from services.dispatch.notifier.routing import Recipient
 from siaga.clock import as_utc, iso
-from siaga.contracts import AlertIntent, IncidentStatus
+from siaga.contracts import AlertIntent, FieldReply, IncidentStatus
 from siaga.settings import Settings
 
 TELEGRAM_TEXT_MAX = 4096
@@ -31,12 +31,32 @@ WHATSAPP_RETRYABLE_CODES = frozenset({4, 80007, 130429, 131000, 131016, 131056})
 
 @dataclass(frozen=True)
 class Delivery:
-    """One message to one recipient, and the idempotency key that names it."""
+    """One message to one recipient, and the idempotency key that names it: an alert (`intent`), or
+    a confirmation to the sender of an SMS or WhatsApp message (`reply`, by those two channels)."""
 
     key: str
-    intent: AlertIntent
+    intent: AlertIntent | None
     recipient: Recipient
     message: Message
+    reply: FieldReply | None = None
+
+    @property
+    def alert(self) -> AlertIntent:
+        if self.intent is None:
+            raise TypeError(f"delivery {self.key} is a reply: it goes by sms or whatsapp, as text")
+        return self.intent
+
+
+REPLY_RECIPIENT = "field-reply"  # the recipient name of every confirmation (its target is the sender)
+
+
+def reply_delivery(reply: FieldReply) -> Delivery:
+    """The delivery of a confirmation: the reply's text as the message, to the sender's number."""
+    # Built without validation: the routing's rule that a recipient gets some level or stakeholder
+    # is about alerts; the number itself was validated with the reply.
+    recipient = Recipient.model_construct(name=REPLY_RECIPIENT, channel=reply.to.channel, target=reply.to.phone)
+    message = Message(title=reply.text, fields=(), link="", language="id", whatsapp_values=())
+    return Delivery(key=reply.reply_id, intent=None, recipient=recipient, message=message, reply=reply)
 
 
 class DeliveryFailure(Exception):
@@ -161,9 +181,9 @@ class TelegramChannel(Channel):
             "parse_mode": "HTML",
             "link_preview_options": {"is_disabled": True},
         }
-        if delivery.recipient.can_act and delivery.intent.incident.status is not IncidentStatus.RESOLVED:
+        if delivery.recipient.can_act and delivery.alert.incident.status is not IncidentStatus.RESOLVED:
             actions = load_templates(delivery.message.language).actions
-            incident_id = delivery.intent.incident_id
+            incident_id = delivery.alert.incident_id
             body["reply_markup"] = {
                 "inline_keyboard": [
                     [
@@ -231,6 +251,15 @@ class WhatsAppChannel(Channel):
         return None
 
     def body(self, delivery: Delivery) -> dict[str, Any]:
+        if delivery.reply is not None:
+            # Free text: the sender's own message opened the 24-hour customer-service window.
+            return {
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": delivery.recipient.target.lstrip("+"),
+                "type": "text",
+                "text": {"preview_url": False, "body": delivery.reply.text},
+            }
         templates = load_templates(delivery.message.language)
         return {
             "messaging_product": "whatsapp",
@@ -250,7 +279,9 @@ class WhatsAppChannel(Channel):
         }
 
     async def send(self, delivery: Delivery, *, timeout_s: float, now: datetime) -> None:
-        url = f"{self.settings.whatsapp_api_base.rstrip('/')}/{self.settings.whatsapp_phone_number_id}/messages"
+        # A reply goes from the business number the sender wrote to (the notification named it).
+        number_id = (delivery.reply.to.number_id if delivery.reply else None) or self.settings.whatsapp_phone_number_id
+        url = f"{self.settings.whatsapp_api_base.rstrip('/')}/{number_id}/messages"
         response = await self._post(
             url,
             json=self.body(delivery),
@@ -299,12 +330,12 @@ class WebhookChannel(Channel):
 
     @staticmethod
     def body(delivery: Delivery, now: datetime) -> bytes:
-        incident = delivery.intent.incident.model_dump(mode="json")
+        incident = delivery.alert.incident.model_dump(mode="json")
         return orjson.dumps(
             {
                 "idempotency_key": delivery.key,
                 "sent_at": iso(now),
-                "level": delivery.intent.message_level,
+                "level": delivery.alert.message_level,
                 "recipient": delivery.recipient.name,
                 "text": delivery.message.plain(),
                 "incident": incident,

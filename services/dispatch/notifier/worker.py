@@ -19,7 +19,13 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from services.dispatch.notifier import redact
-from services.dispatch.notifier.channels import USER_AGENT, Delivery, make_channels
+from services.dispatch.notifier.channels import (
+    REPLY_RECIPIENT,
+    USER_AGENT,
+    Delivery,
+    make_channels,
+    reply_delivery,
+)
 from services.dispatch.notifier.delivery import Deliverer, Outcome, Random, Sleep
 from services.dispatch.notifier.intent import delivery_key
 from services.dispatch.notifier.messages import LANGUAGES, load_templates, render
@@ -28,7 +34,7 @@ from services.dispatch.notifier.store import FINAL, DeliveryStore
 from siaga import topics
 from siaga.bus import ConsumerLoop, Record, dead_letter_value, publish_dead_letter
 from siaga.clock import iso
-from siaga.contracts import AlertIntent, validation_problems
+from siaga.contracts import AlertIntent, FieldReply, validation_problems
 from siaga.models import AlertDelivery
 from siaga.runtime import Context
 
@@ -44,6 +50,11 @@ DELIVERIES = Counter(
     "siaga_alert_deliveries_total", "Alert deliveries that reached a final state.", ["channel", "outcome"]
 )
 ATTEMPTS = Counter("siaga_alert_attempts_total", "HTTP requests made to alert channels.", ["channel", "result"])
+REPLIES = Counter(
+    "siaga_field_replies_total",
+    "Confirmations to SMS and WhatsApp senders that reached a final state.",
+    ["channel", "outcome"],
+)
 BREAKERS_OPEN = Gauge("siaga_alert_breakers_open", "Alert destinations whose circuit breaker is not closed.")
 
 
@@ -93,7 +104,7 @@ class Notifier:
         channels = make_channels(self._client, self.ctx.settings)
         redact.install(s for c in channels.values() for s in c.secrets())
         self._deliverer = Deliverer(channels, clock=self.ctx.clock, sleep=self.sleep, random=self.random)
-        source = self.ctx.bus.consumer([topics.ALERTS], self.group)
+        source = self.ctx.bus.consumer([topics.ALERTS, topics.REPLIES], self.group)
         self._loop = ConsumerLoop(self.ctx.bus, source, self.handle, name=self.group, max_records=MAX_RECORDS)
         await self._loop.start()
         log.info("notifier started (group %s)", self.group)
@@ -108,9 +119,19 @@ class Notifier:
             self._client = None
 
     async def handle(self, records: list[Record]) -> None:
-        """The consumer's batch handler: intents of one incident in order, incidents side by side."""
+        """The consumer's batch handler: intents of one incident in order, incidents side by side;
+        confirmations (siaga.replies) of one number in order, numbers side by side."""
         by_incident: dict[str | None, list[tuple[Record, AlertIntent]]] = {}
+        by_phone: dict[str | None, list[tuple[Record, FieldReply]]] = {}
         for record in records:
+            if record.topic == topics.REPLIES:
+                try:
+                    reply = FieldReply.model_validate_json(record.value)
+                except ValidationError as exc:
+                    await self._dead_letter_record(record, f"invalid reply: {validation_problems(exc)}")
+                    continue
+                by_phone.setdefault(record.key, []).append((record, reply))
+                continue
             try:
                 intent = AlertIntent.model_validate_json(record.value)
             except ValidationError as exc:
@@ -122,9 +143,69 @@ class Notifier:
             for record, intent in items:
                 await self.notify(intent, record=record)
 
+        async def replies_in_order(items: list[tuple[Record, FieldReply]]) -> None:
+            for record, reply in items:
+                await self.send_reply(reply, record=record)
+
         async with asyncio.TaskGroup() as group:
             for items in by_incident.values():
                 group.create_task(in_order(items))
+            for replies in by_phone.values():
+                group.create_task(replies_in_order(replies))
+
+    async def send_reply(self, reply: FieldReply, *, record: Record | None = None) -> Outcome | None:
+        """Send one confirmation to the sender of an SMS or WhatsApp message, once (None: sent before).
+
+        Retries, rate limits and the breaker are the alerts' own; one that fails for good goes to
+        the dead-letter. The sender's number is never logged."""
+        delivery = reply_delivery(reply)
+        now = self.ctx.clock.now()
+        row = await self.store.claim(
+            AlertDelivery(
+                key=delivery.key,
+                incident_id=reply.incident_id or "",
+                audience="reply",
+                channel=reply.to.channel,
+                recipient=REPLY_RECIPIENT,
+                status="pending",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        if row.status in FINAL:
+            log.info("reply %s: already %s, not sent again", delivery.key, row.status)
+            return None
+
+        async def attempted(attempt: int, error: str | None) -> None:
+            ATTEMPTS.labels(reply.to.channel, "ok" if error is None else "error").inc()
+            await self.store.attempted(delivery.key, error=error, now=self.ctx.clock.now())
+
+        outcome = await self.deliverer.deliver(delivery, self.routing(), on_attempt=attempted)
+        REPLIES.labels(reply.to.channel, "sent" if outcome.sent else "failed").inc()
+        if outcome.sent:
+            log.info("reply %s sent by %s (attempt %d)", delivery.key, reply.to.channel, outcome.attempts)
+            return outcome
+        log.warning("reply %s by %s failed for good: %s", delivery.key, reply.to.channel, outcome.reason)
+        value = orjson.dumps(
+            {
+                "topic": topics.REPLIES,
+                "partition": record.partition if record else None,
+                "offset": record.offset if record else None,
+                "key": delivery.key,
+                "consumer": self.group,
+                "reason": outcome.reason,
+                "failed_at": iso(self.ctx.clock.now()),
+                "value": reply.model_dump(mode="json"),
+                "idempotency_key": delivery.key,
+                "incident_id": reply.incident_id,
+                "channel": reply.to.channel,
+                "attempts": outcome.attempts,
+            }
+        )
+        # Keyed by the reply, not the number: the dead-letter is read by operators.
+        await publish_dead_letter(self.ctx.bus, delivery.key, value, consumer=self.group, topic=topics.REPLIES)
+        await self.store.finish(delivery.key, status="failed", error=outcome.reason, now=self.ctx.clock.now())
+        return outcome
 
     async def notify(self, intent: AlertIntent, *, record: Record | None = None) -> list[Outcome | None]:
         """Deliver one intent to all its recipients at once; per recipient the outcome (None: sent before)."""

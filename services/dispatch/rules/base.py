@@ -13,10 +13,13 @@ from typing import Any
 
 from services.dispatch.classify import Classifier, Facts
 from services.dispatch.domain import Incident, Tps
+from services.dispatch.notifier.messages import load_templates
 from services.dispatch.policy import EscalationPolicy
 from services.dispatch.store import Store, coverage
+from siaga import sms_grammar as grammar
 from siaga.clock import Clock, as_utc
 from siaga.contracts import (
+    FieldReply,
     IncidentChanged,
     IncidentPublic,
     IncidentSource,
@@ -29,6 +32,7 @@ from siaga.events import (
     Category,
     FieldEvent,
     Phase,
+    ReplyTo,
     Severity,
 )
 
@@ -57,6 +61,12 @@ class Received:
     device_id: str
     received_at: datetime
     channel: str = "field"  # field | sms | whatsapp: a new incident's `source`
+    reply_to: ReplyTo | None = None  # an SMS or WhatsApp sender, told what became of a report
+
+
+def reply_id(*parts: str) -> str:
+    """A confirmation's id, from what it answers: a redelivered event or command is one SMS."""
+    return "reply-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
 def _short_id(prefix: str, *parts: str) -> str:
@@ -164,6 +174,31 @@ class RuleBase:
         tps = tps or self._tps_of(inc)
         if tps is not None:
             self._tps_changed(tps)
+
+    def reply(self, to: ReplyTo, about: str, key: str, inc: Incident | None = None, **values: str) -> None:
+        """Tell the sender of an SMS or WhatsApp message what came of it (siaga.replies), in Indonesian:
+        the reply `key` of siaga/sms_replies.yaml, filled with the incident's code, TPS, category,
+        severity and level. `about` is the event or command id it answers."""
+        if inc is not None:
+            labels = load_templates("id").labels
+            tps = self._tps_of(inc)
+            values = {
+                "code": inc.code or "-",
+                "tps": tps.name if tps else f"Kec. {inc.kecamatan}",
+                "category": labels.category.get(inc.category, inc.category),
+                "severity": labels.severity.get(inc.severity, inc.severity),
+                "level": labels.level.get(inc.level, str(inc.level)),
+                "reports": str(inc.reports),
+            } | values
+        self.store.emit(
+            FieldReply(
+                reply_id=reply_id(about, key),
+                to=to,
+                text=grammar.reply(key, **values),
+                incident_id=inc.id if inc else None,
+                created_at=self.clock.now(),
+            )
+        )
 
     def refresh_tps(self, tps_ids: Sequence[str]) -> None:
         """The registry changed these TPS (an import): take their new registry rows and announce them."""

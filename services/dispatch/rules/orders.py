@@ -15,12 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from services.dispatch.domain import Incident, Personnel, Tps
+from services.dispatch.notifier.routing import AlertRouting
 from services.dispatch.rules.base import CHECKIN_FRESH, NotAllowed, _short_id
 from services.dispatch.rules.operator import Operator
 from services.dispatch.store import OPEN_STATUSES
 from siaga.clock import as_utc, iso
 from siaga.contracts import Assignment, HelpOnTheWay, OrderTarget, TargetKind
+from siaga.events import Severity
+from siaga.phones import normalise_phone
 
 NOT_SENT_TO = frozenset({"linmas"})  # civil guards keep their TPS; orders go to police and reserves
 EARTH_RADIUS_KM = 6371.0088
@@ -259,6 +264,46 @@ class Orders(Operator):
                 self._changed(inc)
                 return
         raise KeyError(order_id)
+
+    def reply_ok(self, incident_id: str, *, personnel_id: str | None, phone: str, actor: str) -> str:
+        """`OK <code>` from a phone (SPEC section 11): "order" when it acknowledged the sender's order
+        for the incident (the newest unanswered; one already acknowledged is a no-op), else
+        "incident" when the sender is a recipient of the incident's current level: at level 0 the
+        personnel of its TPS, above it a number the alert routing gives that level. Raises
+        NotAllowed otherwise, and for a resolved incident."""
+        inc = self._get(incident_id)
+        if inc.status == "resolved":
+            raise NotAllowed("the incident is resolved")
+        mine = [o for o in inc.orders or () if personnel_id is not None and o["personnel_id"] == personnel_id]
+        waiting = [o for o in mine if o["state"] != OrderState.ACKNOWLEDGED]
+        if waiting:
+            self.acknowledge_order(incident_id, order_id=waiting[-1]["order_id"], actor=actor, note="OK by reply")
+            return "order"
+        if mine:
+            return "order"
+        if self._recipient_of_level(inc, personnel_id, phone):
+            self.acknowledge(incident_id, actor=actor)
+            return "incident"
+        raise NotAllowed(f"{actor} has no order on this incident and is not a recipient of level {inc.level}")
+
+    def _recipient_of_level(self, inc: Incident, personnel_id: str | None, phone: str) -> bool:
+        if inc.level == 0:
+            person = self.store.personnel(personnel_id) if personnel_id else None
+            return person is not None and inc.tps_id is not None and inc.tps_id in (person.tps_ids or ())
+        try:
+            routing = AlertRouting.model_validate(self.policy.alerts or {})
+        except ValidationError:  # checked when the policy was put in force; never trust it blindly
+            return False
+        kecamatan = inc.kecamatan.casefold()
+        severity = Severity(inc.severity)
+        return any(
+            r.channel in ("sms", "whatsapp")
+            and normalise_phone(r.target) == phone
+            and inc.level in r.levels
+            and (not r.kecamatan or kecamatan in {k.casefold() for k in r.kecamatan})
+            and severity.rank >= r.min_severity.rank
+            for r in routing.recipients
+        )
 
     def _ack_within(self) -> timedelta:
         return timedelta(minutes=self.policy.order_ack_minutes)

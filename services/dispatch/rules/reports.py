@@ -21,8 +21,8 @@ class Reports(Spread):
 
     def _report(
         self, r: Received, tps: Tps, p: IncidentReported, *, actor: str | None = None, source: str = "field"
-    ) -> None:
-        """A report: opens an incident, or joins the open one of its TPS and category.
+    ) -> Incident:
+        """A report: opens an incident, or joins the open one of its TPS and category (returned).
 
         `actor` is who the timeline names (the device unless given: an operator for a command-post
         report); `source` how a new incident's first report came.
@@ -53,7 +53,7 @@ class Reports(Spread):
                     actor=actor,
                     note="needs_backup in report",
                 )
-            return
+            return existing
         inc = Incident(
             id=_short_id("INC", ev.event_id),
             tps_id=tps.tps_id,
@@ -99,6 +99,7 @@ class Reports(Spread):
             if p.needs_backup:
                 self._escalate(inc, 1, reason="backup_requested", actor=actor, note="needs_backup in report")
         self._changed(inc, tps)
+        return inc
 
     def _merge(self, inc: Incident, r: Received, facts: Facts, why: list[str], tps: Tps, *, actor: str) -> None:
         now = self.clock.now()

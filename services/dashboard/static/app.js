@@ -64,7 +64,7 @@
     stats: null,
     feed: [], // incident ids, most recently changed first
   };
-  const dirty = { geo: true, map: true, queue: true, feed: true, stats: true };
+  const dirty = { geo: true, map: true, queue: true, feed: true, stats: true, detail: false };
   let frameRequested = false;
 
   function invalidate(...parts) {
@@ -88,7 +88,7 @@
       .slice(0, FEED_MAX)
       .map((i) => i.id);
     model.seq = m.seq;
-    invalidate("geo", "map", "queue", "feed", "stats");
+    invalidate("geo", "map", "queue", "feed", "stats", "detail");
   }
 
   function applyIncident(inc) {
@@ -100,6 +100,7 @@
     model.feed.unshift(inc.id);
     if (model.feed.length > FEED_MAX) model.feed.length = FEED_MAX;
     invalidate("queue", "feed");
+    if (shownIncident && shownIncident.id === inc.id) invalidate("detail"); // the open incident view follows it
   }
 
   function applyTps(tps) {
@@ -258,7 +259,7 @@
       role = null;
     }
     renderRole();
-    invalidate("queue");
+    invalidate("queue", "detail");
   }
 
   function isOperator() {
@@ -271,6 +272,7 @@
     el.textContent = role ? t(`role_${role}`) : "";
     $("sign-out").hidden = !token;
     $("radio-open").hidden = !isOperator();
+    $("message-open").hidden = !isOperator();
   }
 
   function showLogin(error) {
@@ -318,6 +320,11 @@
   }
 
   async function refused(res) {
+    toast(await problem(res), true);
+  }
+
+  // What dispatch said was wrong, as the page shows it: its `detail` (a sentence, or the fields of a 422).
+  async function problem(res) {
     let detail = res.statusText;
     try {
       const j = await res.json();
@@ -327,7 +334,29 @@
     } catch (_) {
       /* not JSON: keep the status text */
     }
-    toast(t("action_failed", { status: res.status, detail }), true);
+    return t("action_failed", { status: res.status, detail });
+  }
+
+  // One call to dispatch's API with the page's token (a POST when there is a body). Answers
+  // {ok: true, doc} or {ok: false, error} with the text to show where the operator is looking.
+  async function callDispatch(path, body) {
+    const init = { method: body === undefined ? "GET" : "POST", headers: { Authorization: `Bearer ${token}` } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(`${CONFIG.dispatchUrl}${path}`, init);
+    } catch (_) {
+      return { ok: false, error: t("action_network") };
+    }
+    if (!res.ok) return { ok: false, error: await problem(res) };
+    try {
+      return { ok: true, doc: await res.json() };
+    } catch (_) {
+      return { ok: true, doc: {} };
+    }
   }
 
   // ---- the incident view: facts, timeline, and for operators the correction --------------------
@@ -380,12 +409,45 @@
     }
     if (e.action === "escalated") return `${t("tl_escalated")}: ${tg("level", d.from)} → ${tg("level", d.to)} (${d.reason})`;
     if (e.action === "stakeholders_told") return `${t("tl_stakeholders")}: ${(d.stakeholders || []).join(", ")}`;
+    if (ORDER_ENTRIES.has(e.action)) return describeOrderEntry(e.action, d);
     const text = d.text || d.resolution || d.note || "";
     return text ? `${e.action}: ${text}` : e.action;
   }
 
+  const ORDER_ENTRIES = new Set(["order_sent", "order_resent", "order_unanswered", "order_acknowledged", "notice_acknowledged"]);
+
+  function describeOrderEntry(action, d) {
+    const o = ((shownIncident && shownIncident.orders) || []).find((x) => x.order_id === d.order_id);
+    const name = d.name || (o && o.name) || d.personnel_id || (o && o.personnel_id) || d.order_id;
+    const extra = [];
+    if (action === "order_sent" && d.nearest) extra.push(t("tl_order_nearest"));
+    if (action === "order_sent" && d.eta_minutes !== null && d.eta_minutes !== undefined) extra.push(t("order_eta", { n: d.eta_minutes }));
+    if (action === "order_acknowledged" && d.late) extra.push(t("tl_order_late"));
+    const text = t(`tl_${action}`, { name }) + (extra.length ? ` (${extra.join(", ")})` : "");
+    return d.note ? `${text}: ${d.note}` : text;
+  }
+
+  // A fresh open of the incident view: the forms start over.
   function showIncident(doc) {
     shownIncident = doc;
+    options($("classify-category"), CATEGORIES, "category", doc.category);
+    options($("classify-severity"), SEVERITIES, "severity", doc.severity);
+    $("classify-reason").value = "";
+    resetPicker(doc.id);
+    renderIncident();
+    if (!$("incident-dialog").open) $("incident-dialog").showModal();
+  }
+
+  // A newer copy of the shown incident (dispatch's answer, or a delta from the bus, which carries no
+  // timeline) re-renders the view and leaves alone what the operator is typing.
+  function updateIncident(doc) {
+    if (!shownIncident || doc.id !== shownIncident.id || doc.version < shownIncident.version) return;
+    shownIncident = doc.timeline ? doc : { ...doc, timeline: shownIncident.timeline };
+    renderIncident();
+  }
+
+  function renderIncident() {
+    const doc = shownIncident;
     $("incident-title").textContent = `${incidentTitle(doc)} · ${incidentWhere(doc)}`;
     const facts = [
       ["field_severity", tg("severity", doc.severity)],
@@ -405,11 +467,11 @@
       dl.push(el("dt", null, t(key)), dd);
     }
     $("incident-facts").replaceChildren(...dl);
-    const form = $("classify-form");
-    form.hidden = !isOperator() || doc.status === "resolved";
-    options($("classify-category"), CATEGORIES, "category", doc.category);
-    options($("classify-severity"), SEVERITIES, "severity", doc.severity);
-    $("classify-reason").value = "";
+    $("classify-form").hidden = !isOperator() || doc.status === "resolved";
+    renderOrders(doc);
+    $("assign-box").hidden = !isOperator() || doc.status === "resolved";
+    $("incident-message").hidden = !doc.tps_id;
+    renderCandidates();
     const items = (doc.timeline || []).map((e) => {
       const li = el("li");
       li.dataset.action = e.action;
@@ -417,7 +479,229 @@
       return li;
     });
     $("incident-timeline").replaceChildren(...items);
-    if (!$("incident-dialog").open) $("incident-dialog").showModal();
+  }
+
+  // The open view after a frame: the model's newer copy, then its timeline from dispatch.
+  function renderDetail() {
+    if (!shownIncident || !$("incident-dialog").open) return;
+    const inc = model.incidents.get(shownIncident.id);
+    if (inc && inc.version > shownIncident.version) {
+      updateIncident(inc);
+      syncTimeline();
+    } else {
+      renderIncident(); // the role or the language changed
+    }
+  }
+
+  // The bus carries incidents without their timeline: fetch it after a change, one call at a time.
+  const timelineSync = { busy: false, again: false };
+  async function syncTimeline() {
+    if (timelineSync.busy) {
+      timelineSync.again = true;
+      return;
+    }
+    timelineSync.busy = true;
+    try {
+      do {
+        timelineSync.again = false;
+        const id = shownIncident && shownIncident.id;
+        if (!id || !$("incident-dialog").open) break;
+        const got = await callDispatch(`/v1/incidents/${encodeURIComponent(id)}`);
+        if (got.ok) updateIncident(got.doc);
+      } while (timelineSync.again);
+    } finally {
+      timelineSync.busy = false;
+    }
+  }
+
+  // ---- field orders: who was sent, the candidates to send, messages to the field (SPEC section 9) --
+  function renderOrders(doc) {
+    const items = (doc.orders || []).map((o) => {
+      const li = el("li", o.state === "unanswered" ? "order unanswered" : "order");
+      li.dataset.orderId = o.order_id;
+      li.dataset.personnelId = o.personnel_id;
+      li.dataset.state = o.state;
+      const who = o.name || o.personnel_id;
+      const meta = [t("order_issued", { time: fmtTime(o.issued_at) })];
+      if (o.attempt > 1) meta.push(t("order_attempt", { n: o.attempt }));
+      if (o.eta_minutes !== null && o.eta_minutes !== undefined) meta.push(t("order_eta", { n: o.eta_minutes }));
+      if (o.distance_km !== null && o.distance_km !== undefined) meta.push(fmtKm(o.distance_km));
+      if (o.acknowledged_at) meta.push(t("order_acked_at", { time: fmtTime(o.acknowledged_at) }));
+      li.append(
+        el("span", `badge ord-${o.state}`, tg("order_state", o.state)),
+        el("span", "order-who", o.unit ? `${who} · ${o.unit}` : who),
+        el("span", "order-meta", meta.join(" · ")),
+      );
+      if (o.note) li.append(el("div", "order-note", o.note));
+      if (o.state === "unanswered") li.append(el("div", "order-warn", t("order_unanswered_hint")));
+      return li;
+    });
+    $("incident-orders").replaceChildren(...items);
+    $("orders-empty").hidden = items.length > 0;
+  }
+
+  // The candidate list of the incident view: fetched on demand, for the incident it was fetched for.
+  const picker = { incidentId: null, items: null, loading: false, sending: false };
+
+  function resetPicker(id) {
+    picker.incidentId = id;
+    picker.items = null;
+    picker.loading = false;
+    $("assign-eta").value = "";
+    $("assign-note").value = "";
+    assignError("");
+  }
+
+  function assignError(text) {
+    const e = $("assign-error");
+    e.hidden = !text;
+    e.textContent = text || "";
+  }
+
+  async function loadCandidates() {
+    const id = shownIncident && shownIncident.id;
+    if (!id) return;
+    picker.loading = true;
+    renderCandidates();
+    const got = await callDispatch(`/v1/incidents/${encodeURIComponent(id)}/candidates`);
+    if (picker.incidentId !== id) return; // another incident was opened meanwhile
+    picker.loading = false;
+    if (got.ok) picker.items = got.doc.items || [];
+    else assignError(got.error);
+    renderCandidates();
+  }
+
+  function renderCandidates() {
+    $("candidates-box").hidden = picker.items === null && !picker.loading;
+    const n = picker.items ? picker.items.length : 0;
+    $("candidates-status").textContent = picker.loading ? t("candidates_loading")
+      : picker.items === null ? "" : n ? t("candidates_count", { n }) : t("candidates_none");
+    const rows = (picker.items || []).map((c) => {
+      const tr = el("tr", c.available ? null : "busy");
+      tr.dataset.personnelId = c.personnel_id;
+      tr.dataset.available = String(c.available);
+      const cell = (col, text, cls) => {
+        const td = el("td", cls, text);
+        td.dataset.col = col;
+        return td;
+      };
+      const distance = cell("distance", fmtKm(c.distance_km), "num");
+      if (c.located_by) distance.title = t(`located_${c.located_by}`);
+      const send = el("button", null, t("btn_send_person"));
+      send.type = "button";
+      send.dataset.assign = c.personnel_id;
+      send.disabled = !c.available || picker.sending;
+      const action = el("td");
+      action.append(send);
+      tr.append(
+        cell("name", c.name),
+        cell("unit", [c.unit, c.role ? tg("role", c.role) : ""].filter(Boolean).join(" · ")),
+        distance,
+        cell("status", c.status ? tg("personnel_status", c.status) : "—"),
+        cell("battery", c.battery === null || c.battery === undefined ? "—" : `${c.battery}%`, "num"),
+        cell("checkin", fmtMinutesAgo(c.checkin_age_minutes)),
+        cell("assignment", describeAssignment(c.assignment)),
+        action,
+      );
+      return tr;
+    });
+    $("candidates-body").replaceChildren(...rows);
+    $("assign-nearest").disabled = picker.sending;
+  }
+
+  function describeAssignment(a) {
+    if (!a) return t("assignment_free");
+    if (shownIncident && a.incident_id === shownIncident.id) return t("assignment_here");
+    const other = model.incidents.get(a.incident_id);
+    return t("assignment_other", { incident: (other && other.code) || a.incident_id });
+  }
+
+  // One click: the person named (or the nearest free one), with the ETA and note if given.
+  async function sendAssign(personnelId) {
+    const doc = shownIncident;
+    if (!doc || picker.sending) return;
+    const body = personnelId ? { personnel_id: personnelId } : { nearest: true };
+    const eta = $("assign-eta").value.trim();
+    if (eta !== "") body.eta_minutes = Number(eta);
+    const note = $("assign-note").value.trim();
+    if (note) body.note = note;
+    picker.sending = true;
+    assignError("");
+    renderCandidates();
+    const got = await callDispatch(`/v1/incidents/${encodeURIComponent(doc.id)}/assign`, body);
+    picker.sending = false;
+    renderCandidates();
+    if (!got.ok) {
+      assignError(got.error);
+      if (picker.items !== null) loadCandidates(); // the list may have been stale: show who is free now
+      return;
+    }
+    const order = (got.doc.orders || [])[(got.doc.orders || []).length - 1];
+    toast(t("order_sent", { name: order ? order.name || order.personnel_id : "", id: doc.id }));
+    $("assign-eta").value = "";
+    $("assign-note").value = "";
+    updateIncident(got.doc);
+    if (picker.items !== null) loadCandidates();
+  }
+
+  const RECIPIENTS = ["kecamatan", "tps_ids", "personnel_ids", "all"];
+  const PRIORITIES = ["normal", "urgent"];
+
+  // preset: {kind, ids} to open it addressed already (the incident view's "message this TPS").
+  function openMessage(preset) {
+    options($("message-to"), RECIPIENTS, "recipients", preset ? preset.kind : "kecamatan");
+    const kecamatan = [...new Set([...model.tps.values()].map((x) => x.kecamatan))].filter(Boolean).sort();
+    options($("message-kecamatan"), kecamatan, null);
+    options($("message-priority"), PRIORITIES, "priority", "normal");
+    $("message-ids").value = preset ? preset.ids.join(", ") : "";
+    $("message-text").value = "";
+    messageNote("", "");
+    renderMessageTo();
+    $("message-dialog").showModal();
+    $("message-text").focus();
+  }
+
+  function renderMessageTo() {
+    const kind = $("message-to").value;
+    $("message-kecamatan-field").hidden = kind !== "kecamatan";
+    $("message-ids-field").hidden = kind !== "tps_ids" && kind !== "personnel_ids";
+    $("message-hint").hidden = kind !== "all";
+    const which = kind === "tps_ids" ? "tps_ids" : "personnel_ids";
+    $("message-ids-label").textContent = t(`field_${which}`);
+    $("message-ids").placeholder = t(`${which}_placeholder`);
+  }
+
+  function messageNote(error, result) {
+    $("message-error").hidden = !error;
+    $("message-error").textContent = error;
+    $("message-result").hidden = !result;
+    $("message-result").textContent = result;
+  }
+
+  async function sendMessage(e) {
+    e.preventDefault();
+    const kind = $("message-to").value;
+    const text = $("message-text").value.trim();
+    if (!text) return;
+    let to;
+    if (kind === "all") to = { all: true };
+    else if (kind === "kecamatan") to = { kecamatan: [...$("message-kecamatan").selectedOptions].map((o) => o.value) };
+    else to = { [kind]: $("message-ids").value.split(/[\s,;]+/).filter(Boolean) };
+    if (!to.all && !to[kind].length) {
+      messageNote(t("message_no_recipient"), "");
+      return;
+    }
+    messageNote("", "");
+    $("message-send").disabled = true;
+    const got = await callDispatch("/v1/messages", { to, text, priority: $("message-priority").value });
+    $("message-send").disabled = false;
+    if (!got.ok) {
+      messageNote(got.error, "");
+      return;
+    }
+    const targets = (got.doc.items || []).map((i) => i.target).join(", ");
+    messageNote("", t("message_sent", { n: got.doc.count, targets }));
+    $("message-text").value = "";
   }
 
   async function sendCorrection(e) {
@@ -434,7 +718,10 @@
     $("classify-send").disabled = true;
     const answered = await act(doc.id, "classify", body);
     $("classify-send").disabled = false;
-    if (answered && answered.id) showIncident(answered);
+    if (answered && answered.id) {
+      $("classify-reason").value = "";
+      updateIncident(answered);
+    }
   }
 
   // ---- a report taken by radio or phone at the command post ------------------------------------
@@ -544,6 +831,7 @@
     if (dirty.stats) renderStats();
     if (dirty.queue) renderQueue();
     if (dirty.feed) renderFeed();
+    if (dirty.detail) renderDetail();
     for (const k of Object.keys(dirty)) dirty[k] = false;
   }
 
@@ -569,6 +857,23 @@
     if (mins < 60) return t("age_min", { n: mins });
     if (mins < 24 * 60) return t("age_hour", { h: Math.floor(mins / 60), m: mins % 60 });
     return t("age_days", { n: Math.floor(mins / (24 * 60)) });
+  }
+
+  function locale() {
+    return lang === "en" ? "en-GB" : "id-ID";
+  }
+
+  function fmtKm(km) {
+    if (km === null || km === undefined) return "—";
+    return `${km.toLocaleString(locale(), { minimumFractionDigits: 1, maximumFractionDigits: 1 })} km`;
+  }
+
+  function fmtMinutesAgo(minutes) {
+    if (minutes === null || minutes === undefined) return "—";
+    const mins = Math.floor(minutes);
+    if (mins < 1) return t("age_now");
+    const age = mins < 60 ? t("age_min", { n: mins }) : t("age_hour", { h: Math.floor(mins / 60), m: mins % 60 });
+    return t("ago", { age });
   }
 
   function fmtTime(iso) {
@@ -895,7 +1200,7 @@
       lang = lang === "id" ? "en" : "id";
       store.set("siaga.lang", lang);
       applyStaticLabels();
-      invalidate("stats", "queue", "feed", "map");
+      invalidate("stats", "queue", "feed", "map", "detail");
     });
     $("sign-out").addEventListener("click", () => {
       forgetToken();
@@ -933,6 +1238,22 @@
     $("radio-kecamatan").addEventListener("change", fillRadioTps);
     $("radio-search").addEventListener("input", fillRadioTps);
     $("radio-form").addEventListener("submit", sendRadio);
+    $("assign-open").addEventListener("click", () => {
+      assignError("");
+      loadCandidates();
+    });
+    $("assign-nearest").addEventListener("click", () => sendAssign(null));
+    $("candidates-body").addEventListener("click", (e) => {
+      const b = e.target.closest("button[data-assign]");
+      if (b && !b.disabled) sendAssign(b.dataset.assign);
+    });
+    $("incident-message").addEventListener("click", () => {
+      if (shownIncident && shownIncident.tps_id) openMessage({ kind: "tps_ids", ids: [shownIncident.tps_id] });
+    });
+    $("message-open").addEventListener("click", () => openMessage());
+    $("message-to").addEventListener("change", renderMessageTo);
+    $("message-cancel").addEventListener("click", () => $("message-dialog").close());
+    $("message-form").addEventListener("submit", sendMessage);
     $("map").addEventListener("mousemove", onMapHover);
     $("map").addEventListener("mouseleave", () => { $("map-tip").hidden = true; });
     new ResizeObserver(() => invalidate("map")).observe($("map-wrap"));

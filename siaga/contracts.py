@@ -129,6 +129,20 @@ class IncidentPublic(_Part):
     version: StrictInt = Field(ge=0, description="Grows with every change; a reader keeps only newer copies.")
 
 
+class EscortPublic(_Part):
+    """Ballot boxes on the road from a TPS to the PPK (SPEC section 9)."""
+
+    escort_id: Id
+    box_ids: list[str]
+    arrived_box_ids: list[str] = Field(default_factory=list)
+    to: str
+    personnel_ids: list[str] = Field(default_factory=list)
+    departed_at: AwareDatetime
+    expected_at: AwareDatetime
+    overdue: bool = Field(default=False, description="Past expected time plus grace: an escort_overdue incident.")
+    incident_id: Id | None = None
+
+
 class TpsPublic(_Part):
     """A TPS as the dashboard shows it."""
 
@@ -145,6 +159,10 @@ class TpsPublic(_Part):
     checked_in: int = Field(default=0, ge=0)
     last_checkin_at: AwareDatetime | None = None
     open_incidents: int = Field(default=0, ge=0)
+    # Left out when empty: most TPS have none, and a national snapshot carries every TPS.
+    escorts: list[EscortPublic] = Field(
+        default_factory=list, description="Boxes in transit from this TPS.", exclude_if=lambda v: not v
+    )
     version: StrictInt = Field(ge=0)
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 
 class Category(StrEnum):
@@ -23,10 +23,13 @@ class Category(StrEnum):
     TRAFFIC = "traffic"
     HOAX = "hoax"
     SILENT_POST = "silent_post"
+    ESCORT_OVERDUE = "escort_overdue"
     OTHER = "other"
 
 
-DEVICE_CATEGORIES = [c.value for c in Category if c is not Category.SILENT_POST]
+# Raised by Siaga itself (SPEC section 9), never chosen by a device, the classifier or an operator.
+SYSTEM_CATEGORIES = frozenset({Category.SILENT_POST, Category.ESCORT_OVERDUE})
+DEVICE_CATEGORIES = [c.value for c in Category if c not in SYSTEM_CATEGORIES]
 
 
 class Severity(StrEnum):
@@ -56,6 +59,8 @@ class EventType(StrEnum):
     BACKUP_REQUESTED = "backup.requested"
     CHECKIN = "checkin"
     TPS_STATUS = "tps.status"
+    ESCORT_DEPARTED = "escort.departed"
+    ESCORT_ARRIVED = "escort.arrived"
 
 
 class Phase(StrEnum):
@@ -99,8 +104,8 @@ class IncidentReported(_Payload):
     @field_validator("category")
     @classmethod
     def _not_internal(cls, v: Category | None) -> Category | None:
-        if v is Category.SILENT_POST:
-            raise ValueError("silent_post is raised by Siaga itself, not by devices")
+        if v in SYSTEM_CATEGORIES:
+            raise ValueError(f"{v.value} is raised by Siaga itself, not by devices")
         return v
 
     @field_validator("injuries", "crowd_size", mode="before")
@@ -145,6 +150,35 @@ class TpsStatus(_Payload):
     note: Text = ""
 
 
+BoxId = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True), AfterValidator(_no_nul)]
+Place = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True), AfterValidator(_no_nul)]
+MAX_BOXES = 50  # a TPS has a handful of boxes (one per ballot); 50 leaves room for a PPK convoy
+
+
+def _distinct(v: list[str]) -> list[str]:
+    if len(set(v)) != len(v):
+        raise ValueError("lists a box twice")
+    return v
+
+
+class EscortDeparted(_Payload):
+    """Ballot boxes leave a TPS for the PPK under escort (SPEC section 9)."""
+
+    box_ids: Annotated[list[BoxId], Field(min_length=1, max_length=MAX_BOXES), AfterValidator(_distinct)]
+    from_tps: Id | None = Field(default=None, description="The TPS the boxes leave; omitted: the event's tps_id.")
+    to: Place = Field(description="Where they go: the PPK, by name (for example `PPK Cikande`).")
+    personnel_ids: list[Id] = Field(default_factory=list, max_length=50, description="Who escorts them.")
+    expected_minutes: float = Field(gt=0, le=24 * 60, allow_inf_nan=False, description="Expected travel time.")
+
+
+class EscortArrived(_Payload):
+    """Ballot boxes of an escort reached their destination."""
+
+    box_ids: Annotated[list[BoxId], Field(min_length=1, max_length=MAX_BOXES), AfterValidator(_distinct)]
+    at: Place = Field(description="Where they arrived (the PPK).")
+    personnel_ids: list[Id] = Field(default_factory=list, max_length=50, description="Who handed them over.")
+
+
 PAYLOADS: dict[EventType, type[_Payload]] = {
     EventType.INCIDENT_REPORTED: IncidentReported,
     EventType.INCIDENT_UPDATE: IncidentUpdate,
@@ -152,6 +186,8 @@ PAYLOADS: dict[EventType, type[_Payload]] = {
     EventType.BACKUP_REQUESTED: BackupRequested,
     EventType.CHECKIN: Checkin,
     EventType.TPS_STATUS: TpsStatus,
+    EventType.ESCORT_DEPARTED: EscortDeparted,
+    EventType.ESCORT_ARRIVED: EscortArrived,
 }
 
 
@@ -190,6 +226,12 @@ class FieldEvent(BaseModel):
         if v.tzinfo is None:
             raise ValueError("needs a UTC offset (for example 2024-11-27T08:15:00+07:00 or ...Z)")
         return v
+
+    @model_validator(mode="after")
+    def _escort_leaves_its_tps(self) -> FieldEvent:
+        if self.type is EventType.ESCORT_DEPARTED and self.payload.get("from_tps") not in (None, self.tps_id):
+            raise ValueError("payload.from_tps must be the event's tps_id: an escort is reported by its own TPS")
+        return self
 
     def typed_payload(self) -> _Payload:
         return PAYLOADS[self.type].model_validate(self.payload)

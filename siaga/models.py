@@ -35,6 +35,8 @@ class Tps(SQLModel, table=True):
     silent: bool = False
     assigned: int = 0  # personnel on the roster for this TPS
     checkins: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))  # personnel id -> status, at
+    # Ballot-box escorts from this TPS (SPEC section 9), in transit and arrived: the custody chain.
+    escorts: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     version: int = 1
 
     # The silent-post check runs every second: find operating TPS that went quiet without a scan.

@@ -57,6 +57,7 @@ class Tps(_Row):
     silent: bool = False
     assigned: int = 0  # personnel on the roster for this TPS
     checkins: dict[str, Any] = field(default_factory=dict)  # personnel id -> status, at, battery
+    escorts: list[dict[str, Any]] = field(default_factory=list)  # ballot-box escorts: rules/escorts.py
     version: int = 1
 
 

@@ -29,6 +29,8 @@ from siaga.clock import as_utc
 from siaga.events import (
     BackupRequested,
     Checkin,
+    EscortArrived,
+    EscortDeparted,
     EventType,
     IncidentReported,
     IncidentResolved,
@@ -56,7 +58,7 @@ class Engine(Orders):
     """Applies field events, deadlines and operator actions to incidents, per the policy in force.
 
     The rules live by concern in services/dispatch/rules/: `base` (state, announcing), `ladder`,
-    `spread`, `reports` (and grouping), `presence` (and silent posts), `operator`, `orders`. This class
+    `spread`, `reports` (and grouping), `presence` (and silent posts), `escorts`, `operator`, `orders`. This class
     routes each field event to its rule and runs the clock's rules.
     """
 
@@ -109,6 +111,12 @@ class Engine(Orders):
         elif ev.type is EventType.TPS_STATUS:
             assert isinstance(payload, TpsStatus)
             self._phase(r, tps, payload)
+        elif ev.type is EventType.ESCORT_DEPARTED:
+            assert isinstance(payload, EscortDeparted)
+            self._escort_departed(r, tps, payload)
+        elif ev.type is EventType.ESCORT_ARRIVED:
+            assert isinstance(payload, EscortArrived)
+            self._escort_arrived(r, tps, payload)
         self.store.mark_processed(ev.event_id, self.clock.now())
 
     # ------------------------------------------------------------------ the clock
@@ -135,4 +143,5 @@ class Engine(Orders):
                     inc.ack_deadline = None
                 self.store.save_incident(inc)
         changes += self._silent_posts(now)
+        changes += self._escorts_due(now)
         return changes

@@ -30,7 +30,9 @@ class SpreadRule(BaseModel):
     window_minutes: float = Field(default=30, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
     severity_step: int = Field(default=1, ge=0, le=3)
     level: int = Field(default=2, ge=1, le=3)
-    categories_excluded: list[Category] = Field(default_factory=lambda: [Category.SILENT_POST, Category.OTHER])
+    categories_excluded: list[Category] = Field(
+        default_factory=lambda: [Category.SILENT_POST, Category.ESCORT_OVERDUE, Category.OTHER]
+    )
 
 
 class EscalationPolicy(BaseModel):
@@ -54,6 +56,7 @@ class EscalationPolicy(BaseModel):
     )
     stakeholders: dict[Category, list[Stakeholder]] = Field(default_factory=dict)
     order_ack_minutes: float = Field(default=5, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
+    escort_grace_minutes: float = Field(default=15, ge=0, le=WEEK_MINUTES, allow_inf_nan=False)
     alerts: dict[str, Any] | None = None
 
     @field_validator("local_window_minutes")

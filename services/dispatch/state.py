@@ -35,7 +35,7 @@ from sqlmodel import Session, col, select
 from services.dispatch.bulk import Bulk, chunks
 from services.dispatch.domain import Correction, Incident, Personnel, TimelineItem, Tps, order_due_at
 from services.dispatch.inbox import inbox_row, insert_inbox
-from services.dispatch.store import OPEN_STATUSES
+from services.dispatch.store import OPEN_STATUSES, escort_timers
 from siaga import models as rows
 from siaga import topics
 from siaga.audit import chain_hash, entry_content
@@ -145,6 +145,9 @@ class OwnedState:
         # TPS's last_seen_at goes back in at that time. So the heap never holds more than the TPS.
         self._quiet: list[tuple[datetime, str]] = []
         self._in_quiet: set[str] = set()
+        # (due, tps id, escort id) of ballot-box escorts on the road; an escort is pushed once.
+        self._escort_due: list[tuple[datetime, str, str]] = []
+        self._escort_watched: set[str] = set()
         # Rows known to be in the database (read from it, or written back): their write-back is a
         # narrow UPDATE of the owner's columns, not an upsert that binds every registry column too.
         self._stored_tps: set[str] = set()
@@ -203,6 +206,9 @@ class OwnedState:
         self._quiet = [e for e in self._quiet if e[1] in self.tps_rows]
         heapq.heapify(self._quiet)
         self._in_quiet = {t for _, t in self._quiet}
+        self._escort_due = [e for e in self._escort_due if e[1] in self.tps_rows]
+        heapq.heapify(self._escort_due)
+        self._escort_watched = {e[2] for e in self._escort_due}
 
     def forget(self) -> None:
         """Drop everything: after a failed batch, what memory holds may be half-changed."""
@@ -221,6 +227,16 @@ class OwnedState:
     def _keep_tps(self, tps: Tps) -> None:
         self.tps_rows[tps.tps_id] = tps
         self._watch_quiet(tps)
+        self._watch_escorts(tps)
+
+    def _watch_escorts(self, tps: Tps) -> None:
+        """Put the TPS's escorts still waiting for their boxes in the escort timers (once each)."""
+        if not tps.escorts:
+            return
+        for due, escort_id in escort_timers(tps):
+            if escort_id not in self._escort_watched:
+                heapq.heappush(self._escort_due, (due, tps.tps_id, escort_id))
+                self._escort_watched.add(escort_id)
 
     def _watch_quiet(self, tps: Tps) -> None:
         """Put the TPS in the silent-post timers unless it is there already (then it is found in time)."""
@@ -380,6 +396,7 @@ class OwnedState:
     def save_tps(self, tps: Tps) -> None:
         self.tps_rows[tps.tps_id] = tps  # a new TPS joins its kecamatan; a load never replaces it
         self._watch_quiet(tps)
+        self._watch_escorts(tps)
         self.changes.tps.add(tps.tps_id)
 
     def personnel(self, personnel_id: str) -> Personnel | None:
@@ -564,6 +581,18 @@ class OwnedState:
             # Not operating, silent already, or nobody assigned: a phase change, a check-in or a
             # roster change saves the TPS again, and that puts it back on the heap.
         return list(out.values())
+
+    def overdue_escorts(self, now: datetime) -> list[tuple[Tps, str]]:
+        """Escorts past their due time with boxes on the road and no incident yet, from the timer heap."""
+        out: list[tuple[Tps, str]] = []
+        while self._escort_due and self._escort_due[0][0] <= now:
+            _, tps_id, escort_id = heapq.heappop(self._escort_due)
+            self._escort_watched.discard(escort_id)
+            tps = self.tps_rows.get(tps_id)
+            if tps is not None and any(eid == escort_id for _, eid in escort_timers(tps)):
+                out.append((tps, escort_id))
+            # else: arrived, flagged already, or its TPS went to another owner
+        return out
 
     def timeline(self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]) -> None:
         seq, prev = self._chains.get(incident.id, (0, ""))

@@ -51,6 +51,10 @@ class Store(Protocol):
 
     def due(self, now: datetime) -> list[Incident]: ...
     def silent_candidates(self, phases: Sequence[str], seen_before: datetime) -> list[Tps]: ...
+    def overdue_escorts(self, now: datetime) -> list[tuple[Tps, str]]:
+        """(TPS, escort id) of each escort in transit whose `due_at` has passed and has no incident yet."""
+        ...
+
     def reload_tps(self, tps_ids: Sequence[str]) -> list[Tps]:
         """Take these TPS's registry fields (name, place, rawan, assigned) as the registry holds them now."""
         ...
@@ -177,6 +181,9 @@ class MemoryStore:
             and as_utc(t.last_seen_at) <= seen_before
         ]
 
+    def overdue_escorts(self, now: datetime) -> list[tuple[Tps, str]]:
+        return [(t, eid) for t in self.tps_rows.values() for due, eid in escort_timers(t) if due <= now]
+
     def reload_tps(self, tps_ids: Sequence[str]) -> list[Tps]:
         return [self.tps_rows[t] for t in tps_ids if t in self.tps_rows]  # the tests change the rows themselves
 
@@ -205,6 +212,15 @@ class MemoryStore:
     # -- for tests
     def emitted(self, topic: str) -> list[dict[str, Any]]:
         return [v for t, _, v in self.out if t == topic]
+
+
+def escort_timers(tps: Tps) -> list[tuple[datetime, str]]:
+    """(due, escort id) of the TPS's escorts that wait for their boxes and have no overdue incident yet."""
+    return [
+        (as_utc(datetime.fromisoformat(e["due_at"])), e["escort_id"])
+        for e in tps.escorts or ()
+        if e["state"] == "in_transit" and not e.get("incident_id") and e.get("due_at")
+    ]
 
 
 def coverage(tps: Tps, now: datetime, fresh: timedelta) -> int:

@@ -31,7 +31,7 @@ from siaga.auth import Principal, Role, bearer, principal_for
 from siaga.bus import BusUnavailable
 from siaga.clock import as_utc, iso
 from siaga.contracts import IncidentPublic, OrderTarget, Priority, TargetKind
-from siaga.events import Category, Id, Severity, Text
+from siaga.events import SYSTEM_CATEGORIES, Category, Id, Severity, Text
 from siaga.keys import kecamatan_key
 from siaga.models import Incident, Personnel, TimelineEntry, Tps
 from siaga.openapi import API_TOKEN, SECURITY_SCHEMES, answer, error_responses, invalid
@@ -104,7 +104,7 @@ class EscalateBody(BaseModel):
     note: Text = ""
 
 
-OPERATOR_CATEGORIES = [c.value for c in Category if c is not Category.SILENT_POST]  # silent_post is Siaga's own
+OPERATOR_CATEGORIES = [c.value for c in Category if c not in SYSTEM_CATEGORIES]  # Siaga's own are not chosen
 # Optional, but never null: an absent field means "keep it", and a null one would be ambiguous.
 OptionalCategory = Annotated[
     Category | None,
@@ -130,8 +130,8 @@ NonBlank = Annotated[Text, AfterValidator(_not_blank), WithJsonSchema(NON_BLANK_
 def _not_null_or_internal(v: object) -> object:
     if v is None:
         raise ValueError("leave the field out rather than sending null")
-    if v == Category.SILENT_POST.value:
-        raise ValueError("silent_post is raised by Siaga itself, not chosen by an operator")
+    if isinstance(v, str) and v in {c.value for c in SYSTEM_CATEGORIES}:
+        raise ValueError(f"{v} is raised by Siaga itself, not chosen by an operator")
     return v
 
 

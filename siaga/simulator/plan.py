@@ -22,6 +22,8 @@ DAY_START = 5 * 60 + 30  # 05:30 WIB: personnel report for duty
 # Version 4 and RFC 4122 variant bits of a UUID, as uuid.UUID(int=..., version=4) sets them.
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID_SET = (0x4000 << 64) | (0x8000 << 48)
+# Pilkada 2024: a box for the governor's race and one for the regent's (a Pemilu has five).
+BALLOT_BOXES = ("GUB", "BUP")
 PHASES = [Phase.PREPARATION, Phase.OPENING, Phase.VOTING, Phase.COUNTING, Phase.TRANSPORT, Phase.CLOSED]
 
 
@@ -90,6 +92,8 @@ class DayPlanner:
         checkin_minutes: tuple[float, float] = (10.0, 20.0),
     ) -> None:
         self.rng = random.Random(seed)
+        # The evening transport draws from its own stream, so adding it moved nothing else of the day.
+        self.escort_rng = random.Random(f"{seed}-escorts")
         self.texts = texts
         self.devices = list(devices)
         self.checkin_minutes = checkin_minutes
@@ -149,6 +153,7 @@ class DayPlanner:
         for tps in self.tps.values():
             self._everyday_incidents(tps)
         self._checkins()
+        self._escorts()
         silent = self._silent_posts()
         sends = self._outages(silent)
         sends.sort(key=lambda s: s.at)
@@ -439,6 +444,38 @@ class DayPlanner:
             backup_after=rng.uniform(1, 3),
         )
         self.story["critical"] = record
+
+    def _escorts(self) -> None:
+        """The evening transport: each TPS's ballot boxes go to the PPK under escort; one or two are late."""
+        rng = self.escort_rng
+        covering: dict[str, list[str]] = {}
+        for p in self.personnel:
+            for t in p.tps_ids:
+                covering.setdefault(t, []).append(p.personnel_id)
+        stations = sorted(self.tps)
+        late = set(rng.sample(stations, min(len(stations), max(1, round(len(stations) * 0.002)))))
+        story: dict[str, Any] = {}
+        for tps_id in stations:
+            tps = self.tps[tps_id]
+            leave = tps.phases[Phase.TRANSPORT] + rng.uniform(1, 8)
+            expected = round(rng.uniform(15, 45))
+            boxes = [f"{tps_id}-{kind}" for kind in BALLOT_BOXES]
+            device = tps.devices[0]
+            escorts = covering.get(tps_id, [])[:2]
+            to = f"PPK {tps.row.kecamatan}"
+            payload = {"box_ids": boxes, "to": to, "personnel_ids": escorts, "expected_minutes": expected}
+            self._add(device, leave, EventType.ESCORT_DEPARTED, tps_id, payload)
+            if tps_id in late:  # a flat tyre, a flooded road: past expected time plus the 15-minute grace
+                travel = expected + 15 + rng.uniform(12, 35)
+                story[tps_id] = {
+                    "departs": _hhmm(leave),
+                    "expected_minutes": expected,
+                    "arrives": _hhmm(leave + travel),
+                }
+            else:
+                travel = expected * rng.uniform(0.6, 1.1)
+            self._add(device, leave + travel, EventType.ESCORT_ARRIVED, tps_id, {"box_ids": boxes, "at": to})
+        self.story["late_escorts"] = story
 
     # -- outages -------------------------------------------------------------------------------------
     def _silent_posts(self) -> dict[str, float]:

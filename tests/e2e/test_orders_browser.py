@@ -276,3 +276,43 @@ async def test_operator_picks_a_candidate_sees_the_order_acknowledged_live_and_m
     assert offline_page.foreign() == [] and offline_page.blocked == []
     unexpected = [e for e in offline_page.console_errors if not ALLOWED_CONSOLE.search(e)]
     assert unexpected == [], unexpected
+
+
+async def test_boxes_in_transit_are_drawn_and_an_overdue_escort_turns_red_and_opens_an_incident(
+    tmp_path: Path, offline_page: OfflinePage
+) -> None:
+    async with served_rig(tmp_path) as (rig, hostport):
+        f = Field(rig)
+        await f.setup()
+        doc = (await rig.admin("GET", "/v1/admin/policy")).json()["policy"]
+        put = await rig.admin("PUT", "/v1/admin/policy", json=doc | {"escort_grace_minutes": 0})
+        assert put.status_code == 200, put.text
+        page = offline_page.page
+        await page.goto(f"http://{hostport}/?token={rig.tokens['viewer']}")
+        await page.wait_for_selector('#conn[data-state="live"]', timeout=10_000)
+        await expect(page.locator("#map")).to_have_attribute("data-escorts", "0", timeout=10_000)
+
+        on_time = {"box_ids": ["OA2-GUB", "OA2-BUP"], "to": "PPK Operasi", "expected_minutes": 60}
+        await f.post_event(rig.event("OA2", type="escort.departed", payload=on_time))
+        await expect(page.locator("#map")).to_have_attribute("data-escorts", "1", timeout=10_000)
+        await expect(page.locator("#map")).to_have_attribute("data-escorts-overdue", "0")
+
+        late = {"box_ids": ["OA3-GUB"], "to": "PPK Operasi", "expected_minutes": 0.02}  # due in 1.2 s, no grace
+        await f.post_event(rig.event("OA3", type="escort.departed", payload=late))
+        await expect(page.locator("#map")).to_have_attribute("data-escorts-overdue", "1", timeout=15_000)
+        iid = await rig.wait_for_incident("OA3")
+        await expect(page.locator(f'#queue .card[data-id="{iid}"]')).to_be_visible(timeout=10_000)
+        assert (await f.incident(iid))["category"] == "escort_overdue"
+
+        await f.post_event(
+            rig.event("OA3", type="escort.arrived", payload={"box_ids": ["OA3-GUB"], "at": "PPK Operasi"})
+        )
+        await f.post_event(
+            rig.event("OA2", type="escort.arrived", payload={"box_ids": on_time["box_ids"], "at": "PPK Operasi"})
+        )
+        await expect(page.locator("#map")).to_have_attribute("data-escorts", "0", timeout=10_000)
+
+        async def closed() -> bool:
+            return (await f.incident(iid))["status"] == "resolved"
+
+        assert await eventually(closed), "the late escort's arrival resolved its incident"

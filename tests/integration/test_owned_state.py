@@ -362,3 +362,30 @@ async def test_closed_incidents_leave_memory_and_a_follow_up_still_chains_onto_t
     assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(entries))
     assert verify(rig.ctx.engine).ok
     assert inc.id not in d.state.incidents
+
+
+async def test_an_escort_timer_is_rebuilt_by_a_new_owner_and_fires_once(db_url: str) -> None:
+    rig = Rig(db_url)
+    rig.seed()
+    first = rig.dispatch()
+    boxes = {"box_ids": ["PPWP-1", "DPR-1"], "to": "PPK Kopo", "personnel_ids": ["P1"], "expected_minutes": 20}
+    await first.handle([rig.record("escort.departed", "KOP00", boxes)])
+    [tps] = [t for t in rig.rows(Tps) if t.tps_id == "KOP00"]
+    assert [(e["state"], e["box_ids"]) for e in tps.escorts] == [("in_transit", ["PPWP-1", "DPR-1"])]
+
+    owner = rig.dispatch()  # the partition moved: this one knows the escort only from the database
+    await owner.transact(lambda e: e.tick())  # loads the owned kecamatan
+    with rig.statements() as seen:
+        assert await owner.transact(lambda e: e.tick()) == 0
+    assert [sql for sql, _ in seen if re.match(r"SELECT .* FROM tps\b", sql)] == [], "no scan for escorts"
+    rig.clock.advance(minutes=36)  # 20 expected + 15 grace
+    assert await owner.transact(lambda e: e.tick()) >= 1
+    [late] = [i for i in rig.rows(Incident) if i.category == "escort_overdue"]
+    assert (late.tps_id, late.severity) == ("KOP00", "high")
+    assert await owner.transact(lambda e: e.tick()) == 0, "fired once"
+    arrived = {"box_ids": ["PPWP-1", "DPR-1"], "at": "PPK Kopo"}
+    await owner.handle([rig.record("escort.arrived", "KOP00", arrived)])
+    [late] = [i for i in rig.rows(Incident) if i.category == "escort_overdue"]
+    assert late.status == "resolved"
+    actions = [e.action for e in rig.rows(TimelineEntry) if e.incident_id == late.id]
+    assert "escort_departed" in actions and "escort_arrived" in actions

@@ -1105,6 +1105,7 @@
     const ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
+    let escorts = { moving: 0, overdue: 0 };
     const counts = Object.fromEntries(LEGEND.map((s) => [s, 0]));
     screen = [];
     let drawn = 0;
@@ -1141,6 +1142,7 @@
         drawn += byState.get(state).length;
       }
       ctx.globalAlpha = 1;
+      escorts = drawEscorts(ctx, proj);
       ctx.font = `600 ${w > 900 ? 13 : 11}px system-ui, sans-serif`;
       ctx.textAlign = "center";
       ctx.textBaseline = "middle";
@@ -1156,11 +1158,45 @@
     }
     // Hooks for tests and for anyone checking the wall screen from a script.
     canvas.dataset.tpsCount = drawn;
+    canvas.dataset.escorts = escorts.moving;
+    canvas.dataset.escortsOverdue = escorts.overdue;
     for (const s of LEGEND) canvas.dataset[`state${s[0].toUpperCase()}${s.slice(1)}`] = counts[s];
     for (const s of LEGEND) {
       const n = document.querySelector(`#legend [data-state="${s}"] .n`);
       if (n) n.textContent = counts[s];
     }
+  }
+
+  // Ballot boxes in transit (SPEC section 9): a dashed line from the TPS towards its PPK, drawn at
+  // the kecamatan's centre (the PPK sits at kecamatan level), as far as the escort should have come
+  // by now; red and full length once overdue.
+  function drawEscorts(ctx, proj) {
+    const out = { moving: 0, overdue: 0 };
+    const centre = new Map(geo.labels.map((k) => [k.name, k]));
+    const now = Date.now();
+    ctx.save();
+    ctx.setLineDash([5, 4]);
+    ctx.lineWidth = 2;
+    for (const p of model.tps.values()) {
+      if (!p.escorts || !p.escorts.length || typeof p.lat !== "number") continue;
+      const k = centre.get(p.kecamatan);
+      if (!k) continue;
+      const [x0, y0] = proj(p.lat, p.lon);
+      const [x1, y1] = proj(k.lat, k.lon);
+      for (const e of p.escorts) {
+        const left = Date.parse(e.departed_at), due = Date.parse(e.expected_at);
+        const share = e.overdue ? 1 : Math.max(0.15, Math.min(1, (now - left) / Math.max(due - left, 1)));
+        ctx.strokeStyle = e.overdue ? COLORS.escalated : "#f2c94c";
+        ctx.beginPath();
+        ctx.moveTo(x0, y0);
+        ctx.lineTo(x0 + (x1 - x0) * share, y0 + (y1 - y0) * share);
+        ctx.stroke();
+        out.moving += 1;
+        if (e.overdue) out.overdue += 1;
+      }
+    }
+    ctx.restore();
+    return out;
   }
 
   function renderLegend() {
@@ -1188,7 +1224,11 @@
       return;
     }
     const p = best[2];
-    tip.textContent = `${p.name || p.tps_id} · ${p.kecamatan} — ${tg("state", p.state)} · ${t("tooltip_personnel", { a: p.checked_in ?? 0, b: p.assigned ?? 0 })}`;
+    let text = `${p.name || p.tps_id} · ${p.kecamatan} — ${tg("state", p.state)} · ${t("tooltip_personnel", { a: p.checked_in ?? 0, b: p.assigned ?? 0 })}`;
+    for (const e of p.escorts || []) {
+      text += ` · ${t(e.overdue ? "tooltip_escort_overdue" : "tooltip_escort", { n: e.box_ids.length, to: e.to })}`;
+    }
+    tip.textContent = text;
     tip.hidden = false;
     tip.style.left = `${Math.min(best[0] + 12, rect.width - tip.offsetWidth - 4)}px`;
     tip.style.top = `${Math.max(best[1] - 30, 4)}px`;

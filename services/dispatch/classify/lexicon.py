@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from siaga.events import Category
+from siaga.events import SYSTEM_CATEGORIES, Category
 
 DATA_DIR = Path(__file__).parent / "data"
 DEFAULT_LEXICON_FILES: tuple[Path, ...] = (
@@ -24,8 +24,8 @@ DEFAULT_LEXICON_FILES: tuple[Path, ...] = (
     DATA_DIR / "facts.yaml",
 )
 
-# Categories a text can be classified into: silent_post is raised by Siaga, `other` is the fallback.
-TEXT_CATEGORIES = frozenset(c.value for c in Category if c not in (Category.SILENT_POST, Category.OTHER))
+# Categories a text can be classified into: the system categories are raised by Siaga, `other` is the fallback.
+TEXT_CATEGORIES = frozenset(c.value for c in Category if c not in SYSTEM_CATEGORIES and c is not Category.OTHER)
 
 
 class _Strict(BaseModel):

@@ -19,6 +19,7 @@ from services.dispatch.store import Store, coverage
 from siaga import sms_grammar as grammar
 from siaga.clock import Clock, as_utc
 from siaga.contracts import (
+    EscortPublic,
     FieldReply,
     IncidentChanged,
     IncidentPublic,
@@ -259,5 +260,20 @@ def tps_public(tps: Tps, open_incidents: list[Incident], now: datetime) -> TpsPu
         checked_in=coverage(tps, now, CHECKIN_FRESH),
         last_checkin_at=_utc(tps.last_checkin_at),
         open_incidents=len(open_incidents),
+        escorts=[
+            EscortPublic(
+                escort_id=e["escort_id"],
+                box_ids=e["box_ids"],
+                arrived_box_ids=e["arrived_box_ids"],
+                to=e["to"],
+                personnel_ids=e["personnel_ids"],
+                departed_at=datetime.fromisoformat(e["departed_at"]),
+                expected_at=datetime.fromisoformat(e["expected_at"]),
+                overdue=bool(e.get("incident_id")),
+                incident_id=e.get("incident_id"),
+            )
+            for e in tps.escorts or ()
+            if e["state"] == "in_transit"
+        ],
         version=tps.version,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from services.dispatch.classify import severity_for
 from services.dispatch.domain import Correction, Incident
 from services.dispatch.rules.base import NotAllowed, Received, UnknownTps, _facts_of
-from services.dispatch.rules.presence import Presence
+from services.dispatch.rules.escorts import Escorts
 from siaga.clock import as_utc
 from siaga.contracts import IncidentSource, ReportFromCommandPost
 from siaga.events import Category, EventType, FieldEvent, IncidentReported, Severity
@@ -14,7 +14,7 @@ from siaga.events import Category, EventType, FieldEvent, IncidentReported, Seve
 COMMAND_POST_DEVICE = "command-post"  # the device id a command-post report carries (it has none)
 
 
-class Operator(Presence):
+class Operator(Escorts):
     """What the command center (and the notifier) do to an incident."""
 
     def acknowledge(self, incident_id: str, *, actor: str) -> Incident:

@@ -24,11 +24,12 @@ class Category(StrEnum):
     HOAX = "hoax"
     SILENT_POST = "silent_post"
     ESCORT_OVERDUE = "escort_overdue"
+    COVERAGE = "coverage"
     OTHER = "other"
 
 
 # Raised by Siaga itself (SPEC section 9), never chosen by a device, the classifier or an operator.
-SYSTEM_CATEGORIES = frozenset({Category.SILENT_POST, Category.ESCORT_OVERDUE})
+SYSTEM_CATEGORIES = frozenset({Category.SILENT_POST, Category.ESCORT_OVERDUE, Category.COVERAGE})
 DEVICE_CATEGORIES = [c.value for c in Category if c not in SYSTEM_CATEGORIES]
 
 

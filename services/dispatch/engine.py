@@ -23,7 +23,7 @@ from services.dispatch.rules.base import (  # re-exported: the engine's public n
     tps_public,
     tps_state,
 )
-from services.dispatch.rules.orders import Orders
+from services.dispatch.rules.duty import Duty
 from services.dispatch.store import OPEN_STATUSES
 from siaga.clock import as_utc
 from siaga.events import (
@@ -54,12 +54,12 @@ __all__ = [
 ]
 
 
-class Engine(Orders):
+class Engine(Duty):
     """Applies field events, deadlines and operator actions to incidents, per the policy in force.
 
     The rules live by concern in services/dispatch/rules/: `base` (state, announcing), `ladder`,
-    `spread`, `reports` (and grouping), `presence` (and silent posts), `escorts`, `operator`, `orders`. This class
-    routes each field event to its rule and runs the clock's rules.
+    `spread`, `reports` (and grouping), `presence` (and silent posts), `escorts`, `operator`, `orders`,
+    `duty` (coverage). This class routes each field event to its rule and runs the clock's rules.
     """
 
     # ------------------------------------------------------------------ field events
@@ -108,6 +108,7 @@ class Engine(Orders):
         elif ev.type is EventType.CHECKIN:
             assert isinstance(payload, Checkin)
             self._checkin(r, tps, payload)
+            self._coverage(r, tps, payload)
         elif ev.type is EventType.TPS_STATUS:
             assert isinstance(payload, TpsStatus)
             self._phase(r, tps, payload)

@@ -31,8 +31,16 @@ class SpreadRule(BaseModel):
     severity_step: int = Field(default=1, ge=0, le=3)
     level: int = Field(default=2, ge=1, le=3)
     categories_excluded: list[Category] = Field(
-        default_factory=lambda: [Category.SILENT_POST, Category.ESCORT_OVERDUE, Category.OTHER]
+        default_factory=lambda: [Category.SILENT_POST, Category.ESCORT_OVERDUE, Category.COVERAGE, Category.OTHER]
     )
+
+
+class MinOnDuty(BaseModel):
+    """The fewest people a TPS in an operating phase must have on duty (SPEC section 9)."""
+
+    model_config = ConfigDict(extra="forbid")
+    police: int = Field(default=1, ge=0, le=100, description="On duty and not Linmas.")
+    people: int = Field(default=2, ge=0, le=100, description="Everyone on duty, Linmas included.")
 
 
 class EscalationPolicy(BaseModel):
@@ -57,6 +65,7 @@ class EscalationPolicy(BaseModel):
     stakeholders: dict[Category, list[Stakeholder]] = Field(default_factory=dict)
     order_ack_minutes: float = Field(default=5, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
     escort_grace_minutes: float = Field(default=15, ge=0, le=WEEK_MINUTES, allow_inf_nan=False)
+    min_on_duty: MinOnDuty = Field(default_factory=MinOnDuty)
     alerts: dict[str, Any] | None = None
 
     @field_validator("local_window_minutes")

@@ -318,3 +318,29 @@ async def test_messages_reach_only_their_addressees_and_the_cursor_pages_without
     assert got == ["ke Operasi", rain, *[f"m{n}" for n in range(150)], "late"]
     seqs = [i["seq"] for i in (await f.inbox("FA1"))[1]["items"]]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+async def test_an_unwell_officer_at_a_post_left_short_opens_coverage_with_replacements(field: Field) -> None:
+    f = field
+    r = await f.rig.client.post(
+        "/v1/events",
+        json=f.rig.event("FA1", type="tps.status", payload={"phase": "voting"}),
+        headers={"Authorization": f"Bearer {f.token}"},
+    )
+    assert r.status_code == 202, r.text
+    await f.checkin("FA1", "R4", "unwell")  # FA1 keeps only Linmas Ujang: no police, one person
+    iid = await f.rig.wait_for_incident("FA1")
+    inc = await get_incident(f.rig, iid)
+    assert (inc["category"], inc["severity"]) == ("coverage", "medium")
+    assert (inc["facts"]["police_on_duty"], inc["facts"]["on_duty"]) == (0, 1)
+    assert [p["personnel_id"] for p in inc["facts"]["replacements"]][:2] == ["R1", "R2"], "reserve first"
+    candidates = [c["personnel_id"] for c in await f.candidates(iid)]
+    assert "R1" in candidates and "R4" not in candidates
+    sent = await f.assign(iid, {"personnel_id": "R1", "note": "gantikan Brigpol Dewi di FA1"})
+    assert sent.status_code == 200, sent.text
+    await f.checkin("FA1", "R4", "on_duty")  # she is better: police 1, people 2 again
+
+    async def covered() -> bool:
+        return (await get_incident(f.rig, iid))["status"] == "resolved"
+
+    assert await eventually(covered), "back at both minimums: the coverage incident is resolved"

@@ -1,0 +1,105 @@
+"""Coverage of a TPS by its personnel (services/dispatch/rules/duty.py, SPEC section 9)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from services.dispatch.classify import Classifier
+from services.dispatch.domain import Incident, Personnel, Tps
+from services.dispatch.engine import Engine, Received
+from services.dispatch.policy import DEFAULT_FILE, load_file
+from services.dispatch.store import MemoryStore
+from siaga.clock import ManualClock
+from siaga.events import FieldEvent
+
+NOW = datetime(2024, 11, 27, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine() -> Engine:
+    store = MemoryStore()
+    store.tps_rows = {
+        "T1": Tps(tps_id="T1", name="TPS 1", kecamatan="K", lat=-6.20, lon=106.30, phase="voting", assigned=3),
+        "T2": Tps(tps_id="T2", name="TPS 2", kecamatan="K", lat=-6.21, lon=106.31, phase="voting", assigned=2),
+        "T3": Tps(tps_id="T3", name="TPS 3", kecamatan="K", lat=-6.50, lon=106.60, phase="voting", assigned=1),
+    }
+    for pid, role, tps_id in (
+        ("P1", "pam_tps", "T1"),
+        ("L1", "linmas", "T1"),
+        ("L2", "linmas", "T1"),
+        ("R1", "reserve", "T2"),
+        ("P2", "pam_tps", "T2"),
+        ("R2", "reserve", "T3"),
+    ):
+        store.people[pid] = Personnel(pid, f"Name {pid}", role=role, tps_ids=[tps_id])
+    return Engine(store, load_file(DEFAULT_FILE), Classifier.default(), ManualClock(NOW))
+
+
+def tps(engine: Engine, tps_id: str) -> Tps:
+    found = engine.store.tps(tps_id)
+    assert found is not None
+    return found
+
+
+def checkin(engine: Engine, tps_id: str, pid: str, status: str) -> None:
+    ev = FieldEvent(
+        event_id=uuid.uuid4().hex,
+        type="checkin",
+        tps_id=tps_id,
+        occurred_at=engine.clock.now(),
+        payload={"personnel_id": pid, "status": status},
+    )
+    engine.apply(Received(event=ev, device_id="d", received_at=engine.clock.now()))
+
+
+def coverage_incidents(engine: Engine) -> list[Incident]:
+    store = engine.store
+    assert isinstance(store, MemoryStore)
+    return [i for i in store.incidents.values() if i.category == "coverage"]
+
+
+def test_an_unwell_officer_leaves_the_tps_short_then_a_return_covers_it(engine: Engine) -> None:
+    for tps_id, pid in (("T1", "P1"), ("T1", "L1"), ("T1", "L2"), ("T2", "R1"), ("T2", "P2"), ("T3", "R2")):
+        checkin(engine, tps_id, pid, "on_duty")
+    assert coverage_incidents(engine) == []
+    assert engine.on_duty_at(tps(engine, "T1")) == (1, 3)
+
+    checkin(engine, "T1", "P1", "unwell")  # two Linmas left: people 2, police 0
+    (inc,) = coverage_incidents(engine)
+    assert (inc.tps_id, inc.severity, inc.status) == ("T1", "medium", "open")
+    facts = inc.facts
+    assert (facts["on_duty"], facts["police_on_duty"]) == (2, 0)
+    assert facts["dropped_out"]["personnel_id"] == "P1"
+    suggested = [r["personnel_id"] for r in facts["replacements"]]
+    assert suggested[:2] == ["R1", "R2"], "reserves first, nearest first; nobody of T1 itself"
+    assert "P1" not in suggested and "L1" not in suggested
+
+    checkin(engine, "T1", "L1", "off_duty")
+    assert len(coverage_incidents(engine)) == 1, "one coverage incident while it stays short"
+    checkin(engine, "T1", "L1", "on_duty")
+    assert inc.status == "open", "people back to 3, police still 0"
+    checkin(engine, "T1", "P1", "on_duty")
+    assert inc.status == "resolved" and "covered again" in (inc.resolution or "")
+
+
+def test_a_stale_check_in_does_not_count_and_the_start_of_the_day_opens_nothing(engine: Engine) -> None:
+    checkin(engine, "T2", "R1", "on_duty")  # alone so far: short, but nobody dropped out
+    assert coverage_incidents(engine) == []
+    assert isinstance(engine.clock, ManualClock)
+    engine.clock.advance(minutes=61)
+    checkin(engine, "T2", "P2", "on_duty")
+    assert engine.on_duty_at(tps(engine, "T2")) == (1, 1), "R1's hour-old check-in is stale"
+
+
+def test_off_duty_after_the_tps_closed_is_the_end_of_the_day_not_a_gap(engine: Engine) -> None:
+    for pid in ("P1", "L1", "L2"):
+        checkin(engine, "T1", pid, "on_duty")
+    tps(engine, "T1").phase = "closed"
+    assert isinstance(engine.clock, ManualClock)
+    engine.clock.advance(minutes=5)
+    for pid in ("P1", "L1", "L2"):
+        checkin(engine, "T1", pid, "off_duty")
+    assert coverage_incidents(engine) == []

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.dispatch.classify import Facts, severity_for
-from services.dispatch.domain import Incident, Tps
+from services.dispatch.domain import Tps
 from services.dispatch.rules.base import CHECKIN_FRESH, SYSTEM, Received, _short_id
 from services.dispatch.rules.orders import NOT_SENT_TO, Orders
 from siaga.clock import as_utc, iso
-from siaga.events import Category, Checkin, Severity
+from siaga.events import Category, Checkin
 
 REPLACEMENTS = 3  # suggestions on a coverage incident
 
@@ -60,26 +59,17 @@ class Duty(Orders):
 
     def _open_coverage(self, r: Received, tps: Tps, p: Checkin, police: int, people: int) -> None:
         now, need = self.clock.now(), self.policy.min_on_duty
-        severity, why = severity_for(Category.COVERAGE, Facts(), tps.rawan or [], self.policy.severity)
-        inc = Incident(
-            id=_short_id("COV", tps.tps_id, r.event.event_id),
-            tps_id=tps.tps_id,
-            kecamatan=tps.kecamatan,
-            category=Category.COVERAGE.value,
-            severity=severity.value,
-            opened_at=as_utc(r.event.occurred_at),
-            received_at=now,
+        inc = self._new_system_incident(
+            tps,
+            Category.COVERAGE,
+            incident_id=_short_id("COV", tps.tps_id, r.event.event_id),
             why=[
                 f"{p.personnel_id} checked in {p.status}: {police} police and {people} people on duty, "
-                f"below the minimum of {need.police} police and {need.people} people",
-                *why,
+                f"below the minimum of {need.police} police and {need.people} people"
             ],
             description=f"Personel TPS kurang: {people} bertugas ({police} polisi)",
-            policy_version=self.policy.version,
-            updated_at=now,
-            reports=0,
+            opened_at=as_utc(r.event.occurred_at),
         )
-        self.store.add_incident(inc)
         picks = [c for c in self.candidates(inc) if c.available and tps.tps_id not in (c.person.tps_ids or ())]
         picks.sort(key=lambda c: (c.person.role != "reserve", c.distance_km is None, c.distance_km or 0.0))
         inc.facts = {
@@ -89,12 +79,7 @@ class Duty(Orders):
             "dropped_out": {"personnel_id": p.personnel_id, "status": p.status, "at": iso(r.event.occurred_at)},
             "replacements": [c.public(now) for c in picks[:REPLACEMENTS]],
         }
-        self._timeline(inc, SYSTEM, "opened", {"category": inc.category, "severity": inc.severity, "why": inc.why})
-        if severity is Severity.CRITICAL:
-            self._escalate(inc, 2, reason="critical", also_tell=[1])
-        else:
-            self._start_window(inc, severity, now)
-        self._changed(inc, tps)
+        self._start_system(inc, tps)
 
 
 def _parse(at: str) -> datetime:

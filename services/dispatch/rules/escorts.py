@@ -14,12 +14,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.dispatch.classify import Facts, severity_for
 from services.dispatch.domain import Incident, Tps
-from services.dispatch.rules.base import SYSTEM, Received, _short_id
+from services.dispatch.rules.base import Received, _short_id
 from services.dispatch.rules.presence import Presence
 from siaga.clock import as_utc, iso
-from siaga.events import Category, EscortArrived, EscortDeparted, Severity
+from siaga.events import Category, EscortArrived, EscortDeparted
 
 IN_TRANSIT, ARRIVED = "in_transit", "arrived"
 KEEP_ARRIVED = 20  # arrived escorts kept on a TPS (a TPS sends a handful a day)
@@ -138,31 +137,16 @@ class Escorts(Presence):
 
     def _overdue_incident(self, tps: Tps, escort: dict[str, Any], now: datetime) -> Incident:
         missing = [b for b in escort["box_ids"] if b not in escort["arrived_box_ids"]]
-        severity, why = severity_for(Category.ESCORT_OVERDUE, Facts(), tps.rawan or [], self.policy.severity)
-        inc = Incident(
-            id=_short_id("ESCO", tps.tps_id, escort["escort_id"]),
-            tps_id=tps.tps_id,
-            kecamatan=tps.kecamatan,
-            category=Category.ESCORT_OVERDUE.value,
-            severity=severity.value,
-            opened_at=now,
-            received_at=now,
+        inc = self._new_system_incident(
+            tps,
+            Category.ESCORT_OVERDUE,
+            incident_id=_short_id("ESCO", tps.tps_id, escort["escort_id"]),
             why=[
                 f"boxes {', '.join(missing)} not at {escort['to']} by {escort['expected_at']} "
-                f"plus {self.policy.escort_grace_minutes:g} minutes' grace",
-                *why,
+                f"plus {self.policy.escort_grace_minutes:g} minutes' grace"
             ],
             description=f"Kotak suara {', '.join(missing)} belum tiba di {escort['to']}",
-            policy_version=self.policy.version,
-            updated_at=now,
-            reports=0,
-        )
-        self.store.add_incident(inc)
-        self._timeline(
-            inc,
-            SYSTEM,
-            "opened",
-            {"category": inc.category, "severity": inc.severity, "why": inc.why},
+            opened_at=now,
         )
         # The custody chain so far: who took which boxes from where, to where, when.
         self._timeline(
@@ -172,11 +156,5 @@ class Escorts(Presence):
             {k: escort[k] for k in ("escort_id", "box_ids", "from_tps", "to", "personnel_ids", "departed_at")}
             | {"expected_at": escort["expected_at"], "missing_box_ids": missing},
         )
-        if severity is Severity.CRITICAL:  # a rawan TPS's step can make it so: no on-site window
-            self._escalate(inc, 2, reason="critical", also_tell=[1])
-        else:
-            self._start_window(inc, severity, now)
-            if severity.rank >= Severity.HIGH.rank:
-                self._tell_stakeholders(inc, "opened at high severity")
-        self._changed(inc, tps)
+        self._start_system(inc, tps)
         return inc

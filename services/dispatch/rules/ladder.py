@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from services.dispatch.domain import Incident
+from services.dispatch.classify import Facts, severity_for
+from services.dispatch.domain import Incident, Tps
 from services.dispatch.rules.base import LEVEL_NAMES, SYSTEM, RuleBase, incident_public
 from services.dispatch.store import OPEN_STATUSES
 from siaga.clock import as_utc, iso
@@ -21,6 +22,43 @@ from siaga.events import (
 
 class Ladder(RuleBase):
     """Up the police ladder and out to the stakeholders (SPEC section 5)."""
+
+    def _new_system_incident(
+        self, tps: Tps, category: Category, *, incident_id: str, why: list[str], description: str, opened_at: datetime
+    ) -> Incident:
+        """An incident Siaga raises itself at a TPS (silent post, overdue escort, coverage): its severity
+        from the policy's base and the TPS's rawan, stored, with its `opened` entry. `_start_system`
+        then puts it on the ladder (after any entries of its own)."""
+        now = self.clock.now()
+        severity, steps = severity_for(category, Facts(), tps.rawan or [], self.policy.severity)
+        inc = Incident(
+            id=incident_id,
+            tps_id=tps.tps_id,
+            kecamatan=tps.kecamatan,
+            category=category.value,
+            severity=severity.value,
+            opened_at=opened_at,
+            received_at=now,
+            why=[*why, *steps],
+            description=description,
+            policy_version=self.policy.version,
+            updated_at=now,
+            reports=0,
+        )
+        self.store.add_incident(inc)
+        self._timeline(inc, SYSTEM, "opened", {"category": inc.category, "severity": inc.severity, "why": inc.why})
+        return inc
+
+    def _start_system(self, inc: Incident, tps: Tps) -> None:
+        """Onto the ladder as a report would go: critical straight to level 2, else the on-site window."""
+        severity = Severity(inc.severity)
+        if severity is Severity.CRITICAL:
+            self._escalate(inc, 2, reason="critical", also_tell=[1])
+        else:
+            self._start_window(inc, severity, self.clock.now())
+            if severity.rank >= Severity.HIGH.rank:
+                self._tell_stakeholders(inc, "opened at high severity")
+        self._changed(inc, tps)
 
     def _start_window(self, inc: Incident, severity: Severity, now: datetime) -> None:
         window = self.policy.window(severity)

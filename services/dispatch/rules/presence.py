@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from services.dispatch.classify import Facts, severity_for
-from services.dispatch.domain import Incident, Personnel, Tps
+from services.dispatch.domain import Personnel, Tps
 from services.dispatch.rules.base import SYSTEM, Received, _short_id
 from services.dispatch.rules.reports import Reports
 from siaga.clock import as_utc, iso
@@ -74,29 +73,18 @@ class Presence(Reports):
         for tps in self.store.silent_candidates([p.value for p in self.policy.operating_phases], cutoff):
             tps.silent = True
             last = iso(tps.last_checkin_at) or "never"
-            severity, why = severity_for(Category.SILENT_POST, Facts(), tps.rawan or [], self.policy.severity)
-            inc = Incident(
-                id=_short_id("SIL", tps.tps_id, iso(now) or ""),
-                tps_id=tps.tps_id,
-                kecamatan=tps.kecamatan,
-                category=Category.SILENT_POST.value,
-                severity=severity.value,
-                opened_at=now,
-                received_at=now,
+            inc = self._new_system_incident(
+                tps,
+                Category.SILENT_POST,
+                incident_id=_short_id("SIL", tps.tps_id, iso(now) or ""),
                 why=[
                     f"no check-in from the TPS's personnel for {self.policy.silent_post_minutes:g} minutes "
-                    f"(last: {last})",
-                    *why,
+                    f"(last: {last})"
                 ],
                 description="Pos diam: personel belum melapor",
-                policy_version=self.policy.version,
-                updated_at=now,
-                reports=0,
+                opened_at=now,
             )
-            self.store.add_incident(inc)
-            self._timeline(inc, SYSTEM, "opened", {"category": inc.category, "severity": inc.severity, "why": inc.why})
-            self._start_window(inc, severity, now)
-            self._changed(inc, tps)
+            self._start_system(inc, tps)
             self._tps_changed(tps)
             n += 1
         return n

@@ -56,6 +56,8 @@ class Personnel(SQLModel, table=True):
     lon: float | None = None
     # E.164 (+62...), how an SMS or WhatsApp sender is known (siaga.phones); one person a number.
     phone: str | None = Field(default=None, index=True, unique=True, max_length=20)
+    # Stretches on duty in the last 24 h, [[start, end], ...] (ISO times): the fatigue flag's input.
+    duty: list[list[str]] = _json()
 
 
 class Device(SQLModel, table=True):

@@ -73,6 +73,7 @@ class Personnel(_Row):
     last_checkin_at: datetime | None = None
     lat: float | None = None  # the newest check-in location, when one was sent
     lon: float | None = None
+    duty: list[list[str]] = field(default_factory=list)  # on-duty stretches of the last 24 h: rules/presence.py
 
 
 @dataclass(slots=True, eq=False)

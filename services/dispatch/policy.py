@@ -66,6 +66,7 @@ class EscalationPolicy(BaseModel):
     order_ack_minutes: float = Field(default=5, gt=0, le=WEEK_MINUTES, allow_inf_nan=False)
     escort_grace_minutes: float = Field(default=15, ge=0, le=WEEK_MINUTES, allow_inf_nan=False)
     min_on_duty: MinOnDuty = Field(default_factory=MinOnDuty)
+    max_duty_hours: float = Field(default=16, gt=0, le=24, allow_inf_nan=False)
     alerts: dict[str, Any] | None = None
 
     @field_validator("local_window_minutes")

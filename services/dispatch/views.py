@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 
 from services.dispatch import domain
 from services.dispatch.engine import NotAllowed, public_incident
+from services.dispatch.policy import EscalationPolicy
 from services.dispatch.rules.orders import busy_people, rank_candidates
 from services.dispatch.service import Dispatch, NoOwner
 from siaga.auth import Principal, Role, bearer, principal_for
@@ -33,7 +34,7 @@ from siaga.clock import as_utc, iso
 from siaga.contracts import IncidentPublic, OrderTarget, Priority, TargetKind
 from siaga.events import SYSTEM_CATEGORIES, Category, Id, Severity, Text
 from siaga.keys import kecamatan_key
-from siaga.models import Incident, Personnel, TimelineEntry, Tps
+from siaga.models import Incident, Personnel, PolicyVersion, TimelineEntry, Tps
 from siaga.openapi import API_TOKEN, SECURITY_SCHEMES, answer, error_responses, invalid
 from siaga.runtime import Context
 
@@ -211,6 +212,8 @@ class CandidatePublic(BaseModel):
     located_by: str | None = Field(description="`checkin` or `tps`: where the distance is counted from.")
     available: bool = Field(description="False: already sent to another open incident (`assignment`).")
     assignment: dict[str, str] | None
+    hours_on_duty_24h: float = Field(ge=0, le=24, description="Hours on duty in the last 24 h, from check-ins.")
+    fatigued: bool = Field(description="Over the policy's max_duty_hours: sent only when no one rested is free.")
 
 
 class CandidateList(BaseModel):
@@ -353,8 +356,10 @@ def _candidates(ctx: Context, incident_id: str) -> dict[str, Any] | None:
             )
         ).all()
         busy = busy_people(domain.Incident.from_row(i) for i in opened)
+        newest = s.exec(select(PolicyVersion).order_by(col(PolicyVersion.version).desc())).first()
+    most = float((newest.body if newest else {}).get("max_duty_hours", EscalationPolicy().max_duty_hours))
     now = ctx.clock.now()
-    ranked = rank_candidates(inc, people=people, tps_of=tps_of, busy=busy, now=now)
+    ranked = rank_candidates(inc, people=people, tps_of=tps_of, busy=busy, now=now, max_duty_hours=most)
     return {"incident_id": incident_id, "items": [c.public(now) for c in ranked], "count": len(ranked)}
 
 

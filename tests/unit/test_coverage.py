@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,6 +11,7 @@ from services.dispatch.classify import Classifier
 from services.dispatch.domain import Incident, Personnel, Tps
 from services.dispatch.engine import Engine, Received
 from services.dispatch.policy import DEFAULT_FILE, load_file
+from services.dispatch.rules.presence import hours_on_duty, record_duty
 from services.dispatch.store import MemoryStore
 from siaga.clock import ManualClock
 from siaga.events import FieldEvent
@@ -103,3 +104,46 @@ def test_off_duty_after_the_tps_closed_is_the_end_of_the_day_not_a_gap(engine: E
     for pid in ("P1", "L1", "L2"):
         checkin(engine, "T1", pid, "off_duty")
     assert coverage_incidents(engine) == []
+
+
+def stretches_of(points: list[tuple[float, str]]) -> list[list[str]]:
+    """Stretches after check-ins at (hours after NOW, status), in order."""
+    out: list[list[str]] = []
+    was = False
+    for hours, status in points:
+        out = record_duty(out, on_duty=status == "on_duty", was_on_duty=was, at=NOW + timedelta(hours=hours))
+        was = status == "on_duty"
+    return out
+
+
+def test_hours_on_duty_count_the_stretches_between_check_ins() -> None:
+    every_quarter = [(h / 4, "on_duty") for h in range(0, 4 * 17 + 1)]  # 17 hours, every 15 minutes
+    assert hours_on_duty(stretches_of(every_quarter), NOW + timedelta(hours=17)) == pytest.approx(17.0)
+    sick = stretches_of([(0, "on_duty"), (1, "on_duty"), (1.5, "unwell"), (2.5, "on_duty"), (3.5, "on_duty")])
+    assert hours_on_duty(sick, NOW + timedelta(hours=4)) == pytest.approx(2.0), "the unwell hour is not duty"
+    gap = stretches_of([(0, "on_duty"), (1, "on_duty"), (3, "on_duty"), (4, "on_duty")])
+    assert hours_on_duty(gap, NOW + timedelta(hours=4)) == pytest.approx(2.0), "two silent hours are not duty"
+    assert hours_on_duty(stretches_of(every_quarter), NOW + timedelta(hours=40)) == pytest.approx(1.0), "24 h only"
+    later = record_duty(stretches_of(every_quarter), on_duty=True, was_on_duty=False, at=NOW + timedelta(hours=50))
+    assert len(later) == 1, "stretches over a day old are dropped"
+
+
+def test_a_fatigued_person_is_flagged_and_sent_only_after_the_rested(engine: Engine) -> None:
+    assert isinstance(engine.clock, ManualClock)
+    for _ in range(4 * 17):  # R2 (T3, far) and R1 (T2, near) both on duty; R1 since 17 hours
+        checkin(engine, "T2", "R1", "on_duty")
+        engine.clock.advance(minutes=15)
+    checkin(engine, "T2", "R1", "on_duty")
+    checkin(engine, "T3", "R2", "on_duty")
+    checkin(engine, "T1", "P1", "on_duty")
+    checkin(engine, "T1", "L1", "on_duty")
+    checkin(engine, "T1", "P1", "unwell")  # T1 short: a coverage incident with suggestions
+    (inc,) = coverage_incidents(engine)
+    ranked = engine.candidates(inc)
+    by_id = {c.person.personnel_id: c for c in ranked}
+    assert by_id["R1"].fatigued and by_id["R1"].hours_on_duty == pytest.approx(17.0)
+    assert not by_id["R2"].fatigued
+    assert [c.person.personnel_id for c in ranked].index("R2") < [c.person.personnel_id for c in ranked].index("R1")
+    assert by_id["R1"].public(engine.clock.now())["fatigued"] is True
+    order = engine.assign(inc.id, actor="operator:t", personnel_id=None)
+    assert order["personnel_id"] != "R1", "nearest skips the fatigued while someone rested is free"

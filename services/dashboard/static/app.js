@@ -597,7 +597,11 @@
         cell("name", c.name),
         cell("unit", [c.unit, c.role ? tg("role", c.role) : ""].filter(Boolean).join(" · ")),
         distance,
-        cell("status", c.status ? tg("personnel_status", c.status) : "—"),
+        cell(
+          "status",
+          [c.status ? tg("personnel_status", c.status) : "—",
+            c.fatigued ? t("cand_fatigued", { h: c.hours_on_duty_24h }) : ""].filter(Boolean).join(" · "),
+        ),
         cell("battery", c.battery === null || c.battery === undefined ? "—" : `${c.battery}%`, "num"),
         cell("checkin", fmtMinutesAgo(c.checkin_age_minutes)),
         cell("assignment", describeAssignment(c.assignment)),

@@ -71,7 +71,7 @@ class Duty(Orders):
             opened_at=as_utc(r.event.occurred_at),
         )
         picks = [c for c in self.candidates(inc) if c.available and tps.tps_id not in (c.person.tps_ids or ())]
-        picks.sort(key=lambda c: (c.person.role != "reserve", c.distance_km is None, c.distance_km or 0.0))
+        picks.sort(key=lambda c: (c.fatigued, c.person.role != "reserve", c.distance_km is None, c.distance_km or 0.0))
         inc.facts = {
             "on_duty": people,
             "police_on_duty": police,

@@ -21,6 +21,7 @@ from services.dispatch.domain import Incident, Personnel, Tps
 from services.dispatch.notifier.routing import AlertRouting
 from services.dispatch.rules.base import CHECKIN_FRESH, NotAllowed, _short_id
 from services.dispatch.rules.operator import Operator
+from services.dispatch.rules.presence import hours_on_duty
 from services.dispatch.store import OPEN_STATUSES
 from siaga.clock import as_utc, iso
 from siaga.contracts import Assignment, HelpOnTheWay, OrderTarget, TargetKind
@@ -57,6 +58,8 @@ class Candidate:
     distance_km: float | None
     located_by: str | None  # "checkin" (their last check-in's location) or "tps" (the TPS they cover)
     assignment: dict[str, str] | None  # their order on another open incident, if any
+    hours_on_duty: float = 0.0  # in the last 24 h
+    fatigued: bool = False  # over the policy's max_duty_hours
 
     @property
     def available(self) -> bool:
@@ -79,6 +82,8 @@ class Candidate:
             "located_by": self.located_by,
             "available": self.available,
             "assignment": self.assignment,
+            "hours_on_duty_24h": round(self.hours_on_duty, 1),
+            "fatigued": self.fatigued,
         }
 
 
@@ -123,8 +128,10 @@ def rank_candidates(
     tps_of: Mapping[str, Tps],
     busy: Mapping[str, dict[str, str]],
     now: datetime,
+    max_duty_hours: float = 24.0,
 ) -> list[Candidate]:
-    """Who could go to the incident: the ready people, nearest first, then those busy elsewhere.
+    """Who could go to the incident: the ready people, the rested nearest first, then the fatigued
+    (over `max_duty_hours` in the last 24 h), then those busy elsewhere.
 
     Distance from their last check-in location, else from the TPS they cover, to the incident's TPS
     (an area incident has no place: nobody has a distance there, and they keep roster order).
@@ -138,8 +145,17 @@ def rank_candidates(
         where, how = _where(p, tps_of)
         distance = haversine_km(where, spot) if where and spot else None
         assignment = busy.get(p.personnel_id)
-        out.append(Candidate(p, distance, how, assignment))
-    out.sort(key=lambda c: (not c.available, c.distance_km is None, c.distance_km or 0.0, c.person.personnel_id))
+        hours = hours_on_duty(list(p.duty or []), now)
+        out.append(Candidate(p, distance, how, assignment, hours, hours > max_duty_hours))
+    out.sort(
+        key=lambda c: (
+            not c.available,
+            c.fatigued,
+            c.distance_km is None,
+            c.distance_km or 0.0,
+            c.person.personnel_id,
+        )
+    )
     return out
 
 
@@ -152,7 +168,14 @@ class Orders(Operator):
         if inc.tps_id and (here := self.store.tps(inc.tps_id)) is not None:
             tps_of[inc.tps_id] = here
         busy = busy_people(self.store.open_of_kecamatan(inc.kecamatan))
-        return rank_candidates(inc, people=people, tps_of=tps_of, busy=busy, now=self.clock.now())
+        return rank_candidates(
+            inc,
+            people=people,
+            tps_of=tps_of,
+            busy=busy,
+            now=self.clock.now(),
+            max_duty_hours=self.policy.max_duty_hours,
+        )
 
     def assign(
         self,

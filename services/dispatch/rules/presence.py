@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from services.dispatch.domain import Personnel, Tps
-from services.dispatch.rules.base import SYSTEM, Received, _short_id
+from services.dispatch.rules.base import CHECKIN_FRESH, SYSTEM, Received, _short_id
 from services.dispatch.rules.reports import Reports
 from siaga.clock import as_utc, iso
 from siaga.events import (
@@ -13,6 +13,34 @@ from siaga.events import (
     Checkin,
     TpsStatus,
 )
+
+DUTY_WINDOW = timedelta(hours=24)
+
+
+def record_duty(stretches: list[list[str]], *, on_duty: bool, was_on_duty: bool, at: datetime) -> list[list[str]]:
+    """The on-duty stretches after a check-in at `at`: an on-duty check-in extends the last stretch
+    when the person was on duty and checked in within the hour (CHECKIN_FRESH), else starts one;
+    any other status ends it there. Stretches ended over 24 h before `at` are dropped."""
+    out = [s for s in stretches if at - as_utc(datetime.fromisoformat(s[1])) <= DUTY_WINDOW]
+    if not on_duty:
+        return out
+    stamp = iso(at) or ""
+    if was_on_duty and out and timedelta(0) <= at - as_utc(datetime.fromisoformat(out[-1][1])) <= CHECKIN_FRESH:
+        out[-1] = [out[-1][0], stamp]
+    else:
+        out.append([stamp, stamp])
+    return out
+
+
+def hours_on_duty(stretches: list[list[str]], now: datetime) -> float:
+    """Hours on duty in the 24 h before `now`."""
+    since = now - DUTY_WINDOW
+    total = timedelta(0)
+    for start, end in stretches:
+        a, b = max(as_utc(datetime.fromisoformat(start)), since), min(as_utc(datetime.fromisoformat(end)), now)
+        if b > a:
+            total += b - a
+    return total.total_seconds() / 3600
 
 
 class Presence(Reports):
@@ -24,6 +52,10 @@ class Presence(Reports):
         if person is None:
             person = Personnel(personnel_id=p.personnel_id, name=p.personnel_id, tps_ids=[tps.tps_id])
         if person.last_checkin_at is None or occurred >= as_utc(person.last_checkin_at):
+            was_on_duty = person.status == "on_duty"
+            person.duty = record_duty(
+                list(person.duty or []), on_duty=p.status == "on_duty", was_on_duty=was_on_duty, at=occurred
+            )
             person.status, person.last_checkin_at = p.status, occurred
             if p.battery is not None:
                 person.battery = p.battery

@@ -190,7 +190,7 @@ async def _post_csv(client: httpx.AsyncClient, url: str, path: Path, auth: dict[
     return answer
 
 
-# Durations of the escalation policy (paths into the policy document), in minutes or seconds.
+# Durations of the escalation policy (paths into the policy document), in minutes, seconds or hours.
 POLICY_DURATIONS: list[tuple[str, ...]] = [
     ("local_window_minutes",),
     ("late_grace_seconds",),
@@ -199,6 +199,8 @@ POLICY_DURATIONS: list[tuple[str, ...]] = [
     ("grouping_minutes",),
     ("spread", "window_minutes"),
     ("silent_post_minutes",),
+    ("escort_grace_minutes",),
+    ("max_duty_hours",),
 ]
 ORDER_ACK_FLOOR_MINUTES = 1.5  # real minutes: a poll a minute plus a few seconds to acknowledge
 

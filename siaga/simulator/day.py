@@ -179,7 +179,7 @@ async def run_day(
                 "type": e.event["type"],
                 "tps_id": e.event["tps_id"],
                 "occurred_at": iso(real_at(e.at)),
-                "payload": e.event["payload"],
+                "payload": real_payload(e.event["payload"], speed),
             }
             for e in send.events
         ]
@@ -265,3 +265,12 @@ async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def real_payload(payload: dict[str, Any], speed: float) -> dict[str, Any]:
+    """The payload as sent: a duration in it (an escort's `expected_minutes`) is simulated time,
+    so it runs `speed` times faster too, as the event times do."""
+    if "expected_minutes" not in payload:
+        return payload
+    return {**payload, "expected_minutes": max(float(payload["expected_minutes"]) / speed, 0.01)}
+

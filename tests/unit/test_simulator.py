@@ -433,3 +433,12 @@ async def test_start_at_skips_the_morning_but_sends_each_phase_so_far(ingest: tu
     # Nothing from before 13:30 but the phase catch-up; the rest maps onto the run.
     early = [e for _, e in all_events(fake) if datetime.fromisoformat(e["occurred_at"]) < anchor]
     assert {e["type"] for e in early} == {"tps.status"}
+
+
+def test_an_escorts_expected_time_runs_at_the_speed_of_the_day() -> None:
+    from siaga.simulator.day import real_payload
+
+    departed = {"box_ids": ["B"], "to": "PPK", "expected_minutes": 30}
+    assert real_payload(departed, 20)["expected_minutes"] == 1.5
+    assert departed["expected_minutes"] == 30, "the plan is not changed"
+    assert real_payload({"phase": "voting"}, 20) == {"phase": "voting"}

@@ -273,4 +273,3 @@ def real_payload(payload: dict[str, Any], speed: float) -> dict[str, Any]:
     if "expected_minutes" not in payload:
         return payload
     return {**payload, "expected_minutes": max(float(payload["expected_minutes"]) / speed, 0.01)}
-

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from siaga.demo import DeviceToken, demo_personnel, demo_tps, plan_devices, read_kecamatan
 from siaga.events import PAYLOADS, EventType, FieldEvent, IncidentReported, Phase
 from siaga.simulator import add_simulate_parser, run_day, run_load, run_simulate
+from siaga.simulator.day import real_payload
 from siaga.simulator.fleet import build_fleet
 from siaga.simulator.plan import DayPlanner
 from siaga.simulator.texts import load_texts
@@ -436,8 +437,6 @@ async def test_start_at_skips_the_morning_but_sends_each_phase_so_far(ingest: tu
 
 
 def test_an_escorts_expected_time_runs_at_the_speed_of_the_day() -> None:
-    from siaga.simulator.day import real_payload
-
     departed = {"box_ids": ["B"], "to": "PPK", "expected_minutes": 30}
     assert real_payload(departed, 20)["expected_minutes"] == 1.5
     assert departed["expected_minutes"] == 30, "the plan is not changed"

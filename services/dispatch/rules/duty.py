@@ -44,17 +44,19 @@ class Duty(Orders):
         """After a check-in: open a coverage incident if the TPS fell short, resolve it once whole again."""
         if tps.phase not in {ph.value for ph in self.policy.operating_phases}:
             return
+        opened = [i for i in self.store.open_at_tps(tps.tps_id) if i.category == Category.COVERAGE.value]
+        if p.status == "on_duty" and not opened:
+            return  # the usual check-in: it can neither open a gap nor close one (and counts nobody)
         police, people = self.on_duty_at(tps)
         need = self.policy.min_on_duty
         short = police < need.police or people < need.people
-        opened = [i for i in self.store.open_at_tps(tps.tps_id) if i.category == Category.COVERAGE.value]
         if not short:
             for inc in opened:
                 text = f"covered again: {police} police and {people} people on duty"
                 self._resolve(inc, actor=SYSTEM, resolution=text, at=r.event.occurred_at)
             return
         if opened or p.status == "on_duty":
-            return  # already flagged; or short but nobody just dropped out (the day is still starting)
+            return  # already flagged; or short, but nobody just dropped out
         self._open_coverage(r, tps, p, police, people)
 
     def _open_coverage(self, r: Received, tps: Tps, p: Checkin, police: int, people: int) -> None:

@@ -10,8 +10,6 @@ from the form reaches the addressed device's inbox and no other.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.integration.operator_helpers import eventually
+from tests.integration.operator_helpers import eventually, roster_csv
 from tests.plugins.browser import OfflinePage
 from tests.security import Rig, served_rig, tps_csv
 
@@ -48,14 +46,6 @@ CHECKINS = [
 ALLOWED_CONSOLE = re.compile(r"Failed to load resource: the server responded with a status of (409|422)")
 
 
-def roster_csv() -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["personnel_id", "name", "unit", "role", "tps_ids"])
-    w.writerows(ROSTER)
-    return buf.getvalue().encode()
-
-
 class Field:
     """The rig's field side: a TPS device that reports and checks people in, and personal devices."""
 
@@ -68,7 +58,7 @@ class Field:
         rows = [{"name": f"TPS {t['tps_id']}", "kecamatan": KECAMATAN, "desa": "Desa", "rawan": "", **t} for t in TPS]
         csv_type = {"Content-Type": "text/csv"}
         await self.rig.admin("POST", "/v1/admin/tps/import", content=tps_csv(rows), headers=csv_type)
-        await self.rig.admin("POST", "/v1/admin/personnel/import", content=roster_csv(), headers=csv_type)
+        await self.rig.admin("POST", "/v1/admin/personnel/import", content=roster_csv(ROSTER), headers=csv_type)
         _, self.reporter = await self.rig.issue_device([t["tps_id"] for t in TPS])
         for person, tps_id in (("R1", "OA3"), ("R2", "OA2")):
             r = await self.rig.admin("POST", "/v1/admin/devices", json={"personnel_id": person, "tps_ids": [tps_id]})

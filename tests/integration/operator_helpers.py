@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -127,3 +129,12 @@ def z(when: datetime) -> str:
     out = iso(when)
     assert out is not None
     return out
+
+
+def roster_csv(rows: Sequence[tuple[str, ...]]) -> bytes:
+    """A roster import (personnel_id, name, unit, role, tps_ids) of these rows."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["personnel_id", "name", "unit", "role", "tps_ids"])
+    w.writerows(rows)
+    return buf.getvalue().encode()

@@ -11,8 +11,6 @@ addressees.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 
 from siaga.clock import ManualClock
-from tests.integration.operator_helpers import clocked_rig, eventually, get_incident, report, tick
+from tests.integration.operator_helpers import clocked_rig, eventually, get_incident, report, roster_csv, tick
 from tests.security import Rig
 
 NOW = datetime(2024, 11, 27, 8, 0, tzinfo=UTC)
@@ -55,14 +53,6 @@ ROSTER = [
     ("X1", "Bripda Joko", "Polsek", "pam_tps", "FB1"),  # another kecamatan
     ("R5", "Bripda Lama", "Polsek", "pam_tps", "FA2"),  # checked in over an hour ago
 ]
-
-
-def roster_csv() -> bytes:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["personnel_id", "name", "unit", "role", "tps_ids"])
-    w.writerows(ROSTER)
-    return buf.getvalue().encode()
 
 
 class Field:
@@ -108,7 +98,7 @@ class Field:
 async def field(tmp_path: Path) -> AsyncIterator[Field]:
     async with clocked_rig(tmp_path, NOW, TPS) as (rig, clock, token):
         await rig.admin(
-            "POST", "/v1/admin/personnel/import", content=roster_csv(), headers={"Content-Type": "text/csv"}
+            "POST", "/v1/admin/personnel/import", content=roster_csv(ROSTER), headers={"Content-Type": "text/csv"}
         )
         f = Field(rig, clock, token)
         await f.checkin("FA1", "R5", "on_duty")

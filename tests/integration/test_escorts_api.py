@@ -64,7 +64,7 @@ async def test_a_late_escort_opens_escort_overdue_and_its_arrival_closes_it(rig:
 
         async def in_transit() -> bool:
             frames = [u for u in await updates.read() if u.get("type") == "tps" and u["tps"]["tps_id"] == "EK1"]
-            return bool(frames) and [e["box_ids"] for e in frames[-1]["tps"]["escorts"]] == [boxes]
+            return bool(frames) and [e["box_ids"] for e in frames[-1]["tps"].get("escorts", [])] == [boxes]
 
         assert await eventually(in_transit), "the dashboard's TPS frame carries the boxes in transit"
 

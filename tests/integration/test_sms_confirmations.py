@@ -183,8 +183,12 @@ async def test_ok_from_someone_with_no_order_above_level_0_is_refused(
     iid = await r.wait_for_incident("SC1")
     code = (await act(r, iid, "escalate"))["code"]
     await sms(r, token, AHMAD, f"OK {code}")
-    texts = await texts_to(gateway, AHMAD, 2)
-    assert any(code in t and "tidak berlaku" in t for t in texts[1:]), texts
+
+    async def refused() -> bool:  # after the report's confirmation, and any word of the escalation
+        texts = await texts_to(gateway, AHMAD, 2)
+        return any(code in t and "tidak berlaku" in t for t in texts[1:])
+
+    assert await eventually(refused), await texts_to(gateway, AHMAD, 2)
     assert (await get_incident(r, iid))["status"] == "escalated", "the on-site person is not level 1"
 
 

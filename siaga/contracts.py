@@ -159,6 +159,32 @@ class TpsPublic(_Part):
     checked_in: int = Field(default=0, ge=0)
     last_checkin_at: AwareDatetime | None = None
     open_incidents: int = Field(default=0, ge=0)
+    # The health of its personnel (SPEC section 9), summed per kecamatan by the dashboard. Each is
+    # left out when zero: a national snapshot carries every TPS, and most have nothing to say.
+    unwell: int = Field(
+        default=0, ge=0, description="Personnel whose newest check-in here says unwell.", exclude_if=lambda v: not v
+    )
+    off_duty: int = Field(
+        default=0, ge=0, description="Personnel whose newest check-in here says off_duty.", exclude_if=lambda v: not v
+    )
+    fatigued: int = Field(
+        default=0,
+        ge=0,
+        description="Personnel on duty here over the policy's max_duty_hours in the last 24 h.",
+        exclude_if=lambda v: not v,
+    )
+    lapsed: int = Field(
+        default=0,
+        ge=0,
+        description="Personnel on duty here whose last check-in is over an hour old (gone silent).",
+        exclude_if=lambda v: not v,
+    )
+    duty_days: int = Field(
+        default=0,
+        ge=0,
+        description="The most days on duty of anyone checked in here (dates, WIB, with an on-duty check-in).",
+        exclude_if=lambda v: not v,
+    )
     # Left out when empty: most TPS have none, and a national snapshot carries every TPS.
     escorts: list[EscortPublic] = Field(
         default_factory=list, description="Boxes in transit from this TPS.", exclude_if=lambda v: not v

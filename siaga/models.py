@@ -58,6 +58,8 @@ class Personnel(SQLModel, table=True):
     phone: str | None = Field(default=None, index=True, unique=True, max_length=20)
     # Stretches on duty in the last 24 h, [[start, end], ...] (ISO times): the fatigue flag's input.
     duty: list[list[str]] = _json()
+    # The dates (WIB) of the duty period on which the person checked in on duty: days on duty.
+    duty_days: list[str] = _json()
 
 
 class Device(SQLModel, table=True):

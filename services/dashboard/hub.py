@@ -92,16 +92,28 @@ class _IncidentPart:
         )
 
 
+HEALTH = ("unwell", "off_duty", "fatigued", "lapsed")  # the personnel counts a TPS frame carries
+
+
 @dataclass(frozen=True)
 class _TpsPart:
     kecamatan: str
     state: str
     assigned: int
     checked_in: int
+    health: tuple[int, ...]  # HEALTH, in order
+    duty_days: int
 
     @classmethod
     def of(cls, tps: TpsPublic) -> _TpsPart:
-        return cls(kecamatan=tps.kecamatan, state=tps.state.value, assigned=tps.assigned, checked_in=tps.checked_in)
+        return cls(
+            kecamatan=tps.kecamatan,
+            state=tps.state.value,
+            assigned=tps.assigned,
+            checked_in=tps.checked_in,
+            health=(tps.unwell, tps.off_duty, tps.fatigued, tps.lapsed),
+            duty_days=tps.duty_days,
+        )
 
 
 @dataclass
@@ -116,6 +128,7 @@ class _Aggregates:
     tps_states: Counter[str] = field(default_factory=Counter)
     assigned: int = 0
     checked_in: int = 0
+    health: Counter[str] = field(default_factory=Counter)
 
     def _kec(self, name: str) -> Counter[str]:
         c = self.kec.get(name)
@@ -139,7 +152,14 @@ class _Aggregates:
 
     def tps(self, p: _TpsPart, sign: int) -> None:
         self.tps_states[p.state] += sign
-        self._kec(p.kecamatan)["tps"] += sign
+        k = self._kec(p.kecamatan)
+        k["tps"] += sign
+        k["on_duty"] += sign * p.checked_in
+        for name, n in zip(HEALTH, p.health, strict=True):
+            k[name] += sign * n
+            self.health[name] += sign * n
+        if p.duty_days:  # a histogram, so that the kecamatan's most days on duty survives a subtraction
+            k[f"days:{p.duty_days}"] += sign
         self.assigned += sign * p.assigned
         self.checked_in += sign * p.checked_in
 
@@ -149,6 +169,14 @@ class _Aggregates:
             return None
         mid = len(d) // 2
         return d[mid] if len(d) % 2 else (d[mid - 1] + d[mid]) / 2
+
+
+def _kecamatan(c: Counter[str]) -> dict[str, int]:
+    """One kecamatan's row of the stats: its incidents, and the health of its personnel (SPEC section 9)."""
+    days = [int(k[5:]) for k, n in c.items() if k.startswith("days:") and n > 0]
+    row = {k: c[k] for k in ("tps", "open", "escalated", "resolved", "on_duty", *HEALTH)}
+    row["duty_days"] = max(days, default=0)
+    return row
 
 
 def _share(part: int, whole: int) -> float | None:
@@ -343,11 +371,7 @@ class Hub:
         a = self._agg
         resolved = a.by_status["resolved"]
         unresolved = sum(a.by_status[s] for s in a.by_status if s != "resolved")
-        by_kec = {
-            name: {k: c[k] for k in ("tps", "open", "escalated", "resolved")}
-            for name, c in sorted(a.kec.items())
-            if name and any(c.values())
-        }
+        by_kec = {name: _kecamatan(c) for name, c in sorted(a.kec.items()) if name and any(c.values())}
         median = a.median_resolve_s()
         return {
             "incidents": {
@@ -364,6 +388,7 @@ class Hub:
                 "assigned": a.assigned,
                 "checked_in": a.checked_in,
                 "share": _share(min(a.checked_in, a.assigned), a.assigned),
+                **{name: a.health[name] for name in HEALTH},
             },
             "silent_posts": a.tps_states["silent"],
             "alert_failures": a.alert_failures,

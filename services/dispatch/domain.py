@@ -74,6 +74,7 @@ class Personnel(_Row):
     lat: float | None = None  # the newest check-in location, when one was sent
     lon: float | None = None
     duty: list[list[str]] = field(default_factory=list)  # on-duty stretches of the last 24 h: rules/presence.py
+    duty_days: list[str] = field(default_factory=list)  # dates (WIB) with an on-duty check-in: rules/presence.py
 
 
 @dataclass(slots=True, eq=False)

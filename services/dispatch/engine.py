@@ -145,4 +145,5 @@ class Engine(Duty):
                 self.store.save_incident(inc)
         changes += self._silent_posts(now)
         changes += self._escorts_due(now)
+        changes += self._lapsed_posts(now)
         return changes

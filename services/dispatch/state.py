@@ -25,7 +25,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, and_, func
@@ -35,7 +35,7 @@ from sqlmodel import Session, col, select
 from services.dispatch.bulk import Bulk, chunks
 from services.dispatch.domain import Correction, Incident, Personnel, TimelineItem, Tps, order_due_at
 from services.dispatch.inbox import inbox_row, insert_inbox
-from services.dispatch.store import OPEN_STATUSES, escort_timers
+from services.dispatch.store import CHECKIN_FRESH, OPEN_STATUSES, escort_timers, lapse_due
 from siaga import models as rows
 from siaga import topics
 from siaga.audit import chain_hash, entry_content
@@ -148,6 +148,11 @@ class OwnedState:
         # (due, tps id, escort id) of ballot-box escorts on the road; an escort is pushed once.
         self._escort_due: list[tuple[datetime, str, str]] = []
         self._escort_watched: set[str] = set()
+        # (when an on-duty check-in goes stale, tps id): one entry a TPS at most (those in `_in_lapse`),
+        # at its earliest unmarked on-duty check-in's expiry; as with `_quiet`, a newer check-in
+        # moves that on without touching the heap, and a surfacing entry that is early goes back in.
+        self._lapse: list[tuple[datetime, str]] = []
+        self._in_lapse: set[str] = set()
         # Rows known to be in the database (read from it, or written back): their write-back is a
         # narrow UPDATE of the owner's columns, not an upsert that binds every registry column too.
         self._stored_tps: set[str] = set()
@@ -209,6 +214,9 @@ class OwnedState:
         self._escort_due = [e for e in self._escort_due if e[1] in self.tps_rows]
         heapq.heapify(self._escort_due)
         self._escort_watched = {e[2] for e in self._escort_due}
+        self._lapse = [e for e in self._lapse if e[1] in self.tps_rows]
+        heapq.heapify(self._lapse)
+        self._in_lapse = {t for _, t in self._lapse}
 
     def forget(self) -> None:
         """Drop everything: after a failed batch, what memory holds may be half-changed."""
@@ -228,6 +236,7 @@ class OwnedState:
         self.tps_rows[tps.tps_id] = tps
         self._watch_quiet(tps)
         self._watch_escorts(tps)
+        self._watch_lapse(tps)
 
     def _watch_escorts(self, tps: Tps) -> None:
         """Put the TPS's escorts still waiting for their boxes in the escort timers (once each)."""
@@ -237,6 +246,15 @@ class OwnedState:
             if escort_id not in self._escort_watched:
                 heapq.heappush(self._escort_due, (due, tps.tps_id, escort_id))
                 self._escort_watched.add(escort_id)
+
+    def _watch_lapse(self, tps: Tps) -> None:
+        """Put the TPS in the lapse timers when an on-duty check-in of it can go stale."""
+        if tps.tps_id in self._in_lapse or not tps.checkins:
+            return
+        due = lapse_due(tps, CHECKIN_FRESH)
+        if due is not None:
+            heapq.heappush(self._lapse, (due, tps.tps_id))
+            self._in_lapse.add(tps.tps_id)
 
     def _watch_quiet(self, tps: Tps) -> None:
         """Put the TPS in the silent-post timers unless it is there already (then it is found in time)."""
@@ -397,6 +415,7 @@ class OwnedState:
         self.tps_rows[tps.tps_id] = tps  # a new TPS joins its kecamatan; a load never replaces it
         self._watch_quiet(tps)
         self._watch_escorts(tps)
+        self._watch_lapse(tps)
         self.changes.tps.add(tps.tps_id)
 
     def personnel(self, personnel_id: str) -> Personnel | None:
@@ -593,6 +612,23 @@ class OwnedState:
                 out.append((tps, escort_id))
             # else: arrived, flagged already, or its TPS went to another owner
         return out
+
+    def lapsed_posts(self, now: datetime, fresh: timedelta) -> list[Tps]:
+        """TPS with an on-duty check-in gone stale and not marked yet, from the timer heap."""
+        out: dict[str, Tps] = {}
+        while self._lapse and self._lapse[0][0] <= now:
+            _, tps_id = heapq.heappop(self._lapse)
+            self._in_lapse.discard(tps_id)
+            tps = self.tps_rows.get(tps_id)
+            if tps is None:
+                continue
+            due = lapse_due(tps, fresh)
+            if due is not None and due <= now:
+                out[tps_id] = tps  # the engine marks it, and saving the TPS puts its next one in
+            elif due is not None:
+                heapq.heappush(self._lapse, (due, tps_id))
+                self._in_lapse.add(tps_id)
+        return list(out.values())
 
     def timeline(self, incident: Incident, *, at: datetime, actor: str, action: str, detail: dict[str, Any]) -> None:
         seq, prev = self._chains.get(incident.id, (0, ""))

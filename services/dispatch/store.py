@@ -19,6 +19,7 @@ from siaga.models import TimelineEntry
 from siaga.short_codes import new_code
 
 OPEN_STATUSES = ("open", "escalated", "acknowledged")
+CHECKIN_FRESH = timedelta(minutes=60)  # a check-in this old still counts its person on duty
 
 
 class Store(Protocol):
@@ -53,6 +54,10 @@ class Store(Protocol):
     def silent_candidates(self, phases: Sequence[str], seen_before: datetime) -> list[Tps]: ...
     def overdue_escorts(self, now: datetime) -> list[tuple[Tps, str]]:
         """(TPS, escort id) of each escort in transit whose `due_at` has passed and has no incident yet."""
+        ...
+
+    def lapsed_posts(self, now: datetime, fresh: timedelta) -> list[Tps]:
+        """TPS where an on-duty check-in not yet marked `lapsed` is older than `fresh` (rules/duty.py)."""
         ...
 
     def reload_tps(self, tps_ids: Sequence[str]) -> list[Tps]:
@@ -184,6 +189,9 @@ class MemoryStore:
     def overdue_escorts(self, now: datetime) -> list[tuple[Tps, str]]:
         return [(t, eid) for t in self.tps_rows.values() for due, eid in escort_timers(t) if due <= now]
 
+    def lapsed_posts(self, now: datetime, fresh: timedelta) -> list[Tps]:
+        return [t for t in self.tps_rows.values() if (due := lapse_due(t, fresh)) is not None and due <= now]
+
     def reload_tps(self, tps_ids: Sequence[str]) -> list[Tps]:
         return [self.tps_rows[t] for t in tps_ids if t in self.tps_rows]  # the tests change the rows themselves
 
@@ -221,6 +229,18 @@ def escort_timers(tps: Tps) -> list[tuple[datetime, str]]:
         for e in tps.escorts or ()
         if e["state"] == "in_transit" and not e.get("incident_id") and e.get("due_at")
     ]
+
+
+def lapse_due(tps: Tps, fresh: timedelta) -> datetime | None:
+    """When the TPS's next on-duty check-in not marked `lapsed` grows older than `fresh`."""
+    due: datetime | None = None
+    for info in (tps.checkins or {}).values():
+        at = info.get("at") if isinstance(info, dict) else None
+        if at and info.get("status") == "on_duty" and not info.get("lapsed"):
+            when = as_utc(datetime.fromisoformat(at)) + fresh
+            if due is None or when < due:
+                due = when
+    return due
 
 
 def coverage(tps: Tps, now: datetime, fresh: timedelta) -> int:

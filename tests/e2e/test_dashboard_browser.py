@@ -170,6 +170,10 @@ async def dashboard_with_fake_dispatch(tmp_path: Path) -> AsyncIterator[tuple[st
 
 async def test_page_draws_the_map_feed_and_queue_and_acknowledges(tmp_path: Path, offline_page: OfflinePage) -> None:
     tps, incidents = scenario()
+    # The health of one kecamatan's personnel, spread over two of its TPS (SPEC section 9).
+    first, second = [t for t in tps if t["kecamatan"] == tps[0]["kecamatan"]][:2]
+    first |= {"unwell": 1, "fatigued": 1, "duty_days": 3}
+    second |= {"off_duty": 2, "lapsed": 1, "duty_days": 2}
     async with dashboard_with_fake_dispatch(tmp_path) as (address, ctx, bus, calls):
         await publish(bus, tps=tps, incidents=incidents)
         operator = issue_api_token(ctx.engine, name="ops-room", role=Role.OPERATOR, now=now())
@@ -198,6 +202,14 @@ async def test_page_draws_the_map_feed_and_queue_and_acknowledges(tmp_path: Path
         assert await page.text_content("#kpi-tps") == str(len(tps))
         assert await page.text_content("#kpi-alert-failures") == "1"
         assert await page.locator("#kec-body tr").count() == len(KECAMATAN)
+        row = page.locator(f'#kec-body tr[data-kecamatan="{first["kecamatan"]}"]')
+        health = {k: await row.locator(f'td[data-health="{k}"]').text_content() for k in ("unwell", "off_duty")}
+        health |= {k: await row.locator(f'td[data-health="{k}"]').text_content() for k in ("fatigued", "lapsed")}
+        assert health == {"unwell": "1", "off_duty": "2", "fatigued": "1", "lapsed": "1"}
+        on_duty = sum(t["checked_in"] for t in tps if t["kecamatan"] == first["kecamatan"])
+        cells = await row.locator("td").all_text_contents()
+        assert (cells[5], cells[-1]) == (str(on_duty), "3"), "on duty, then the most days on duty"
+        assert await row.locator('td[data-health="unwell"]').get_attribute("class") == "num health warn"
 
         # a new incident arrives live, at the top of the feed
         where = tps[0]

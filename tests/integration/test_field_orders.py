@@ -6,7 +6,7 @@ kecamatan left out); an unacknowledged order is re-sent once after `order_ack_mi
 flagged unanswered; each device's inbox holds only what is meant for its TPS, kecamatan and person,
 resumes from its cursor with no gap and no duplicate, and answers 304 when nothing changed; an
 acknowledgement lands on the incident's timeline and stops the re-send; messages reach only their
-addressees.
+addressees; an officer who goes silent while the Linmas still checks in leaves the post short.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from siaga import topics
 from siaga.clock import ManualClock
-from tests.integration.operator_helpers import clocked_rig, eventually, get_incident, report, roster_csv, tick
+from tests.integration.operator_helpers import Tap, clocked_rig, eventually, get_incident, report, roster_csv, tick
 from tests.security import Rig
 
 NOW = datetime(2024, 11, 27, 8, 0, tzinfo=UTC)
@@ -71,6 +72,11 @@ class Field:
         ev = self.rig.event(
             tps_id, type="checkin", payload={"personnel_id": personnel_id, "status": status, "battery": 80, **extra}
         )
+        r = await self.rig.client.post("/v1/events", json=ev, headers={"Authorization": f"Bearer {self.token}"})
+        assert r.status_code == 202, r.text
+
+    async def phase(self, tps_id: str, phase: str) -> None:
+        ev = self.rig.event(tps_id, type="tps.status", payload={"phase": phase})
         r = await self.rig.client.post("/v1/events", json=ev, headers={"Authorization": f"Bearer {self.token}"})
         assert r.status_code == 202, r.text
 
@@ -312,12 +318,7 @@ async def test_messages_reach_only_their_addressees_and_the_cursor_pages_without
 
 async def test_an_unwell_officer_at_a_post_left_short_opens_coverage_with_replacements(field: Field) -> None:
     f = field
-    r = await f.rig.client.post(
-        "/v1/events",
-        json=f.rig.event("FA1", type="tps.status", payload={"phase": "voting"}),
-        headers={"Authorization": f"Bearer {f.token}"},
-    )
-    assert r.status_code == 202, r.text
+    await f.phase("FA1", "voting")
     await f.checkin("FA1", "R4", "unwell")  # FA1 keeps only Linmas Ujang: no police, one person
     iid = await f.rig.wait_for_incident("FA1")
     inc = await get_incident(f.rig, iid)
@@ -334,3 +335,35 @@ async def test_an_unwell_officer_at_a_post_left_short_opens_coverage_with_replac
         return (await get_incident(f.rig, iid))["status"] == "resolved"
 
     assert await eventually(covered), "back at both minimums: the coverage incident is resolved"
+
+
+async def test_an_officer_gone_silent_while_the_linmas_checks_in_opens_coverage(field: Field) -> None:
+    f = field
+    await f.phase("FA1", "voting")
+    await tick(f.rig)  # R5's hour-old check-in lapses: FA1 still has R4 and L1, nothing opens
+    async with Tap(f.rig, topics.INCIDENT_UPDATES) as updates:
+        f.clock.advance(minutes=50)
+        await f.checkin("FA1", "L1", "on_duty")  # Linmas Ujang keeps checking in; Brigpol Dewi does not
+
+        async def fa1() -> list[dict[str, Any]]:
+            return [u["tps"] for u in await updates.read() if u.get("type") == "tps" and u["tps"]["tps_id"] == "FA1"]
+
+        async def applied() -> bool:
+            return any(t["last_checkin_at"] == "2024-11-27T09:51:00Z" for t in await fa1())
+
+        assert await eventually(applied), "dispatch applied the Linmas's check-in"
+        f.clock.advance(minutes=11)
+        await tick(f.rig)
+        iid = await f.rig.wait_for_incident("FA1")
+        inc = await get_incident(f.rig, iid)
+        assert (inc["category"], inc["status"]) == ("coverage", "open")
+        assert inc["facts"]["dropped_out"]["personnel_id"] == "R4"
+        assert inc["facts"]["dropped_out"]["status"] == "silent"
+        assert (inc["facts"]["police_on_duty"], inc["facts"]["on_duty"]) == (0, 1)
+
+        async def counted() -> bool:
+            frames = await fa1()
+            last = frames[-1] if frames else {}
+            return (last.get("lapsed"), last.get("unwell"), last.get("checked_in")) == (2, 1, 1)
+
+        assert await eventually(counted), "the TPS frame counts R4 and R5 lapsed, R3 unwell, L1 on duty"

@@ -26,7 +26,8 @@ from siaga.models import AlertDelivery, Incident, TimelineEntry, Tps
 T0 = datetime(2026, 2, 14, 8, 0, tzinfo=UTC)
 NEW_COLUMNS = {("alertdelivery", "sent_at"), ("incident", "last_alert_failure")}  # 0002
 # Columns later revisions add to the tables 0001 had (0006: source; 0007: field orders and check-in
-# locations; 0008: short codes and phones; 0009: ballot-box escorts; 0010: duty hours).
+# locations; 0008: short codes and phones; 0009: ballot-box escorts; 0010: duty hours;
+# 0011: days on duty).
 LATER_COLUMNS = {
     ("incident", "source"),
     ("incident", "orders"),
@@ -36,6 +37,7 @@ LATER_COLUMNS = {
     ("personnel", "phone"),
     ("tps", "escorts"),
     ("personnel", "duty"),
+    ("personnel", "duty_days"),
 }
 
 # The 0001 schema, spelled out: the models now have columns that 0001 lacks, so rows go in through these.
@@ -169,7 +171,7 @@ def upgrade_logs(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_empty_database_reaches_head_and_matches_the_models(engine: Engine) -> None:
     assert db.current_revision(engine) is None
     db.create_schema(engine)
-    assert db.current_revision(engine) == db.head_revision() == "0010"
+    assert db.current_revision(engine) == db.head_revision() == "0011"
     assert set(sa.inspect(engine).get_table_names()) == set(SQLModel.metadata.tables) | {"alembic_version"}
     # Alembic's autogenerate compares tables, columns, types, nullability, indexes and unique constraints.
     assert db.schema_differences(engine) == []

@@ -147,3 +147,63 @@ def test_a_fatigued_person_is_flagged_and_sent_only_after_the_rested(engine: Eng
     assert by_id["R1"].public(engine.clock.now())["fatigued"] is True
     order = engine.assign(inc.id, actor="operator:t", personnel_id=None)
     assert order["personnel_id"] != "R1", "nearest skips the fatigued while someone rested is free"
+
+
+def test_someone_who_goes_silent_while_the_others_check_in_leaves_the_tps_short(engine: Engine) -> None:
+    assert isinstance(engine.clock, ManualClock)
+    for pid in ("P1", "L1", "L2"):
+        checkin(engine, "T1", pid, "on_duty")
+    for _ in range(4):  # the Linmas keep checking in every 15 minutes; the officer P1 does not
+        engine.clock.advance(minutes=15)
+        engine.tick()
+        checkin(engine, "T1", "L1", "on_duty")
+        checkin(engine, "T1", "L2", "on_duty")
+    assert coverage_incidents(engine) == [], "P1 is stale only after 60 minutes"
+    engine.clock.advance(minutes=1)
+    engine.tick()
+    (inc,) = coverage_incidents(engine)
+    assert inc.tps_id == "T1" and inc.status == "open"
+    assert inc.facts["dropped_out"]["personnel_id"] == "P1" and inc.facts["dropped_out"]["status"] == "silent"
+    assert (inc.facts["police_on_duty"], inc.facts["on_duty"]) == (0, 2)
+    assert "P1 went silent" in inc.why[0]
+    assert tps(engine, "T1").checkins["P1"]["lapsed"] is True
+    engine.clock.advance(minutes=5)
+    engine.tick()
+    assert len(coverage_incidents(engine)) == 1, "a lapse is acted on once"
+
+    checkin(engine, "T1", "P1", "on_duty")  # back: covered again
+    assert inc.status == "resolved"
+    assert "lapsed" not in tps(engine, "T1").checkins["P1"]
+
+
+def test_a_post_where_everyone_falls_silent_is_a_silent_post_not_a_coverage_gap(engine: Engine) -> None:
+    assert isinstance(engine.clock, ManualClock)
+    for pid in ("P1", "L1", "L2"):
+        checkin(engine, "T1", pid, "on_duty")
+    engine.clock.advance(minutes=61)
+    engine.tick()
+    assert coverage_incidents(engine) == []
+    assert all(info.get("lapsed") for info in tps(engine, "T1").checkins.values())
+
+
+def test_the_tps_frame_counts_unwell_off_duty_fatigued_lapsed_and_days_on_duty(engine: Engine) -> None:
+    from services.dispatch.rules.base import tps_public
+
+    assert isinstance(engine.clock, ManualClock)
+    checkin(engine, "T1", "P1", "on_duty")  # 17:00 WIB on the 27th
+    engine.clock.advance(hours=24)
+    for _ in range(4 * 17):  # from 17:00 WIB on the 28th, P1 is on duty for 17 hours, past midnight
+        checkin(engine, "T1", "P1", "on_duty")
+        engine.clock.advance(minutes=15)
+    checkin(engine, "T1", "P1", "on_duty")
+    checkin(engine, "T1", "L1", "unwell")
+    checkin(engine, "T1", "L2", "off_duty")
+    t1 = tps(engine, "T1")
+    now = engine.clock.now()
+    frame = tps_public(t1, [], now)
+    assert (frame.unwell, frame.off_duty, frame.fatigued, frame.lapsed) == (1, 1, 1, 0)
+    assert frame.duty_days == 3, "P1 checked in on duty on three dates (WIB)"
+    assert engine.store.personnel("P1").duty_days == ["2024-11-27", "2024-11-28", "2024-11-29"]  # type: ignore[union-attr]
+    later = tps_public(t1, [], now + timedelta(minutes=61))
+    assert (later.fatigued, later.lapsed) == (0, 1), "an hour later P1 is no longer checked in: lapsed"
+    assert "lapsed" not in tps_public(tps(engine, "T3"), [], now).model_dump(mode="json"), "zeros are left out"

@@ -197,9 +197,9 @@ def test_replay_buffer_of_zero_always_snapshots() -> None:
 
 def test_stats_math() -> None:
     hub = Hub(100)
-    hub.apply(tps("T1", kecamatan="Cikande", assigned=2, checked_in=2))
-    hub.apply(tps("T2", kecamatan="Cikande", assigned=2, checked_in=0, state="silent"))
-    hub.apply(tps("T3", kecamatan="Kragilan", assigned=4, checked_in=3, state="escalated"))
+    hub.apply(tps("T1", kecamatan="Cikande", assigned=2, checked_in=2, fatigued=1, duty_days=3))
+    hub.apply(tps("T2", kecamatan="Cikande", assigned=2, checked_in=0, state="silent", lapsed=2, duty_days=2))
+    hub.apply(tps("T3", kecamatan="Kragilan", assigned=4, checked_in=3, state="escalated", unwell=1, off_duty=1))
     # resolved on site in 10 minutes
     hub.apply(incident("A", status="resolved", level=0, resolved_at="2024-11-27T07:10:00Z"))
     # resolved after going up, in 30 minutes
@@ -213,12 +213,19 @@ def test_stats_math() -> None:
     s = hub.stats()
     assert s["incidents"] == {"total": 6, "open": 3, "escalated": 2, "acknowledged": 1, "resolved": 3}
     assert s["by_kecamatan"] == {
-        "Cikande": {"tps": 2, "open": 1, "escalated": 0, "resolved": 2},
-        "Kragilan": {"tps": 1, "open": 2, "escalated": 2, "resolved": 1},
+        "Cikande": {"tps": 2, "open": 1, "escalated": 0, "resolved": 2}
+        | {"on_duty": 2, "unwell": 0, "off_duty": 0, "fatigued": 1, "lapsed": 2, "duty_days": 3},
+        "Kragilan": {"tps": 1, "open": 2, "escalated": 2, "resolved": 1}
+        | {"on_duty": 3, "unwell": 1, "off_duty": 1, "fatigued": 0, "lapsed": 0, "duty_days": 0},
     }
     assert s["resolved_on_site"] == {"resolved": 3, "on_site": 2, "share": round(2 / 3, 4)}
     assert s["median_resolve_s"] == 1200.0
-    assert s["coverage"] == {"assigned": 8, "checked_in": 5, "share": 0.625}
+    assert s["coverage"] == {
+        "assigned": 8,
+        "checked_in": 5,
+        "share": 0.625,
+        **{"unwell": 1, "off_duty": 1, "fatigued": 1, "lapsed": 2},
+    }
     assert s["silent_posts"] == 1
     assert s["alert_failures"] == 1
     assert s["tps"]["by_state"] == {"normal": 1, "open": 0, "escalated": 1, "silent": 1, "closed": 0}
@@ -227,6 +234,7 @@ def test_stats_math() -> None:
     hub.apply(incident("A", 2, status="resolved", level=0, resolved_at="2024-11-27T07:40:00Z"))
     hub.apply(incident("D", 2, status="resolved", level=1, kecamatan="Kragilan", resolved_at="2024-11-27T08:00:00Z"))
     hub.apply(tps("T2", 2, kecamatan="Cikande", assigned=2, checked_in=2, state="normal"))
+    hub.apply(tps("T1", 2, kecamatan="Cikande", assigned=2, checked_in=2, duty_days=1))
     s = hub.stats()
     assert s["incidents"]["resolved"] == 4 and s["incidents"]["open"] == 2
     assert s["alert_failures"] == 0
@@ -234,6 +242,9 @@ def test_stats_math() -> None:
     assert s["median_resolve_s"] == 2100.0
     assert s["resolved_on_site"]["share"] == 0.5
     assert s["coverage"]["checked_in"] == 7 and s["silent_posts"] == 0
+    cikande = s["by_kecamatan"]["Cikande"]
+    assert (cikande["lapsed"], cikande["fatigued"], cikande["on_duty"]) == (0, 0, 4)
+    assert cikande["duty_days"] == 1, "the most days on duty follows the newer copies down"
 
 
 def test_empty_stats_have_no_shares() -> None:

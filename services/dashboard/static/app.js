@@ -48,6 +48,7 @@
     for (const el of document.querySelectorAll("[data-i18n-placeholder]")) {
       el.placeholder = t(el.dataset.i18nPlaceholder);
     }
+    for (const el of document.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
     const toggle = $("lang-toggle");
     toggle.textContent = t("lang_toggle");
     toggle.title = t("lang_toggle_title");
@@ -923,6 +924,15 @@
       tr.append(el("td", null, name), el("td", "num", c.tps));
       tr.append(el("td", c.open ? "num hot" : "num", c.open), el("td", c.escalated ? "num alarm" : "num", c.escalated));
       tr.append(el("td", "num", c.resolved));
+      // The health of the kecamatan's personnel (SPEC section 9): who is on duty, who is not, and
+      // who is worn out or has gone quiet.
+      tr.append(el("td", "num health", c.on_duty || 0));
+      for (const key of ["unwell", "off_duty", "fatigued", "lapsed"]) {
+        const td = el("td", c[key] ? "num health warn" : "num health", c[key] || 0);
+        td.dataset.health = key;
+        tr.append(td);
+      }
+      tr.append(el("td", "num health", c.duty_days || "–"));
       out.push(tr);
     }
     body.replaceChildren(...out);

@@ -8,13 +8,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from services.dispatch.classify import Classifier, Facts
 from services.dispatch.domain import Incident, Tps
 from services.dispatch.notifier.messages import load_templates
 from services.dispatch.policy import EscalationPolicy
+from services.dispatch.store import CHECKIN_FRESH as CHECKIN_FRESH  # re-exported: the rules use it
 from services.dispatch.store import Store, coverage
 from siaga import sms_grammar as grammar
 from siaga.clock import Clock, as_utc
@@ -39,7 +40,6 @@ from siaga.events import (
 
 SYSTEM = "siaga"
 LEVEL_NAMES = {0: "on site", 1: "Polsek", 2: "Polres command center", 3: "Polda/Brimob"}
-CHECKIN_FRESH = timedelta(minutes=60)
 
 
 class UnknownReport(LookupError):
@@ -244,6 +244,29 @@ def tps_state(tps: Tps, open_incidents: list[Incident]) -> TpsState:
     return TpsState.NORMAL
 
 
+def duty_counts(tps: Tps, now: datetime) -> dict[str, int]:
+    """The health of the TPS's personnel from their newest check-ins here (TpsPublic's fields).
+
+    `lapsed`: on duty by their last word, but silent for longer than CHECKIN_FRESH (not counted once
+    the TPS is closed: nobody checks in then). `fatigued` is as of the person's newest check-in.
+    """
+    counts = {"unwell": 0, "off_duty": 0, "fatigued": 0, "lapsed": 0, "duty_days": 0}
+    for info in (tps.checkins or {}).values():
+        at = info.get("at") if isinstance(info, dict) else None
+        if not at:
+            continue
+        status = info.get("status")
+        if status in ("unwell", "off_duty"):
+            counts[status] += 1
+        elif status == "on_duty":
+            if now - as_utc(datetime.fromisoformat(at)) <= CHECKIN_FRESH:
+                counts["fatigued"] += bool(info.get("fatigued"))
+            elif tps.phase != "closed":
+                counts["lapsed"] += 1
+        counts["duty_days"] = max(counts["duty_days"], int(info.get("days") or 0))
+    return counts
+
+
 def tps_public(tps: Tps, open_incidents: list[Incident], now: datetime) -> TpsPublic:
     """The TPS as the dashboard shows it."""
     return TpsPublic(
@@ -258,6 +281,7 @@ def tps_public(tps: Tps, open_incidents: list[Incident], now: datetime) -> TpsPu
         state=tps_state(tps, open_incidents),
         assigned=tps.assigned,
         checked_in=coverage(tps, now, CHECKIN_FRESH),
+        **duty_counts(tps, now),
         last_checkin_at=_utc(tps.last_checkin_at),
         open_incidents=len(open_incidents),
         escorts=[

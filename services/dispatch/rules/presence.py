@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from services.dispatch.domain import Personnel, Tps
 from services.dispatch.rules.base import CHECKIN_FRESH, SYSTEM, Received, _short_id
@@ -15,6 +17,10 @@ from siaga.events import (
 )
 
 DUTY_WINDOW = timedelta(hours=24)
+# Days on duty are counted by the date in WIB, the regency's clock; a day with an on-duty check-in
+# is a day on duty. A five-day period needs a handful of dates: the newest are kept.
+DUTY_DAY_TZ = ZoneInfo("Asia/Jakarta")
+KEEP_DUTY_DAYS = 14
 
 
 def record_duty(stretches: list[list[str]], *, on_duty: bool, was_on_duty: bool, at: datetime) -> list[list[str]]:
@@ -30,6 +36,14 @@ def record_duty(stretches: list[list[str]], *, on_duty: bool, was_on_duty: bool,
     else:
         out.append([stamp, stamp])
     return out
+
+
+def record_day(days: list[str], at: datetime) -> list[str]:
+    """The dates on duty after an on-duty check-in at `at` (sorted, the newest KEEP_DUTY_DAYS)."""
+    day = as_utc(at).astimezone(DUTY_DAY_TZ).date().isoformat()
+    if day in days:
+        return days
+    return sorted({*days, day})[-KEEP_DUTY_DAYS:]
 
 
 def hours_on_duty(stretches: list[list[str]], now: datetime) -> float:
@@ -56,6 +70,8 @@ class Presence(Reports):
             person.duty = record_duty(
                 list(person.duty or []), on_duty=p.status == "on_duty", was_on_duty=was_on_duty, at=occurred
             )
+            if p.status == "on_duty":
+                person.duty_days = record_day(list(person.duty_days or []), occurred)
             person.status, person.last_checkin_at = p.status, occurred
             if p.battery is not None:
                 person.battery = p.battery
@@ -65,7 +81,15 @@ class Presence(Reports):
         checkins = dict(tps.checkins or {})
         prior = checkins.get(p.personnel_id)
         if not prior or occurred >= as_utc(datetime.fromisoformat(prior["at"])):
-            checkins[p.personnel_id] = {"status": p.status, "at": iso(occurred), "battery": p.battery}
+            # What the dashboard counts per kecamatan (rules/base.py duty_counts): the status, the
+            # days on duty, and the fatigue flag as of this check-in. A new check-in replaces the
+            # entry, and with it a `lapsed` mark (rules/duty.py).
+            entry: dict[str, Any] = {"status": p.status, "at": iso(occurred), "battery": p.battery}
+            if person.duty_days:
+                entry["days"] = len(person.duty_days)
+            if p.status == "on_duty" and hours_on_duty(list(person.duty or []), occurred) > self.policy.max_duty_hours:
+                entry["fatigued"] = True
+            checkins[p.personnel_id] = entry
         tps.checkins = checkins
         if tps.last_checkin_at is None or occurred > as_utc(tps.last_checkin_at):
             tps.last_checkin_at = occurred

@@ -1,17 +1,23 @@
-"""The baseline for the ingest benchmark: a bare FastAPI route that only does send_and_wait of the raw body.
+"""Baselines: bare FastAPI routes that do the least a Siaga route's job needs.
 
-Same producer settings as Siaga's Kafka adapter (idempotent, acks=all), nothing else: no auth,
-no validation, no database. Run: uvicorn bench.baseline_app:app (SIAGA_KAFKA_BOOTSTRAP, BENCH_TOPIC).
+`app`, for the ingest benchmark: a route that only does send_and_wait of the raw body, with the same
+producer settings as Siaga's Kafka adapter (idempotent, acks=all), nothing else: no auth, no
+validation, no database. Run: uvicorn bench.baseline_app:app (SIAGA_KAFKA_BOOTSTRAP, BENCH_TOPIC).
+
+`inbox_app`, for the inbox benchmark: see below.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request, Response
+
+from siaga.auth import bearer, hash_token
 
 TOPIC = os.environ.get("BENCH_TOPIC", "bench.baseline")
 producer: AIOKafkaProducer | None = None
@@ -39,3 +45,41 @@ async def post(request: Request) -> Response:
     assert producer is not None
     await producer.send_and_wait(TOPIC, await request.body())
     return Response(status_code=202)
+
+
+# -- the inbox benchmark's baseline (bench.inbox) -------------------------------------------------
+# A bare FastAPI route at the inbox's path that checks the device token the way ingest does (the
+# SHA-256 of the bearer token, one indexed read of the device table for an active token) and
+# answers 304 to a conditional request: nothing else (no targets, no items, no cursor).
+# Run: uvicorn bench.baseline_app:inbox_app (BENCH_DATABASE: the SQLite file of the seeded devices).
+
+INBOX_SQL = "SELECT device_id FROM device WHERE token_hash = ? AND revoked_at IS NULL"
+_inbox_db: sqlite3.Connection | None = None
+
+
+@asynccontextmanager
+async def inbox_lifespan(_: FastAPI) -> AsyncIterator[None]:
+    global _inbox_db
+    _inbox_db = sqlite3.connect(os.environ["BENCH_DATABASE"], isolation_level=None)
+    yield
+    _inbox_db.close()
+
+
+inbox_app = FastAPI(lifespan=inbox_lifespan)
+
+
+@inbox_app.get("/healthz")
+async def inbox_health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@inbox_app.get("/v1/device/inbox")
+async def inbox(request: Request) -> Response:
+    assert _inbox_db is not None
+    token = bearer(request.headers.get("authorization"))
+    if token is None or _inbox_db.execute(INBOX_SQL, (hash_token(token),)).fetchone() is None:
+        return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    headers = {"ETag": '"i0"', "Cache-Control": "private, no-cache"}
+    if request.headers.get("if-none-match"):
+        return Response(status_code=304, headers=headers)
+    return Response(b'{"items":[],"cursor":"0","more":false}', 200, headers, media_type="application/json")

@@ -95,6 +95,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def steal_ticks() -> tuple[int, int]:
+    """(all CPU ticks, stolen ticks) of the machine so far, from /proc/stat; zeros where there is none."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return sum(fields), fields[7] if len(fields) > 7 else 0
+
+
 @contextmanager
 def process(args: list[str], env: dict[str, str], *, ready_path: str = "/healthz") -> Iterator[Proc]:
     """A server process on a free port (args get --port appended), stopped at the end."""

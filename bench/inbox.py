@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, ROOT, SIAGA, Proc, loadavg, process, say, table, write
+from bench.common import PY, ROOT, SIAGA, Proc, loadavg, process, say, steal_ticks, table, write
 
 TARGET_US = 400.0  # server CPU a poll
 TARGET_RATIO = 1.5  # of the bare route's
@@ -172,13 +172,13 @@ def measure(proc: Proc, cmd: list[str], writer: ItemWriter | None) -> dict[str, 
         if writer is not None:
             writer.start()
         written = writer.written if writer else 0
-        before, steal_before = proc.cpu_seconds(), _steal()
+        before, steal_before = proc.cpu_seconds(), steal_ticks()
         p.stdin.write("go\n")
         p.stdin.flush()
         if p.stdout.readline().strip() != "done":
             raise RuntimeError("the devices' process failed")
         used = proc.cpu_seconds() - before
-        ticks, stolen = (b - a for a, b in zip(steal_before, _steal(), strict=True))
+        ticks, stolen = (b - a for a, b in zip(steal_before, steal_ticks(), strict=True))
         if writer is not None:
             writer.stop()
         r: dict[str, Any] = json.loads(p.stdout.readline())
@@ -192,15 +192,6 @@ def measure(proc: Proc, cmd: list[str], writer: ItemWriter | None) -> dict[str, 
     r["steal_pct"] = round(100 * stolen / max(ticks, 1), 1)
     r["loadavg"] = loadavg()
     return r
-
-
-def _steal() -> tuple[int, int]:
-    """(all CPU ticks, stolen ticks) of the machine so far, from /proc/stat."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return 0, 0
-    return sum(fields), fields[7] if len(fields) > 7 else 0
 
 
 def main() -> None:

@@ -27,7 +27,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, SIAGA, Proc, broker, cpu_seconds, loadgen, process, say, seed, table, unique, write
+from bench.common import (
+    PY,
+    SIAGA,
+    Proc,
+    broker,
+    cpu_seconds,
+    loadgen,
+    process,
+    say,
+    seed,
+    steal_ticks,
+    table,
+    unique,
+    write,
+)
 
 
 def main() -> None:
@@ -133,23 +147,14 @@ def main() -> None:
 def _measure(proc: Proc, kw: dict[str, Any], duration: float, *, workers: int) -> dict[str, Any]:
     """One closed-loop run against a server, with the CPU the server (and its workers) used per event."""
     pids = _tree(proc.pid) if workers > 1 else [proc.pid]
-    before, steal_before = sum(cpu_seconds(p) for p in pids), _steal()
+    before, steal_before = sum(cpu_seconds(p) for p in pids), steal_ticks()
     r = loadgen(proc.url, duration=duration, **kw)
     used = sum(cpu_seconds(p) for p in pids) - before
-    ticks, stolen = (b - a for a, b in zip(steal_before, _steal(), strict=True))
+    ticks, stolen = (b - a for a, b in zip(steal_before, steal_ticks(), strict=True))
     r["steal_pct"] = round(100 * stolen / max(ticks, 1), 1)  # CPU time the hypervisor gave to others
     r["server_cpu_us_per_event"] = round(1e6 * used / max(r["events"], 1), 1)
     r["server_cpu_pct"] = round(100 * used / duration)
     return r
-
-
-def _steal() -> tuple[int, int]:
-    """(all CPU ticks, stolen ticks) of the machine so far, from /proc/stat; zeros where there is none."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError, IndexError):
-        return 0, 0
-    return sum(fields), fields[7] if len(fields) > 7 else 0
 
 
 def _tree(pid: int) -> list[int]:

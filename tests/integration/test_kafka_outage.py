@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,17 +25,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from siaga import topics
 from siaga.bus import BusUnavailable, ConsumerLoop, Record
 from siaga.bus.kafka import KafkaBus
+from tests.plugins.ports import free_port as _free_port
 
 pytestmark = pytest.mark.kafka
 
 SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "broker.sh"
 PUBLISH_TIMEOUT_S = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -12,7 +12,6 @@ import csv
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,14 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.plugins.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SIAGA = str(Path(sys.executable).parent / "siaga")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SystemProcs:

@@ -98,8 +98,20 @@ def cmd_notifier(args: argparse.Namespace) -> int:
     return 0
 
 
+# The demo's day starts here, not at 05:30: the first twenty minutes (people reaching their posts)
+# would leave the feed empty for a minute of real time; they are sent as a catch-up instead.
+DEMO_START = "05:50"
+
+
 def build_dev_app(
-    settings: Settings, *, demo: bool, port: int, speed: float = 20.0, start_at: str | None = None
+    settings: Settings,
+    *,
+    demo: bool,
+    port: int,
+    speed: float = 20.0,
+    start_at: str | None = None,
+    command_center: bool = True,
+    day: int = 2,
 ) -> Any:
     """All three services in one app on one port (the in-process bus unless Kafka is configured)."""
     from services.dashboard.app import build as dashboard_build
@@ -110,11 +122,13 @@ def build_dev_app(
     ctx = _context(settings)
     parts = [dispatch_build(ctx), ingest_build(ctx), dashboard_build(ctx)]
     if demo:
-        parts.append(_demo_part(ctx, port=port, speed=speed, start_at=start_at))
+        parts.append(_demo_part(ctx, port=port, speed=speed, start_at=start_at, command_center=command_center, day=day))
     return build_app(ctx, parts, title="Siaga (dev: ingest + dispatch + dashboard)")
 
 
-def _demo_part(ctx: Any, *, port: int, speed: float, start_at: str | None) -> Any:
+def _demo_part(
+    ctx: Any, *, port: int, speed: float, start_at: str | None, command_center: bool = True, day: int = 2
+) -> Any:
     """The Serang demo: a day-scaled policy, an operator link, and the field simulator as its own process."""
     from fastapi import APIRouter
 
@@ -122,6 +136,7 @@ def _demo_part(ctx: Any, *, port: int, speed: float, start_at: str | None) -> An
 
     tasks: list[asyncio.Task[None]] = []
     children: list[asyncio.subprocess.Process] = []
+    begin = start_at or (DEMO_START if day == 2 else None)
 
     async def run() -> None:
         from siaga.auth import Role, issue_api_token
@@ -134,6 +149,13 @@ def _demo_part(ctx: Any, *, port: int, speed: float, start_at: str | None) -> An
         operator = await asyncio.to_thread(
             issue_api_token, ctx.engine, name="demo operator", role=Role.OPERATOR, now=ctx.clock.now()
         )
+        env = dict(os.environ)
+        if command_center:
+            # The simulated duty officers act as an operator of their own, so the timeline tells them
+            # apart from whoever uses the link; the token goes by the environment, never argv.
+            env["SIAGA_OPERATOR_TOKEN"] = await asyncio.to_thread(
+                issue_api_token, ctx.engine, name="command center (simulated)", role=Role.OPERATOR, now=ctx.clock.now()
+            )
         print(f"\n  Siaga demo: open http://127.0.0.1:{port}/?token={operator}\n", flush=True)
         base = f"http://127.0.0.1:{port}"
         # The simulator runs in a process of its own, so serving and simulating each get a core.
@@ -155,9 +177,10 @@ def _demo_part(ctx: Any, *, port: int, speed: float, start_at: str | None) -> An
             "--inbox-poll",
             "60",
         ]
-        if start_at:
-            args += ["--start-at", start_at]
-        children.append(await asyncio.create_subprocess_exec(*args, env=dict(os.environ)))
+        args += ["--day", str(day)]
+        if begin:
+            args += ["--start-at", begin]
+        children.append(await asyncio.create_subprocess_exec(*args, env=env))
 
     async def start() -> None:
         tasks.append(asyncio.create_task(run(), name="demo"))
@@ -193,7 +216,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
         settings.public_url = args.public_url
     elif "SIAGA_PUBLIC_URL" not in os.environ:
         settings.public_url = f"http://127.0.0.1:{args.port}"
-    app = build_dev_app(settings, demo=not args.no_demo, port=args.port, speed=args.speed, start_at=args.start_at)
+    app = build_dev_app(
+        settings,
+        demo=not args.no_demo,
+        port=args.port,
+        speed=args.speed,
+        start_at=args.start_at,
+        command_center=args.command_center,
+        day=args.day,
+    )
     _serve(app, args.host, args.port)
     return 0
 
@@ -401,7 +432,27 @@ def parser() -> argparse.ArgumentParser:
         "--start-at",
         default=None,
         metavar="HH:MM",
-        help="simulated time of day (WIB) the demo starts at; default 05:30",
+        help=f"simulated time of day (WIB) the demo starts at; default {DEMO_START} on the vote day (the "
+        "posts are manned from 05:30; what happened since, phases, check-ins and incidents still open, "
+        "is sent at once, so the first incidents show within seconds of the link), else the day's first "
+        "duty hour",
+    )
+    dev.add_argument(
+        "--day",
+        type=int,
+        choices=range(1, 6),
+        default=2,
+        metavar="N",
+        help="demo: which day of the five-day duty to play (1 preparation, 2 the vote: default, 3 counting, "
+        "4 transport to the PPK, 5 recapitulation); see `siaga simulate --help`",
+    )
+    dev.add_argument(
+        "--command-center",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="demo: a simulated command center acknowledges most escalations, sends the nearest unit "
+        "where people are needed and closes what the field left open (default); --no-command-center "
+        "leaves all of that to you",
     )
     dev.add_argument("--public-url", default=None, help="URL of the dashboard for alert links (default: this port)")
     dev.set_defaults(func=cmd_dev)

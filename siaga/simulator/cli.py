@@ -81,10 +81,21 @@ def add_simulate_parser(subparsers: Any) -> None:
         help="how much faster than real time the day runs (60: a day in 24 minutes); default 60",
     )
     p.add_argument(
+        "--day",
+        type=int,
+        choices=range(1, 6),
+        default=2,
+        metavar="N",
+        help="day mode: which day of the five-day duty to play: 1 preparation (H-1), 2 the vote (default), "
+        "3 counting past midnight and the dawn transport, 4 transport to the PPK, 5 the PPK "
+        "recapitulation; illness grows over the days",
+    )
+    p.add_argument(
         "--start-at",
         type=_hhmm,
         default=None,
-        help="simulated time of day (WIB, HH:MM) to start at; default 05:30, when the posts open",
+        help="simulated time of day (WIB, HH:MM) to start at; default the day's first duty hour (05:30 "
+        "on the vote day); what happened before is sent at once: phases, check-ins, open incidents",
     )
     p.add_argument("--seed", type=int, default=None, help="seed for a repeatable run (default: a random one, printed)")
     p.add_argument(
@@ -132,6 +143,14 @@ def add_simulate_parser(subparsers: Any) -> None:
         metavar="SECONDS",
         help="day mode: the devices of police and reserves poll their inbox about every SECONDS of real "
         "time and acknowledge most orders (0: never); default 30",
+    )
+    p.add_argument(
+        "--operator-token",
+        default=os.environ.get("SIAGA_OPERATOR_TOKEN"),
+        help="day mode: also play the command center with this operator token (default: "
+        "$SIAGA_OPERATOR_TOKEN; unset: no command center): it acknowledges most escalated incidents "
+        "within the ack timeout, sends the nearest unit to clashes, crowds, fires, coverage gaps and "
+        "late escorts, and closes what the field left open; never printed",
     )
     p.add_argument("--json-out", type=Path, default=None, help="write the final statistics to this JSON file")
     # `handler` is the documented name; `func` is what siaga.cli dispatches on.
@@ -244,6 +263,9 @@ async def _simulate(args: argparse.Namespace, rows: list[TpsRow], seed: int) -> 
             progress_every_s=args.progress_every,
             checkin_minutes=args.checkin_minutes,
             inbox_poll_s=args.inbox_poll,
+            operator_token=args.operator_token,
+            dispatch_url=args.dispatch_url,
+            day=args.day,
         )
     if args.json_out:
         args.json_out.write_text(json.dumps(stats.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")

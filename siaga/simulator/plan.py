@@ -16,9 +16,10 @@ from typing import Any
 
 from siaga.demo.registry import PersonnelRow, TpsRow
 from siaga.events import EventType, Phase
-from siaga.simulator.texts import CategoryTexts, Texts
+from siaga.simulator.texts import VOTE_DAY, CategoryTexts, DutyDay, Texts
 
 DAY_START = 5 * 60 + 30  # 05:30 WIB: personnel report for duty
+_ARRIVAL_MINUTES = 2.0  # the earliest an everyday incident is reported: just after the posts are manned
 # Version 4 and RFC 4122 variant bits of a UUID, as uuid.UUID(int=..., version=4) sets them.
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID_SET = (0x4000 << 64) | (0x8000 << 48)
@@ -61,6 +62,7 @@ class DayPlan:
 
     sends: list[Send]
     scenario: dict[str, Any]
+    start: float = DAY_START  # the simulated minute the day begins (its duty hours)
 
     @property
     def events(self) -> int:
@@ -72,10 +74,11 @@ class _Tps:
     row: TpsRow
     devices: list[int]  # own devices first (bound to few TPS), reserve and gateways last
     phases: dict[Phase, float] = field(default_factory=dict)
+    end: float = 24 * 60  # the end of the day's duty: the close of a day whose TPS never close
 
     @property
     def closed_at(self) -> float:
-        return self.phases[Phase.CLOSED]
+        return self.phases.get(Phase.CLOSED, self.end)
 
 
 class DayPlanner:
@@ -90,10 +93,19 @@ class DayPlanner:
         personnel: Sequence[PersonnelRow],
         texts: Texts,
         checkin_minutes: tuple[float, float] = (10.0, 20.0),
+        day: int = VOTE_DAY,
     ) -> None:
-        self.rng = random.Random(seed)
+        if day not in texts.days:
+            raise ValueError(f"day must be one of {sorted(texts.days)}, not {day}")
+        self.day: DutyDay = texts.days[day]
+        self.vote = day == VOTE_DAY
+        # Each day its own streams, so the same seed on two days never repeats an event id.
+        suffix = "" if self.vote else f"-day-{day}"
+        self.rng = random.Random(seed) if self.vote else random.Random(f"{seed}{suffix}")
         # The evening transport draws from its own stream, so adding it moved nothing else of the day.
-        self.escort_rng = random.Random(f"{seed}-escorts")
+        self.escort_rng = random.Random(f"{seed}-escorts{suffix}")
+        # Who falls sick: a stream of its own too, so illness leaves the rest of the day as it was.
+        self.health_rng = random.Random(f"{seed}-health{suffix}")
         self.texts = texts
         self.devices = list(devices)
         self.checkin_minutes = checkin_minutes
@@ -102,7 +114,12 @@ class DayPlanner:
         for row in tps:
             mine = [d.index for d in own_first if row.tps_id in d.tps_ids]
             if mine:
-                self.tps[row.tps_id] = _Tps(row, mine)
+                self.tps[row.tps_id] = _Tps(row, mine, end=self.day.duty[1])
+        if self.day.tps_share < 1 and self.tps:
+            # The posts with work that day; the others stand down.
+            count = max(1, round(len(self.tps) * self.day.tps_share))
+            working = set(self.rng.sample(sorted(self.tps), count))
+            self.tps = {t: v for t, v in self.tps.items() if t in working}
         self.personnel = [p for p in personnel if any(t in self.tps for t in p.tps_ids)]
         self.events: list[tuple[int, PlannedEvent]] = []  # (device, event)
         self.busy: set[str] = set()  # TPS with a scripted situation: never silent
@@ -143,21 +160,43 @@ class DayPlanner:
 
     # -- the day ---------------------------------------------------------------------------------
     def build(self) -> DayPlan:
-        """The whole day: phases, check-ins, everyday incidents, scripted situations, outages."""
+        """The whole day: phases, check-ins, everyday incidents, the day's scripted situations, outages."""
+        scripted = self.day.scenarios
         for tps in self.tps.values():
-            self._phases(tps)
-        self._serangan_fajar()
-        self._floods()
-        self._clash()
-        self._critical()
+            if self.vote:
+                self._phases(tps)
+            else:
+                self._day_phases(tps)
+        if "serangan_fajar" in scripted:
+            self._serangan_fajar()
+        if "floods" in scripted:
+            self._floods()
+        if "clash" in scripted:
+            self._clash()
+        if "critical" in scripted:
+            self._critical()
         for tps in self.tps.values():
             self._everyday_incidents(tps)
         self._checkins()
-        self._escorts()
-        silent = self._silent_posts()
-        sends = self._outages(silent)
+        if "escorts" in scripted:
+            self._escorts()
+        silent = self._silent_posts() if "silent_posts" in scripted else {}
+        sends = self._outages(silent, any_offline="outages" in scripted)
         sends.sort(key=lambda s: s.at)
-        return DayPlan(sends=sends, scenario=self.story)
+        return DayPlan(sends=sends, scenario=self.story, start=DAY_START if self.vote else self.day.duty[0])
+
+    def _day_phases(self, tps: _Tps) -> None:
+        """A day after or before the vote: the TPS phases of the day's data, each in its window."""
+        rng = self.rng
+        previous = -math.inf
+        device = tps.devices[0]
+        for name, low, high in self.day.phases:
+            phase = Phase(name)
+            at = max(rng.uniform(low, high), previous + 1)
+            tps.phases[phase] = previous = at
+            note = rng.choice(self.texts.phase_notes[phase.value])
+            payload: dict[str, Any] = {"phase": phase.value, **({"note": note} if note else {})}
+            self._add(device, at, EventType.TPS_STATUS, tps.row.tps_id, payload)
 
     def _phases(self, tps: _Tps) -> None:
         rng = self.rng
@@ -193,13 +232,25 @@ class DayPlanner:
         low, high = self.checkin_minutes
         if reserve:  # the kecamatan reserve waits at the Polsek and reports less often
             low, high = low * 3, high * 3
-        at = DAY_START + rng.uniform(0, 30)
-        end = max(s.closed_at for s in stations) + rng.uniform(5, 30)
+        first, last = self.day.duty
+        if self.vote:
+            at = DAY_START + rng.uniform(0, 30)
+            end = max(s.closed_at for s in stations) + rng.uniform(5, 30)
+        else:  # the other days: the day's duty hours
+            at = first + rng.uniform(0, 30)
+            end = last - rng.uniform(0, 30)
         battery = rng.uniform(65, 100)
         drain = rng.uniform(0.6, 2.2)
-        unwell_from = rng.uniform(9 * 60, 19 * 60) if rng.random() < 0.02 else math.inf
+        ill = (9 * 60, 19 * 60) if self.vote else (first + 60, max(first + 60, last - 60))
+        unwell_from = rng.uniform(*ill) if rng.random() < self.day.unwell else math.inf
         unwell_until = unwell_from + rng.uniform(20, 120)
         home = stations[0]
+        if person.role != "linmas" and self.health_rng.random() < self.day.sick:
+            # Too ill to stay: reports unwell on arrival and goes home, and the post is a person short.
+            self._checkin(device, home, person.personnel_id, "unwell", battery, at)
+            self._checkin(device, home, person.personnel_id, "off_duty", battery, at + self.health_rng.uniform(5, 20))
+            self.story.setdefault("sick", []).append(person.personnel_id)
+            return
         while at < end:
             tps = home if rng.random() < 0.7 else rng.choice(stations)
             status = "unwell" if unwell_from <= at < unwell_until else "on_duty"
@@ -267,17 +318,27 @@ class DayPlanner:
     def _everyday_incidents(self, tps: _Tps) -> None:
         rng = self.rng
         texts = self.texts
-        weights = [c.weight * (texts.rawan_boost if c.name in tps.row.rawan else 1) for c in texts.categories]
+        day = self.day
+        weights = [
+            c.weight * day.weights.get(c.name, 1.0) * (texts.rawan_boost if c.name in tps.row.rawan else 1)
+            for c in texts.categories
+        ]
         boost = 1 + len(tps.row.rawan) * 0.5
-        for _ in range(_poisson(rng, texts.rate_per_tps * boost)):
+        for _ in range(_poisson(rng, texts.rate_per_tps * day.incident_rate * boost)):
             cat = rng.choices(texts.categories, weights=weights)[0]
             self._everyday_incident(tps, cat)
 
     def _everyday_incident(self, tps: _Tps, cat: CategoryTexts) -> None:
         rng = self.rng
-        window = rng.choices(cat.windows, weights=[w for _, _, w in cat.windows])[0]
-        at = rng.uniform(window[0], window[1]) * 60
-        at = min(max(at, tps.phases[Phase.PREPARATION]), tps.closed_at - 5)
+        if self.vote:
+            window = rng.choices(cat.windows, weights=[w for _, _, w in cat.windows])[0]
+            at = rng.uniform(window[0], window[1]) * 60
+            # Officers are at the post from 05:30: what they find on arrival (missing logistics, dawn
+            # vote buying) is reported before the TPS's preparation phase begins.
+            at = min(max(at, DAY_START + _ARRIVAL_MINUTES), tps.closed_at - 5)
+        else:  # the categories' hours are the vote's; another day's incidents come in its duty hours
+            first, last = self.day.duty
+            at = rng.uniform(first + 10, last - 10)
         facts = {k: rng.randint(*r) for k, r in cat.facts.items()}
         context = self._context(tps, **{"injuries": 0, "crowd": 0, **facts})
         text = self.texts.message(rng.choice(cat.reports), rng, context)
@@ -290,7 +351,11 @@ class DayPlanner:
         device, report = self._incident(tps, at, sent, text, facts=payload_facts)
         if rng.random() < cat.unresolved:
             return
-        done = at + self._uniform(cat.resolve_minutes)
+        if rng.random() < cat.on_site:
+            done = at + self._uniform(cat.on_site_minutes)
+        else:  # beyond the local window: it climbs, and is resolved with the command center's help
+            low, high = cat.resolve_minutes
+            done = at + self._uniform((max(low, cat.on_site_minutes[1] + 1), max(high, cat.on_site_minutes[1] + 2)))
         if cat.updates and rng.random() < 0.35:
             note = self.texts.message(rng.choice(cat.updates), rng, context)
             self._follow_up(tps, device, report, rng.uniform(at + 1, done - 0.5), EventType.INCIDENT_UPDATE, note)
@@ -381,7 +446,7 @@ class DayPlanner:
         )[: int(spec["kecamatan"])]
         story = []
         for kec in prone:
-            rain = self._uniform(spec["rain_start"]) * 60
+            rain = max(self._uniform(spec["rain_start"]) * 60, self.day.duty[0] + 15)
             hit = [
                 t
                 for t in groups[kec]
@@ -452,7 +517,9 @@ class DayPlanner:
         for p in self.personnel:
             for t in p.tps_ids:
                 covering.setdefault(t, []).append(p.personnel_id)
-        stations = sorted(self.tps)
+        stations = sorted(t for t, v in self.tps.items() if Phase.TRANSPORT in v.phases)
+        if not stations:
+            return
         late = set(rng.sample(stations, min(len(stations), max(1, round(len(stations) * 0.002)))))
         story: dict[str, Any] = {}
         for tps_id in stations:
@@ -490,9 +557,10 @@ class DayPlanner:
         self.story["silent_posts"] = {t: _hhmm(at) for t, at in sorted(silent.items())}
         return silent
 
-    def _outages(self, silent: dict[str, float]) -> list[Send]:
+    def _outages(self, silent: dict[str, float], *, any_offline: bool = True) -> list[Send]:
         """Some devices go offline for 20-60 minutes and flush their backlog in one batch."""
         rng = self.rng
+        first, last = (8 * 60, 16 * 60) if self.vote else (self.day.duty[0] + 30, self.day.duty[1] - 90)
         used = sorted({d for d, _ in self.events})
         remote_first = sorted(
             used,
@@ -501,10 +569,10 @@ class DayPlanner:
                 rng.random(),
             ),
         )
-        count = min(len(used), max(1, round(len(used) * 0.03)))
+        count = min(len(used), max(1, round(len(used) * 0.03))) if any_offline and last > first else 0
         windows: dict[int, tuple[float, float]] = {}
         for d in remote_first[:count]:
-            start = rng.uniform(8 * 60, 16 * 60)
+            start = rng.uniform(first, last)
             windows[d] = (start, start + rng.uniform(20, 60))
             own = [self.tps[t] for t in self.devices[d].tps_ids if t in self.tps and t not in silent]
             if own:

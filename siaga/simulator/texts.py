@@ -30,6 +30,65 @@ class CategoryTexts:
     resolutions: tuple[str, ...]
     resolve_minutes: tuple[float, float]
     unresolved: float
+    on_site: float = 0.0
+    on_site_minutes: tuple[float, float] = (0.0, 0.0)
+
+
+SCENARIOS = frozenset({"serangan_fajar", "floods", "clash", "critical", "escorts", "silent_posts", "outages"})
+VOTE_DAY = 2
+
+
+@dataclass(frozen=True)
+class DutyDay:
+    """One day of the five-day duty: hours, TPS phases, how busy, which scripted situations, illness."""
+
+    number: int
+    name: str
+    duty: tuple[float, float]  # minutes since midnight WIB
+    phases: tuple[tuple[str, float, float], ...]  # (phase, from minute, to minute); the vote day: ()
+    tps_share: float
+    incident_rate: float
+    weights: dict[str, float]
+    scenarios: frozenset[str]
+    unwell: float
+    sick: float
+
+
+def _duty_day(number: int, d: dict[str, Any], categories: set[str]) -> DutyDay:
+    where = f"{TEXTS_FILE.name}: duty_days.{number}"
+    start, end = (h * 60 for h in _pair(d["duty"]))
+    phases = tuple((str(ph), a * 60, b * 60) for ph, a, b in d.get("phases", ()))
+    weights = {str(k): float(v) for k, v in d.get("weights", {}).items()}
+    scenarios = frozenset(d.get("scenarios", ()))
+    if not 0 <= start < end <= 24 * 60:
+        raise ValueError(f"{where}: duty must be 0 <= FROM < TO <= 24 hours")
+    if number == VOTE_DAY and phases:
+        raise ValueError(f"{where}: the vote day's phases are the day's own; give none")
+    if number != VOTE_DAY and not phases:
+        raise ValueError(f"{where}: phases are missing")
+    if any(not start <= a <= b <= end for _, a, b in phases) or [a for _, a, _ in phases] != sorted(
+        a for _, a, _ in phases
+    ):
+        raise ValueError(f"{where}: each phase window must lie inside the duty hours, in order")
+    if unknown := (set(weights) - categories) | (scenarios - SCENARIOS):
+        raise ValueError(f"{where}: unknown categories or scenarios {sorted(unknown)}")
+    return DutyDay(
+        number=number,
+        name=str(d["name"]),
+        duty=(start, end),
+        phases=phases,
+        tps_share=float(d["tps_share"]),
+        incident_rate=float(d["incident_rate"]),
+        weights=weights,
+        scenarios=scenarios,
+        unwell=float(d["unwell"]),
+        sick=float(d["sick"]),
+    )
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    low, high = value
+    return float(low), float(high)
 
 
 class Texts:
@@ -57,9 +116,15 @@ class Texts:
                 resolutions=tuple(c["resolutions"]),
                 resolve_minutes=(float(c["resolve_minutes"][0]), float(c["resolve_minutes"][1])),
                 unresolved=float(c["unresolved"]),
+                on_site=float(c.get("on_site", 0.0)),
+                on_site_minutes=_pair(c.get("on_site_minutes", (0.0, 0.0))),
             )
             for name, c in doc["categories"].items()
         ]
+        names = {c.name for c in self.categories}
+        self.days = {int(n): _duty_day(int(n), d, names) for n, d in doc["duty_days"].items()}
+        if sorted(self.days) != [1, 2, 3, 4, 5]:
+            raise ValueError(f"{TEXTS_FILE.name}: duty_days must be days 1 to 5")
         self._check()
 
     def _check(self) -> None:
@@ -71,6 +136,10 @@ class Texts:
         for s in self.scenarios.values():
             for key in ("reports", "updates", "resolutions", "backup_reasons", "arrived"):
                 templates += s.get(key, [])
+        for c in self.categories:
+            low, high = c.on_site_minutes
+            if not 0 <= c.on_site <= 1 or (c.on_site and not 0 < low <= high):
+                raise ValueError(f"{TEXTS_FILE.name}: {c.name}: on_site must be 0..1, on_site_minutes 0 < MIN <= MAX")
         for template in templates:
             for slot in _SLOT.finditer(template):
                 if slot.group(1) not in known:

@@ -11,15 +11,18 @@ addressees; an officer who goes silent while the Linmas still checks in leaves t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from siaga import topics
 from siaga.clock import ManualClock
+from siaga.simulator.command import CommandCenter
 from tests.integration.operator_helpers import Tap, clocked_rig, eventually, get_incident, report, roster_csv, tick
 from tests.security import Rig
 
@@ -367,3 +370,56 @@ async def test_an_officer_gone_silent_while_the_linmas_checks_in_opens_coverage(
             return (last.get("lapsed"), last.get("unwell"), last.get("checked_in")) == (2, 1, 1)
 
         assert await eventually(counted), "the TPS frame counts R4 and R5 lapsed, R3 unwell, L1 on duty"
+
+
+async def test_the_simulated_command_center_acknowledges_sends_the_nearest_and_closes(field: Field) -> None:
+    """The demo's duty officers (siaga.simulator.command) through the real operator API."""
+    f = field
+    clash = await report(
+        f.rig, f.token, "FA1", category="violence", description="bentrok pakai golok", weapons=True, injuries=2
+    )
+    small = await report(f.rig, f.token, "FA2", category="equipment", description="printer macet")
+    assert (await get_incident(f.rig, clash))["status"] == "escalated", "critical goes straight up"
+    assert (await get_incident(f.rig, small))["level"] == 0
+    token = f.rig.headers("operator")["Authorization"].removeprefix("Bearer ")
+    # At speed 60,000 the simulated minutes of the delays are milliseconds.
+    center = CommandCenter(
+        f.rig.client, "", token, speed=60_000, poll_s=0.05, ack_share=1.0, close_share=1.0, close_minutes=(50, 50)
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(center.run(stop))
+    try:
+
+        async def closed() -> bool:
+            return str((await get_incident(f.rig, clash))["status"]) == "resolved"
+
+        assert await eventually(closed), (center.stats, await get_incident(f.rig, clash))
+    finally:
+        stop.set()
+        await running
+    doc = await get_incident(f.rig, clash)
+    actions = [(e["action"], e["actor"]) for e in doc["timeline"] if e["actor"].startswith("operator:")]
+    assert [a for a, _ in actions][:3] == ["acknowledged", "order_sent", "resolved"], actions
+    assert [o["personnel_id"] for o in doc["orders"]] == ["R4"], "the nearest free person: at FA1 itself"
+    assert (center.stats.acknowledged, center.stats.assigned, center.stats.resolved) == (1, 1, 1)
+    untouched = await get_incident(f.rig, small)
+    assert (untouched["status"], untouched["level"]) == ("open", 0), "on-site work is the field's"
+
+
+async def test_the_simulated_command_center_lets_some_escalations_climb() -> None:
+    """With ack_share 0 it reads the escalation and leaves it: nobody is asked anything."""
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        items = [{"id": "INC-1", "status": "escalated", "category": "violence", "severity": "high", "orders": []}]
+        return httpx.Response(200, json={"items": items, "count": 1})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://dispatch") as http:
+        center = CommandCenter(http, "", "tok", speed=60, ack_share=0.0)
+        await center.poll()
+        await center.poll()
+    assert seen == ["GET /v1/incidents", "GET /v1/incidents"], "no ack, no assignment"
+    assert (center.stats.seen, center.stats.left, center.stats.acknowledged) == (1, 1, 0), "decided once"
+    assert center.needs_someone({"category": "coverage", "severity": "medium"})
+    assert not center.needs_someone({"category": "violence", "severity": "medium"})

@@ -27,9 +27,9 @@ from pydantic import ValidationError
 from siaga.demo import DeviceToken, demo_personnel, demo_tps, plan_devices, read_kecamatan
 from siaga.events import PAYLOADS, EventType, FieldEvent, IncidentReported, Phase
 from siaga.simulator import add_simulate_parser, run_day, run_load, run_simulate
-from siaga.simulator.day import real_payload
+from siaga.simulator.day import _from, real_payload
 from siaga.simulator.fleet import build_fleet
-from siaga.simulator.plan import DayPlanner
+from siaga.simulator.plan import DayPlan, DayPlanner, PlannedEvent, Send
 from siaga.simulator.texts import load_texts
 
 # Flood-prone coast, remote hills and past-conflict TPS: every scripted situation has a place.
@@ -431,9 +431,50 @@ async def test_start_at_skips_the_morning_but_sends_each_phase_so_far(ingest: tu
             e["payload"]["phase"] for _, e in all_events(fake) if e["tps_id"] == tps_id and e["type"] == "tps.status"
         ]
         assert phases[0] == "counting" and "preparation" not in phases
-    # Nothing from before 13:30 but the phase catch-up; the rest maps onto the run.
-    early = [e for _, e in all_events(fake) if datetime.fromisoformat(e["occurred_at"]) < anchor]
-    assert {e["type"] for e in early} == {"tps.status"}
+    # Of the morning only the catch-up: the latest phase per TPS, the latest check-in per person, and
+    # what is still under way at 13:30; the rest maps onto the run.
+    sent = [e for _, e in all_events(fake)]
+    early = [e for e in sent if datetime.fromisoformat(e["occurred_at"]) < anchor]
+    assert {"tps.status", "checkin"} <= {e["type"] for e in early}
+    assert {e["type"] for e in early} <= {"tps.status", "checkin", "incident.reported", "incident.update"}
+    checkins = Counter(e["payload"]["personnel_id"] for e in early if e["type"] == "checkin")
+    assert checkins and max(checkins.values()) == 1
+    reports = {e["event_id"] for e in sent if e["type"] == "incident.reported"}
+    for e in early:
+        if e["type"] == "incident.reported":  # under way: something of it comes after the start
+            assert any(f["payload"].get("report_id") == e["event_id"] and f not in early for f in sent)
+    assert all(e["payload"]["report_id"] in reports for e in sent if "report_id" in e["payload"])
+
+
+def _ev(at: float, type_: str, event_id: str, **payload: Any) -> PlannedEvent:
+    return PlannedEvent(at, {"event_id": event_id, "type": type_, "tps_id": "T1", "payload": payload})
+
+
+def test_a_late_start_catches_up_what_still_matters_and_drops_what_was_over() -> None:
+    over = [_ev(5, "incident.reported", "r1", description="x"), _ev(8, "incident.resolved", "r1z", report_id="r1")]
+    going = [_ev(10, "incident.reported", "r2", description="y"), _ev(30, "incident.resolved", "r2z", report_id="r2")]
+    checkins = [_ev(m, "checkin", f"c{m}", personnel_id="P1", status="on_duty") for m in (4, 15)]
+    phases = [_ev(m, "tps.status", f"s{m}", phase=ph) for m, ph in ((3, "preparation"), (12, "opening"))]
+    backlog = Send(
+        25,
+        1,
+        [
+            _ev(12, "checkin", "b1", personnel_id="P2", status="on_duty"),
+            _ev(22, "checkin", "b2", personnel_id="P2", status="on_duty"),
+        ],
+        batch=True,
+    )
+    sends = [Send(e.at, 0, [e]) for e in sorted([*over, *going, *checkins, *phases], key=lambda e: e.at)]
+    plan = DayPlan(sends=sorted([*sends, backlog], key=lambda s: s.at), scenario={})
+
+    out = _from(plan, 20)
+
+    ids = [e.event["event_id"] for send in out for e in send.events]
+    assert set(ids) == {"s12", "c15", "r2", "r2z", "b1", "b2"}
+    catch_up = [send for send in out if send.at == 20]
+    assert [[e.event["event_id"] for e in send.events] for send in catch_up] == [["r2"], ["s12"], ["c15"]]
+    assert [send.batch for send in catch_up] == [False, False, True], "check-ins as the phone's backlog"
+    assert ids.index("r2") < ids.index("r2z")
 
 
 def test_an_escorts_expected_time_runs_at_the_speed_of_the_day() -> None:

@@ -13,22 +13,18 @@ from typing import Any
 
 import pytest
 
-from siaga.demo import DeviceToken, demo_personnel, demo_tps, plan_devices, read_kecamatan
+from siaga.demo import demo_personnel, demo_tps
 from siaga.simulator.fleet import build_fleet
 from siaga.simulator.plan import DayPlan, DayPlanner
 from siaga.simulator.texts import load_texts
+from tests.unit.test_simulator import subset_tokens
 
 
 @cache
 def _fleet() -> Any:
-    """The demo's devices as load_demo issues them, with made-up tokens."""
-    devices, _ = plan_devices(demo_tps(), demo_personnel(), read_kecamatan())
-    tokens: dict[str, list[DeviceToken]] = defaultdict(list)
-    for i, req in enumerate(devices):
-        token = DeviceToken(f"dev_{i}", f"tok_{i}", req.personnel_id, req.personnel_ids, tuple(req.tps_ids))
-        for tps_id in req.tps_ids:
-            tokens[tps_id].append(token)
-    return build_fleet(dict(tokens))
+    """The demo's devices as load_demo issues them, with made-up tokens, for every TPS."""
+    tokens, _ = subset_tokens([t.tps_id for t in demo_tps()])
+    return build_fleet(tokens)
 
 
 @cache

@@ -380,11 +380,20 @@ def _delivery_reopener(settings: Settings) -> Any:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Verify the hash chain of every incident timeline."""
-    from siaga.audit import verify
+    """Verify the hash chain of every incident timeline: in the database, or in audit export files."""
+    from siaga.audit import ExportError, verify, verify_export
 
-    ctx = _context(get_settings())
-    result = verify(ctx.engine)
+    if args.file:
+        try:
+            result = verify_export([Path(f) for f in args.file], partial=args.partial)
+        except ExportError as exc:
+            print(f"cannot check the export: {exc}", file=sys.stderr)
+            return 2
+    else:
+        if args.partial:
+            print("--partial is for export files: pass them with --file", file=sys.stderr)
+            return 2
+        result = verify(_context(get_settings()).engine)
     print(result.message)
     return 0 if result.ok else 1
 
@@ -525,7 +534,26 @@ def parser() -> argparse.ArgumentParser:
 
     au = sub.add_parser("audit", help="check the tamper-evident incident record")
     ausub = au.add_subparsers(dest="audit_command", required=True, metavar="TASK")
-    ausub.add_parser("verify", help="prove every timeline's hash chain intact, or name the first broken link")
+    av = ausub.add_parser(
+        "verify",
+        help="prove every timeline's hash chain intact, or name the first broken link",
+        description="Walk every incident timeline's hash chain, in the database (SIAGA_DATABASE_URL) or, with "
+        "--file, in audit exports (GET /v1/admin/audit/export) without any database. Exit 0 when intact, 1 "
+        "naming the first broken entry, 2 when a file cannot be read as an export.",
+    )
+    av.add_argument(
+        "--file",
+        action="append",
+        metavar="EXPORT",
+        help="an audit export (JSON lines) to check instead of the database; repeat it to check several "
+        "exports together (an entry in two files must be the same in both)",
+    )
+    av.add_argument(
+        "--partial",
+        action="store_true",
+        help="the exports were taken with ?since=: a chain may start past entry 1, on its stated link "
+        "(without it, every chain must start at entry 1)",
+    )
     au.set_defaults(func=cmd_audit)
     return p
 

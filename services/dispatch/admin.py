@@ -1,5 +1,5 @@
-"""The admin API: TPS registry and roster imports, devices, tokens, the escalation policy, and the
-operators' corrections as labelled examples."""
+"""The admin API: TPS registry and roster imports, devices, tokens, the escalation policy, the
+operators' corrections as labelled examples, and the audit export."""
 
 from __future__ import annotations
 
@@ -8,29 +8,48 @@ import csv
 import io
 import secrets
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import orjson
 import yaml
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from services.dispatch.policy import EscalationPolicy, PolicyError
 from services.dispatch.service import Dispatch
-from services.dispatch.views import requires
+from services.dispatch.views import Since, requires
+from siaga.audit import export_line
 from siaga.auth import Principal, Role, hash_token, new_token
 from siaga.clock import iso
 from siaga.events import Category
-from siaga.models import ApiToken, Correction, Device, Personnel, Tps
+from siaga.models import ApiToken, Correction, Device, Personnel, TimelineEntry, Tps
 from siaga.openapi import answer, error_responses, inline_schema, invalid
 from siaga.phones import normalise_phone
 
 Admin = Annotated[Principal, requires(Role.ADMIN)]
 NDJSON = "application/x-ndjson"
+AUDIT_PAGE = 2000  # timeline entries a database read of the audit export
+
+
+class AuditLine(BaseModel):
+    """One timeline entry of the audit export: `hash` = sha256(prev_hash + the sorted JSON of the first six
+    fields); `prev_hash` is the previous entry's `hash` ("" for entry 1). See siaga/audit.py."""
+
+    incident_id: str
+    seq: int = Field(description="The entry's number in its incident's timeline, from 1.")
+    at: str = Field(description="When it was recorded (RFC 3339, UTC), exactly as hashed.")
+    actor: str
+    action: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
 
 
 class Said(BaseModel):
@@ -601,5 +620,45 @@ def build_router(dispatch: Dispatch) -> APIRouter:
 
         lines = correction_lines(await asyncio.to_thread(read))
         return Response(b"".join(orjson.dumps(line) + b"\n" for line in lines), media_type=NDJSON)
+
+    @router.get(
+        "/audit/export",
+        summary="The hash-chained timelines (JSON lines), for checking without the database",
+        description="Every timeline entry at or after `since` (all of them without it), one JSON object a "
+        "line, by incident and entry number: its content as hashed, the previous entry's hash and its own. "
+        "`siaga audit verify --file export.jsonl` checks it anywhere (add `--partial` for an export with "
+        "`since`: its older chains start past entry 1). Streamed a page at a time.",
+        response_model=None,
+        responses={
+            200: {
+                "description": "The entries, one a line.",
+                "content": {NDJSON: {"schema": inline_schema(AuditLine)}},
+            }
+        },
+    )
+    async def audit_export(
+        _: Admin,
+        since: Annotated[Since | None, Query(description="Only entries recorded at or after this time")] = None,
+    ) -> StreamingResponse:
+        def page(after: tuple[str, int]) -> list[TimelineEntry]:
+            with Session(ctx.engine) as s:
+                q = select(TimelineEntry).where(
+                    or_(
+                        col(TimelineEntry.incident_id) > after[0],
+                        and_(col(TimelineEntry.incident_id) == after[0], col(TimelineEntry.seq) > after[1]),
+                    )
+                )
+                if since is not None:
+                    q = q.where(col(TimelineEntry.at) >= since)
+                q = q.order_by(col(TimelineEntry.incident_id), col(TimelineEntry.seq)).limit(AUDIT_PAGE)
+                return list(s.exec(q).all())
+
+        async def lines() -> AsyncIterator[bytes]:
+            after = ("", 0)
+            while rows := await asyncio.to_thread(page, after):
+                yield b"".join(orjson.dumps(export_line(e)) + b"\n" for e in rows)
+                after = (rows[-1].incident_id, rows[-1].seq)
+
+        return StreamingResponse(lines(), media_type=NDJSON)
 
     return router

@@ -4,7 +4,8 @@ what they print, their exit status, and what they did (rows in the database, and
 `siaga dev` on the same database that honours the tokens and devices they issued).
 
 `audit verify` proves intact timelines intact and names the row when one was changed, removed,
-or forged with a recomputed hash.
+or forged with a recomputed hash: in the database, and in an audit export (`--file`) with no
+database at all.
 """
 
 from __future__ import annotations
@@ -285,11 +286,21 @@ def recorded_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert time.monotonic() < end, "dispatch did not open the three incidents"
             time.sleep(0.1)
         headers = {"Authorization": f"Bearer {op}"}
-        for inc in sysm.incidents(op):
-            base = sysm.urls["dispatch"] + f"/v1/incidents/{inc['id']}"
+        bases = [sysm.urls["dispatch"] + f"/v1/incidents/{inc['id']}" for inc in sysm.incidents(op)]
+        for base in bases:
             assert httpx.post(base + "/notes", json={"text": "dicek"}, headers=headers).status_code == 200
+        time.sleep(0.01)
+        mid = datetime.now(UTC)  # the export since here holds the second half of every chain
+        for base in bases:
             assert httpx.post(base + "/escalate", json={"note": "naik"}, headers=headers).status_code == 200
             assert httpx.post(base + "/resolve", json={"resolution": "beres"}, headers=headers).status_code == 200
+        export = sysm.urls["dispatch"] + "/v1/admin/audit/export"
+        assert httpx.get(export, headers=headers).status_code == 403, "the export is the admin's"
+        for name, params in (("export.jsonl", {}), ("since.jsonl", {"since": mid.isoformat()})):
+            r = httpx.get(export, params=params, headers=sysm.admin_headers(), timeout=30)
+            assert r.status_code == 200, r.text
+            assert r.headers["content-type"].startswith("application/x-ndjson")
+            (Path(db_file(sysm)).parent / name).write_bytes(r.content)
     finally:
         sysm.stop()
     return Path(db_file(sysm))
@@ -368,6 +379,98 @@ def test_audit_verify_catches_a_forged_row_with_a_recomputed_hash(recorded: Reco
     assert out.returncode == 1, out.stdout
     assert f"incident {after.incident_id}, timeline entry {after.seq} ({after.action}" in out.stdout
     assert "link to the previous entry" in out.stdout
+
+
+# -- audit export, checked without the database ------------------------------------------------------
+def export_of(recorded_db: Path, name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (recorded_db.parent / name).read_text().splitlines()]
+
+
+def write_lines(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def no_database(tmp_path: Path) -> dict[str, str]:
+    """An environment whose database does not exist: `verify --file` must not need it."""
+    return cli_env(f"sqlite:///{tmp_path / 'absent' / 'none.db'}")
+
+
+def test_the_export_is_the_database_timeline_and_verifies_without_it(recorded_db: Path, tmp_path: Path) -> None:
+    entries = timeline(Recorded({}, recorded_db))
+    lines = export_of(recorded_db, "export.jsonl")
+    assert [(d["incident_id"], d["seq"], d["hash"]) for d in lines] == [(e.incident_id, e.seq, e.hash) for e in entries]
+    out = siaga(no_database(tmp_path), "audit", "verify", "--file", str(recorded_db.parent / "export.jsonl"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith(f"intact: {len(entries)} timeline entries of 3 incidents verified"), out.stdout
+    assert not (tmp_path / "absent").exists(), "verify --file touched a database"
+
+
+def test_an_export_since_a_time_holds_the_later_entries_and_verifies_as_partial(
+    recorded_db: Path, tmp_path: Path
+) -> None:
+    full, since = export_of(recorded_db, "export.jsonl"), export_of(recorded_db, "since.jsonl")
+    later = [d for d in full if d["action"] in ("escalated", "resolved")]
+    assert later and all(d in since for d in later), "every escalation and resolution is in the later export"
+    assert not any(d["action"] in ("opened", "note") for d in since), "nothing from before `since`"
+    path = str(recorded_db.parent / "since.jsonl")
+    strict = siaga(no_database(tmp_path), "audit", "verify", "--file", path)
+    assert strict.returncode == 1 and "is missing" in strict.stdout, "a chain without entry 1 is not whole"
+    out = siaga(no_database(tmp_path), "audit", "verify", "--file", path, "--partial")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 of them continue an earlier export" in out.stdout
+    both = siaga(
+        no_database(tmp_path), "audit", "verify", "--file", str(recorded_db.parent / "export.jsonl"), "--file", path
+    )
+    assert both.returncode == 0 and "continue" not in both.stdout, both.stdout
+
+
+def test_verify_file_names_a_tampered_entry(recorded_db: Path, tmp_path: Path) -> None:
+    lines = export_of(recorded_db, "export.jsonl")
+    victim = next(d for d in lines if d["action"] == "resolved")
+    victim["detail"]["resolution"] = "tidak ada kejadian"
+    out = siaga(no_database(tmp_path), "audit", "verify", "--file", str(write_lines(tmp_path / "t.jsonl", lines)))
+    assert out.returncode == 1, out.stdout
+    assert f"BROKEN: incident {victim['incident_id']}, timeline entry {victim['seq']} (resolved" in out.stdout
+    assert "changed" in out.stdout
+
+
+def test_verify_file_catches_a_forged_entry_with_a_recomputed_hash_and_a_removed_one(
+    recorded_db: Path, tmp_path: Path
+) -> None:
+    lines = export_of(recorded_db, "export.jsonl")
+    i = next(n for n, d in enumerate(lines) if d["action"] == "escalated")
+    victim, after = lines[i], lines[i + 1]
+    victim["detail"]["note"] = "tidak pernah naik"
+    victim["hash"] = chain_hash(victim["prev_hash"], {k: victim[k] for k in list(victim)[:6]})
+    out = siaga(no_database(tmp_path), "audit", "verify", "--file", str(write_lines(tmp_path / "f.jsonl", lines)))
+    assert out.returncode == 1, out.stdout
+    assert f"incident {after['incident_id']}, timeline entry {after['seq']}" in out.stdout
+    assert "link to the previous entry" in out.stdout
+
+    removed = [d for d in export_of(recorded_db, "export.jsonl") if d["action"] != "note"]
+    out = siaga(no_database(tmp_path), "audit", "verify", "--file", str(write_lines(tmp_path / "r.jsonl", removed)))
+    assert out.returncode == 1 and "is missing" in out.stdout, out.stdout
+
+
+def test_verify_file_refuses_what_is_not_an_export_and_exports_that_disagree(recorded_db: Path, tmp_path: Path) -> None:
+    env = no_database(tmp_path)
+    garbage = tmp_path / "g.jsonl"
+    garbage.write_text('{"incident_id": "X"}\nnot json\n')
+    out = siaga(env, "audit", "verify", "--file", str(garbage))
+    assert out.returncode == 2 and "line 1: not an audit entry (missing seq, at" in out.stderr, out.stderr
+    garbage.write_text("[1, 2]\n{")
+    out = siaga(env, "audit", "verify", "--file", str(garbage))
+    assert out.returncode == 2 and "line 1: not an audit entry" in out.stderr, out.stderr
+    out = siaga(env, "audit", "verify", "--file", str(tmp_path / "nothing.jsonl"))
+    assert out.returncode == 2 and "cannot read it" in out.stderr, out.stderr
+
+    lines = export_of(recorded_db, "export.jsonl")
+    lines[0]["actor"] = "someone else"
+    changed = write_lines(tmp_path / "c.jsonl", lines)
+    out = siaga(env, "audit", "verify", "--file", str(recorded_db.parent / "export.jsonl"), "--file", str(changed))
+    assert out.returncode == 2 and "differs from the same entry" in out.stderr, out.stderr
+    assert siaga(env, "audit", "verify", "--partial").returncode == 2, "--partial needs --file"
 
 
 def test_migrate_show_then_upgrade(tmp_path: Path) -> None:

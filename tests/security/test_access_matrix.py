@@ -243,6 +243,7 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
         fixed("/v1/incidents", json={"tps_id": "T1", "description": "lapor via HT: HT rusak", "category": "equipment"}),
     ),
     ("GET", "/v1/admin/corrections"): Expect(Access.ADMIN, 200, fixed("/v1/admin/corrections")),
+    ("GET", "/v1/admin/audit/export"): Expect(Access.ADMIN, 200, fixed("/v1/admin/audit/export")),
     ("GET", "/v1/incidents/{incident_id}/candidates"): Expect(Access.VIEWER, 200, fixed_incident_path("candidates")),
     ("POST", "/v1/incidents/{incident_id}/assign"): Expect(Access.OPERATOR, 200, _assign_checked_in),
     ("POST", "/v1/messages"): Expect(

@@ -126,6 +126,10 @@ class IncidentPublic(_Part):
         "(sent, resent, acknowledged, unanswered).",
     )
     code: str | None = Field(default=None, description="Short code for SMS follow-ups (`SELESAI <code>`).")
+    held_alerts: int = Field(
+        default=0, ge=0, description="Alerts a silence holds back now (SPEC section 5); they go out once it ends."
+    )
+    silenced_by: list[str] = Field(default_factory=list, description="The silences holding them back.")
     version: StrictInt = Field(ge=0, description="Grows with every change; a reader keeps only newer copies.")
 
 

@@ -112,6 +112,25 @@ class ProcessedEvent(SQLModel, table=True):
     processed_at: datetime
 
 
+class Silence(SQLModel, table=True):
+    """A silence (SPEC section 5): while it is in force, the alerts of the incidents it matches are held.
+
+    Every match field given must equal the incident's (at least one is). `ends_at` is moved to the
+    time an operator ended it early, so "in force" is `starts_at <= now < ends_at` alone.
+    """
+
+    id: str = Field(primary_key=True, max_length=40)
+    kecamatan: str | None = None
+    tps_id: str | None = None
+    category: str | None = None
+    starts_at: datetime
+    ends_at: datetime = Field(index=True)
+    reason: str
+    created_by: str
+    created_at: datetime
+    ended_by: str | None = None  # who ended it early
+
+
 class CommandResult(SQLModel, table=True):
     """What the partition owner made of a command (siaga.commands); the API that sent it waits for it.
 
@@ -169,6 +188,7 @@ class Incident(SQLModel, table=True):
     source: str = "field"  # field | sms | whatsapp | command_post (siaga.contracts.IncidentSource)
     orders: list[dict[str, Any]] = _json()  # field orders sent for it (SPEC section 9), with their state
     code: str | None = Field(default=None, index=True, max_length=8)  # short code (siaga.short_codes)
+    held_alerts: list[dict[str, Any]] = _json()  # alerts a silence holds back (services/dispatch/rules/ladder.py)
     version: int = Field(default=1, sa_column=_incident_version)
 
     __table_args__ = (Index("ix_incident_tps_cat_status", "tps_id", "category", "status"),)

@@ -111,6 +111,7 @@ class Incident(_Row):
     source: str = "field"  # how the first report came: field | sms | whatsapp | command_post
     orders: list[dict[str, Any]] = field(default_factory=list)  # field orders: services/dispatch/rules/orders.py
     code: str | None = None  # short code, unique among open incidents (siaga.short_codes)
+    held_alerts: list[dict[str, Any]] = field(default_factory=list)  # held by a silence: rules/ladder.py
     version: int = 1
 
 
@@ -126,6 +127,29 @@ class TimelineItem:
     detail: dict[str, Any]
     prev_hash: str = ""
     hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRule:
+    """A silence as the engine applies it (a `silence` row): holds the alerts of what it matches."""
+
+    id: str
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    kecamatan: str | None = None
+    tps_id: str | None = None
+    category: str | None = None
+
+    def in_force(self, now: datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def matches(self, inc: Incident) -> bool:
+        return (
+            (self.kecamatan is None or self.kecamatan == inc.kecamatan)
+            and (self.tps_id is None or self.tps_id == inc.tps_id)
+            and (self.category is None or self.category == inc.category)
+        )
 
 
 def order_due_at(inc: Incident) -> datetime | None:

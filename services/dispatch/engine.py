@@ -124,7 +124,7 @@ class Engine(Duty):
     def tick(self) -> int:
         """Act on every deadline that passed and raise silent posts; returns how many changes it made."""
         now = self.clock.now()
-        changes = 0
+        changes = self._release_held()  # first: what a silence held is older than what falls due now
         for inc in self.store.due(now):
             if inc.status not in OPEN_STATUSES:
                 continue

@@ -67,6 +67,9 @@ class EscalationPolicy(BaseModel):
     escort_grace_minutes: float = Field(default=15, ge=0, le=WEEK_MINUTES, allow_inf_nan=False)
     min_on_duty: MinOnDuty = Field(default_factory=MinOnDuty)
     max_duty_hours: float = Field(default=16, gt=0, le=24, allow_inf_nan=False)
+    silence_max_hours: float = Field(
+        default=24, gt=0, le=WEEK_MINUTES / 60, allow_inf_nan=False, description="The longest silence allowed."
+    )
     alerts: dict[str, Any] | None = None
 
     @field_validator("local_window_minutes")

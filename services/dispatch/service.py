@@ -30,12 +30,14 @@ from sqlmodel import Session, col, delete, select
 
 from services.dispatch.classify import Classifier
 from services.dispatch.commands import Outcome, apply_command, confirm
+from services.dispatch.domain import SilenceRule
 from services.dispatch.engine import Engine, NotAllowed, Received
 from services.dispatch.inbox import inbox_row, insert_inbox
 from services.dispatch.policy import PolicyStore
 from services.dispatch.state import OutboxMessage, OwnedState, insert_outbox
 from siaga import topics
 from siaga.bus import BusUnavailable, ConsumerLoop, PartitionListener, Record, TopicPartition, TransientError
+from siaga.clock import as_utc
 from siaga.contracts import (
     COMMAND,
     Acknowledge,
@@ -56,7 +58,7 @@ from siaga.contracts import (
 )
 from siaga.events import BusEvent, Category, EventType, Severity
 from siaga.keys import kecamatan_key
-from siaga.models import CommandResult, Incident, Outbox, Tps
+from siaga.models import CommandResult, Incident, Outbox, Silence, Tps
 from siaga.runtime import Context
 
 log = logging.getLogger("siaga.dispatch")
@@ -70,6 +72,8 @@ SILENT_POSTS = Gauge(
     "siaga_dispatch_silent_posts", "TPS marked silent now: no check-in within the policy's silent_post_minutes"
 )
 SILENT_COUNT_INTERVAL_S = 15.0  # how often the tick loop counts them (one indexed query)
+# How often the owner reads the silences again: one created in another process holds within this.
+SILENCE_REFRESH_S = 1.0
 
 
 def parse_record(record: Record) -> Received:
@@ -205,6 +209,7 @@ class Dispatch:
         self._owned: set[int] = set()
         self._loaded = False  # whether every owned kecamatan is in memory (and in the timers)
         self._waiters: dict[str, asyncio.Future[Outcome]] = {}
+        self._silences_read = float("-inf")  # monotonic time the silences were last read
 
     # ------------------------------------------------------------------ ownership
     def owns(self, kecamatan: str) -> bool:
@@ -232,6 +237,31 @@ class Dispatch:
             self._owned -= {p for t, p in partitions if t == topics.FIELD_EVENTS}
             self.state.drop(keep=self.owns)
 
+    # ------------------------------------------------------------------ silences (SPEC section 5)
+    def silences_changed(self) -> None:
+        """A silence was created or ended here: the next transaction reads them again."""
+        self._silences_read = float("-inf")
+
+    def _read_silences(self) -> None:
+        if time.monotonic() - self._silences_read < SILENCE_REFRESH_S:
+            return
+        now = self.ctx.clock.now()
+        with Session(self.ctx.engine) as s:
+            rows = s.exec(select(Silence).where(col(Silence.ends_at) > now)).all()
+        self.state.silence_rules = [
+            SilenceRule(
+                id=r.id,
+                starts_at=as_utc(r.starts_at),
+                ends_at=as_utc(r.ends_at),
+                reason=r.reason,
+                kecamatan=r.kecamatan,
+                tps_id=r.tps_id,
+                category=r.category,
+            )
+            for r in rows
+        ]
+        self._silences_read = time.monotonic()
+
     # ------------------------------------------------------------------ transactions
     def _run(
         self, fn: Callable[[Engine], T], published: list[int]
@@ -239,6 +269,7 @@ class Dispatch:
         try:
             if not self._loaded:
                 self._load_owned()
+            self._read_silences()
             engine = Engine(self.state, self.policies.current(), self.classifier, self.ctx.clock)
             result = fn(engine)
             engine.finish()

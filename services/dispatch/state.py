@@ -33,7 +33,7 @@ from sqlalchemy import select as select_rows
 from sqlmodel import Session, col, select
 
 from services.dispatch.bulk import Bulk, chunks
-from services.dispatch.domain import Correction, Incident, Personnel, TimelineItem, Tps, order_due_at
+from services.dispatch.domain import Correction, Incident, Personnel, SilenceRule, TimelineItem, Tps, order_due_at
 from services.dispatch.inbox import inbox_row, insert_inbox
 from services.dispatch.store import CHECKIN_FRESH, OPEN_STATUSES, escort_timers, lapse_due
 from siaga import models as rows
@@ -120,6 +120,9 @@ class OwnedState:
         # short codes its new incidents draw from. None: one partition, block 0.
         self.partition_of: Callable[[str], int] | None = None
         self.changes = Changes()
+        # The silences not yet over, as the owner last read them (services/dispatch/service.py keeps
+        # them fresh); not part of the partitions' state, so a reset keeps them.
+        self.silence_rules: list[SilenceRule] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -140,6 +143,7 @@ class OwnedState:
         self._batch_seen: set[str] = set()  # event ids of this batch known not to be applied before
         self._batch_absent: set[str] = set()  # personnel ids of this batch known not to be on the roster
         self._deadlines: list[tuple[datetime, str]] = []  # (when, incident id), stale entries skipped
+        self._holding: set[str] = set()  # open incidents holding alerts for a silence (few, checked each tick)
         # (when last heard of, tps id): one entry a TPS at most (those in `_in_quiet`). A check-in
         # moves last_seen_at on without touching the heap; an entry that surfaces older than its
         # TPS's last_seen_at goes back in at that time. So the heap never holds more than the TPS.
@@ -200,6 +204,7 @@ class OwnedState:
         for iid in [i for i, inc in self.incidents.items() if inc.kecamatan in gone]:
             del self.incidents[iid]
             self._chains.pop(iid, None)
+            self._holding.discard(iid)
         for k in gone:
             self._kecamatan_open.pop(k, None)
         for kind in [kind for kind in self._kind_open if kind[0] in gone]:
@@ -319,6 +324,10 @@ class OwnedState:
                 at_tps.add(inc.id)
             else:
                 at_tps.discard(inc.id)
+        if is_open and inc.held_alerts:
+            self._holding.add(inc.id)
+        else:
+            self._holding.discard(inc.id)
         when = _deadline(inc) if is_open else None
         if when is not None:
             heapq.heappush(self._deadlines, (when, inc.id))
@@ -565,6 +574,12 @@ class OwnedState:
                         person = self.people[pid] = Personnel.from_row(mapping)
                     out.append(person)
         return out
+
+    def silences(self) -> Sequence[SilenceRule]:
+        return self.silence_rules
+
+    def holding(self) -> list[Incident]:
+        return [inc for i in sorted(self._holding) if (inc := self.incidents.get(i)) is not None]
 
     def due(self, now: datetime) -> list[Incident]:
         """Open incidents whose window or acknowledgement deadline has passed, from the timer heap."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from services.dispatch.domain import Correction, Incident, Personnel, Tps, order_due_at
+from services.dispatch.domain import Correction, Incident, Personnel, SilenceRule, Tps, order_due_at
 from siaga.audit import chain_hash, entry_content
 from siaga.clock import as_utc
 from siaga.contracts import Message
@@ -75,6 +75,14 @@ class Store(Protocol):
         """Keep an operator's correction (a labelled example); written with the transaction."""
         ...
 
+    def silences(self) -> Sequence[SilenceRule]:
+        """The silences not yet over (the engine asks each whether it is in force now)."""
+        ...
+
+    def holding(self) -> list[Incident]:
+        """The open incidents that hold alerts back for a silence."""
+        ...
+
 
 class MemoryStore:
     """The store in memory, for unit tests of the engine."""
@@ -88,6 +96,13 @@ class MemoryStore:
         self.entries: dict[str, list[TimelineEntry]] = {}
         self.out: list[tuple[str, str | None, dict[str, Any]]] = []
         self.corrections: list[Correction] = []
+        self.silence_rules: list[SilenceRule] = []
+
+    def silences(self) -> Sequence[SilenceRule]:
+        return self.silence_rules
+
+    def holding(self) -> list[Incident]:
+        return [i for i in self._open() if i.held_alerts]
 
     def processed(self, event_id: str) -> bool:
         return event_id in self.done

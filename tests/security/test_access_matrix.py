@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,20 @@ async def _fresh_token(rig: Rig) -> Call:
     return Call(f"/v1/admin/tokens/{token_id}")
 
 
+def _silence_body() -> dict[str, Any]:
+    ends = datetime.now(UTC) + timedelta(hours=1)
+    return {"match": {"kecamatan": "Cikande"}, "ends_at": ends.isoformat(), "reason": "pemadaman PLN"}
+
+
+async def _silence(_: Rig) -> Call:
+    return Call("/v1/admin/silences", json=_silence_body())
+
+
+async def _fresh_silence(rig: Rig) -> Call:
+    r = await rig.admin("POST", "/v1/admin/silences", json=_silence_body())
+    return Call(f"/v1/admin/silences/{r.json()['id']}")
+
+
 async def _policy(rig: Rig) -> Call:
     current = (await rig.admin("GET", "/v1/admin/policy")).json()
     return Call("/v1/admin/policy", content=orjson.dumps(current), headers={"Content-Type": "application/json"})
@@ -264,6 +278,9 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
     ("GET", "/v1/admin/tokens"): Expect(Access.ADMIN, 200, fixed("/v1/admin/tokens")),
     ("DELETE", "/v1/admin/tokens/{token_id}"): Expect(Access.ADMIN, 200, _fresh_token),
     ("GET", "/v1/admin/policy"): Expect(Access.ADMIN, 200, fixed("/v1/admin/policy")),
+    ("POST", "/v1/admin/silences"): Expect(Access.OPERATOR, 201, _silence),
+    ("GET", "/v1/admin/silences"): Expect(Access.OPERATOR, 200, fixed("/v1/admin/silences")),
+    ("DELETE", "/v1/admin/silences/{silence_id}"): Expect(Access.OPERATOR, 200, _fresh_silence),
     ("PUT", "/v1/admin/policy"): Expect(Access.ADMIN, 200, _policy),
     ("POST", "/v1/telegram/webhook"): Expect(Access.TELEGRAM, 200, fixed("/v1/telegram/webhook", json=TELEGRAM_UPDATE)),
     # The handshake's proof is the verify token in the query, whoever asks (Meta sends no bearer token).

@@ -108,6 +108,8 @@ def incident_public(inc: Incident, tps: Tps | None = None) -> IncidentPublic:
         source=IncidentSource(inc.source or "field"),
         orders=[{k: v for k, v in o.items() if k != "due_at"} for o in inc.orders or ()],
         code=inc.code,
+        held_alerts=len(inc.held_alerts or ()),
+        silenced_by=sorted({h["silence_id"] for h in inc.held_alerts or ()}),
         version=inc.version,
     )
 

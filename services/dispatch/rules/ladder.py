@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from services.dispatch.classify import Facts, severity_for
-from services.dispatch.domain import Incident, Tps
+from services.dispatch.domain import Incident, SilenceRule, Tps
 from services.dispatch.rules.base import LEVEL_NAMES, SYSTEM, RuleBase, incident_public
 from services.dispatch.store import OPEN_STATUSES
 from siaga.clock import as_utc, iso
@@ -115,6 +115,14 @@ class Ladder(RuleBase):
         inc.ack_deadline = None
         on_site = inc.level == 0
         self._timeline(inc, actor, "resolved", {"resolution": resolution, "on_site": on_site, "occurred_at": iso(at)})
+        if inc.held_alerts:  # a silence's held alerts go out only for incidents still open
+            self._timeline(
+                inc,
+                SYSTEM,
+                "held_alerts_dropped",
+                {"alerts": len(inc.held_alerts), "why": "resolved while a silence held its alerts"},
+            )
+            inc.held_alerts = []
         self._changed(inc)
 
     def _note(self, inc: Incident, *, actor: str, text: str, at: datetime) -> None:
@@ -165,6 +173,24 @@ class Ladder(RuleBase):
         reminder: int,
         reason: str,
     ) -> None:
+        silence = self._silence_of(inc)
+        if silence is not None:
+            self._hold(
+                inc, silence, level=level, audience=audience, stakeholder=stakeholder, reminder=reminder, reason=reason
+            )
+            return
+        self._send_alert(inc, level=level, audience=audience, stakeholder=stakeholder, reminder=reminder, reason=reason)
+
+    def _send_alert(
+        self,
+        inc: Incident,
+        *,
+        level: int,
+        audience: Audience,
+        stakeholder: Stakeholder | None,
+        reminder: int,
+        reason: str,
+    ) -> None:
         who = stakeholder or audience.value
         self.store.emit(
             AlertIntent(
@@ -179,3 +205,81 @@ class Ladder(RuleBase):
                 incident=incident_public(inc, self._tps_of(inc)),
             )
         )
+
+    # ------------------------------------------------------------------ silences (SPEC section 5)
+    def _silence_of(self, inc: Incident) -> SilenceRule | None:
+        """The silence in force that matches the incident; never one for a critical incident."""
+        if inc.severity == Severity.CRITICAL.value:
+            return None
+        now = self.clock.now()
+        return next((s for s in self.store.silences() if s.in_force(now) and s.matches(inc)), None)
+
+    def _hold(
+        self,
+        inc: Incident,
+        silence: SilenceRule,
+        *,
+        level: int,
+        audience: Audience,
+        stakeholder: Stakeholder | None,
+        reminder: int,
+        reason: str,
+    ) -> None:
+        """Keep the alert on the incident until no silence holds it; a reminder replaces the one before."""
+        held = {
+            "level": level,
+            "audience": audience.value,
+            "stakeholder": stakeholder,
+            "reminder": reminder,
+            "reason": reason,
+            "silence_id": silence.id,
+            "at": iso(self.clock.now()),
+        }
+        kept = [h for h in inc.held_alerts if not (reminder and h["reminder"] and h["level"] == level)]
+        inc.held_alerts = [*kept, held]
+        self._timeline(
+            inc,
+            SYSTEM,
+            "alert_silenced",
+            {
+                "to_whom": stakeholder or LEVEL_NAMES[level],
+                "level": level,
+                "reminder": reminder,
+                "silence_id": silence.id,
+                "silence_reason": silence.reason,
+                "until": iso(silence.ends_at),
+            },
+        )
+        self.store.save_incident(inc)
+
+    def _release_held(self) -> int:
+        """Send, once, the held alerts of each open incident that no silence holds any more (the silence
+        ended or was ended, or the incident became critical); returns how many incidents it released."""
+        released = 0
+        for inc in self.store.holding():
+            critical = inc.severity == Severity.CRITICAL.value
+            if not critical and self._silence_of(inc) is not None:
+                continue
+            held, inc.held_alerts = inc.held_alerts, []
+            self._timeline(
+                inc,
+                SYSTEM,
+                "alerts_released",
+                {
+                    "alerts": len(held),
+                    "silence_ids": sorted({h["silence_id"] for h in held}),
+                    "why": "critical is never silenced" if critical else "no silence holds it any more",
+                },
+            )
+            for h in held:
+                self._send_alert(
+                    inc,
+                    level=h["level"],
+                    audience=Audience(h["audience"]),
+                    stakeholder=h["stakeholder"],
+                    reminder=h["reminder"],
+                    reason=h["reason"],
+                )
+            self._changed(inc)
+            released += 1
+        return released

@@ -1,0 +1,206 @@
+"""Silences (SPEC section 5): `POST/GET /v1/admin/silences`, `DELETE /v1/admin/silences/{id}`.
+
+A silence is a row of `silence`; the partition owners read the silences again every second
+(services/dispatch/service.py) and the engine holds the alerts of the incidents one matches
+(services/dispatch/rules/ladder.py). An admin or an operator may create and end them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import Session, col, select
+
+from services.dispatch.service import Dispatch
+from services.dispatch.views import Operator, Since
+from siaga.auth import Principal
+from siaga.clock import as_utc, iso
+from siaga.events import Category, Text
+from siaga.models import Silence, Tps
+from siaga.openapi import answer, error_responses, invalid
+
+MAX_LIST = 500
+
+
+class SilenceMatch(BaseModel):
+    """What the silence holds: every field given must equal the incident's (at least one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kecamatan: str | None = Field(default=None, min_length=1, max_length=100)
+    tps_id: str | None = Field(default=None, min_length=1, max_length=64)
+    category: Category | None = None
+
+
+class SilenceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    match: SilenceMatch
+    starts_at: Since | None = Field(default=None, description="When it starts holding (default: now).")
+    ends_at: Since = Field(description="When it stops; the held alerts of incidents still open go out then.")
+    reason: Text = Field(min_length=1, description="Why, for the timeline: a planned power cut, say.")
+
+
+class SilencePublic(BaseModel):
+    id: str
+    match: SilenceMatch
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+    ended_by: str | None = Field(description="Who ended it early, if anyone.")
+    state: str = Field(description="`planned`, `active` or `ended`.")
+
+
+def silence_public(row: Silence, now: datetime) -> dict[str, Any]:
+    starts, ends = as_utc(row.starts_at), as_utc(row.ends_at)
+    return {
+        "id": row.id,
+        "match": {"kecamatan": row.kecamatan, "tps_id": row.tps_id, "category": row.category},
+        "starts_at": iso(starts),
+        "ends_at": iso(ends),
+        "reason": row.reason,
+        "created_by": row.created_by,
+        "created_at": iso(as_utc(row.created_at)),
+        "ended_by": row.ended_by,
+        "state": "planned" if now < starts else "active" if now < ends else "ended",
+    }
+
+
+def _actor(who: Principal) -> str:
+    return f"{who.role.value}:{who.name}"
+
+
+def _checked(dispatch: Dispatch, body: SilenceCreate, now: datetime) -> Silence:
+    """The silence to store, or a 422 naming what is wrong with it."""
+    m = body.match
+    if m.kecamatan is None and m.tps_id is None and m.category is None:
+        raise invalid("match", "name at least one of kecamatan, tps_id, category (a silence of everything is refused)")
+    starts = body.starts_at or now
+    if body.ends_at <= starts:
+        raise invalid("ends_at", f"must be after starts_at ({iso(starts)})")
+    if body.ends_at <= now:
+        raise invalid("ends_at", "is already past: a silence must end in the future")
+    longest = timedelta(hours=dispatch.policies.current().silence_max_hours)
+    if body.ends_at - starts > longest:
+        raise invalid(
+            "ends_at",
+            f"a silence lasts at most {longest.total_seconds() / 3600:g} hours (policy silence_max_hours)",
+        )
+    with Session(dispatch.ctx.engine) as s:
+        if m.tps_id is not None:
+            tps = s.get(Tps, m.tps_id)
+            if tps is None:
+                raise invalid("match.tps_id", f"not in the registry: {m.tps_id}")
+            if m.kecamatan is not None and tps.kecamatan != m.kecamatan:
+                raise invalid("match.tps_id", f"{m.tps_id} is in kecamatan {tps.kecamatan}, not {m.kecamatan}")
+        if m.kecamatan is not None and s.exec(select(Tps.tps_id).where(Tps.kecamatan == m.kecamatan)).first() is None:
+            raise invalid("match.kecamatan", f"not in the registry: {m.kecamatan}")
+    return Silence(
+        id=f"SIL-{uuid.uuid4().hex[:10].upper()}",
+        kecamatan=m.kecamatan,
+        tps_id=m.tps_id,
+        category=m.category.value if m.category else None,
+        starts_at=starts,
+        ends_at=body.ends_at,
+        reason=body.reason,
+        created_by="",
+        created_at=now,
+    )
+
+
+async def create_silence(dispatch: Dispatch, body: SilenceCreate, *, actor: str) -> dict[str, Any]:
+    """Store a new silence (or refuse it with a 422 naming the problem); the owners hold by it at once."""
+    now = dispatch.ctx.clock.now()
+
+    def write() -> dict[str, Any]:
+        row = _checked(dispatch, body, now)
+        row.created_by = actor
+        with Session(dispatch.ctx.engine, expire_on_commit=False) as s:
+            s.add(row)
+            s.commit()
+        return silence_public(row, now)
+
+    doc = await asyncio.to_thread(write)
+    dispatch.silences_changed()
+    return doc
+
+
+def build_router(dispatch: Dispatch) -> APIRouter:
+    ctx = dispatch.ctx
+    router = APIRouter(prefix="/v1/admin/silences", tags=["silences"], responses=error_responses(401, 403, 422))
+
+    @router.post(
+        "",
+        status_code=201,
+        summary="Create a silence: hold the alerts of what it matches until it ends (never critical ones)",
+        response_model=None,
+        responses=answer(SilencePublic, "The silence, as stored.", 201) | error_responses(400),
+    )
+    async def post_silence(who: Operator, body: SilenceCreate) -> dict[str, Any]:
+        return await create_silence(dispatch, body, actor=_actor(who))
+
+    @router.get(
+        "",
+        summary="The silences, newest first",
+        response_model=None,
+        responses=answer(list[SilencePublic], "The silences."),
+    )
+    async def list_silences(
+        _: Operator,
+        state: Annotated[
+            str | None, Query(pattern="^(planned|active|ended)$", description="Only those in this state now.")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 100,
+    ) -> list[dict[str, Any]]:
+        now = ctx.clock.now()
+
+        def rows() -> list[dict[str, Any]]:
+            with Session(ctx.engine) as s:
+                q = select(Silence)
+                if state == "planned":
+                    q = q.where(col(Silence.starts_at) > now)
+                elif state == "active":
+                    q = q.where(col(Silence.starts_at) <= now, col(Silence.ends_at) > now)
+                elif state == "ended":
+                    q = q.where(col(Silence.ends_at) <= now)
+                found = s.exec(q.order_by(col(Silence.created_at).desc(), col(Silence.id)).limit(limit)).all()
+            return [silence_public(r, now) for r in found]
+
+        return await asyncio.to_thread(rows)
+
+    @router.delete(
+        "/{silence_id}",
+        summary="End a silence now; the held alerts of incidents still open go out within a second",
+        response_model=None,
+        responses=answer(SilencePublic, "The silence, ended.")
+        | error_responses(404, 409, _404="No silence with that id.", _409="The silence has ended already."),
+    )
+    async def end_silence(who: Operator, silence_id: Annotated[str, PathParam(max_length=40)]) -> dict[str, Any]:
+        now = ctx.clock.now()
+
+        def end() -> dict[str, Any]:
+            with Session(ctx.engine, expire_on_commit=False) as s:
+                row = s.get(Silence, silence_id)
+                if row is None:
+                    raise HTTPException(404, f"silence {silence_id} not found")
+                if as_utc(row.ends_at) <= now:
+                    raise HTTPException(409, f"silence {silence_id} ended at {iso(as_utc(row.ends_at))}")
+                row.ends_at = max(now, as_utc(row.starts_at))
+                row.ended_by = _actor(who)
+                s.add(row)
+                s.commit()
+                return silence_public(row, now)
+
+        doc = await asyncio.to_thread(end)
+        dispatch.silences_changed()
+        return doc
+
+    return router

@@ -28,7 +28,9 @@ def build(ctx: Context, *, with_notifier: bool | None = None) -> ServiceParts:
             return routing_from_settings(ctx.settings, dispatch.policies.current().alerts)
 
         notifier = Notifier(ctx, routing=routing, recorder=dispatch)
-        router.include_router(telegram_router(ctx, routing=routing, actions=dispatch))
+        router.include_router(
+            telegram_router(ctx, routing=routing, actions=dispatch, silence=silences.chat_silencer(dispatch))
+        )
 
     async def start() -> None:
         await dispatch.start()

@@ -14,9 +14,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi import Path as PathParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session, col, select
 
+from services.dispatch.notifier.telegram import Silencer
 from services.dispatch.service import Dispatch
 from services.dispatch.views import Operator, Since
 from siaga.auth import Principal
@@ -131,6 +132,22 @@ async def create_silence(dispatch: Dispatch, body: SilenceCreate, *, actor: str)
     doc = await asyncio.to_thread(write)
     dispatch.silences_changed()
     return doc
+
+
+def chat_silencer(dispatch: Dispatch) -> Silencer:
+    """The Telegram `/silence <kecamatan> <minutes> <reason>` command's action: a silence from now."""
+
+    async def silence(*, kecamatan: str, minutes: int, reason: str, actor: str) -> dict[str, Any]:
+        now = dispatch.ctx.clock.now()
+        try:
+            body = SilenceCreate(
+                match=SilenceMatch(kecamatan=kecamatan), ends_at=now + timedelta(minutes=minutes), reason=reason
+            )
+        except ValidationError as exc:
+            raise invalid(".".join(map(str, exc.errors()[0]["loc"])), exc.errors()[0]["msg"]) from None
+        return await create_silence(dispatch, body, actor=actor)
+
+    return silence
 
 
 def build_router(dispatch: Dispatch) -> APIRouter:

@@ -1,22 +1,25 @@
 """Silences through the API (SPEC section 5), on the composed dev app on a ManualClock: a silence holds
 a medium incident's alerts and shows it on the incident; ending it sends them once; a critical
-incident is never held; what a silence may not be is refused with the field named.
+incident is never held; what a silence may not be is refused with the field named. And the Telegram
+`/silence <kecamatan> <minutes> <reason>` command, against a loopback Bot API.
 
 Alerts are read on siaga.alerts, as the notifier reads them (operator_helpers.Tap).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.dispatch.notifier.telegram import parse_silence
 from siaga.clock import ManualClock
+from tests.fakes.providers import FakeTelegram
 from tests.integration.operator_helpers import Tap, clocked_rig, get_incident, own_tps, report, tick, z
-from tests.security import Rig
+from tests.security import TELEGRAM_CHAT, TELEGRAM_SECRET, Rig, running_rig, tps_csv
 
 NOW = datetime(2024, 2, 14, 9, 0, tzinfo=UTC)
 OWN_TPS = own_tps("SL", "Senyap", 4)  # kecamatan Senyap1..Senyap4, one TPS each
@@ -136,3 +139,91 @@ async def test_what_a_silence_may_not_be_is_refused_naming_the_field(
     assert any(p["field"].endswith(field) and words in p["message"] for p in problems), problems
     listed = await r.client.get("/v1/admin/silences", headers=r.headers("operator"))
     assert listed.json() == [], "nothing stored"
+
+
+# -- the Telegram command -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("/silence Cikande 120 pemadaman listrik PLN", ("Cikande", 120, "pemadaman listrik PLN")),
+        ("/silence@SiagaBot Pulo Ampel 90 genset servis", ("Pulo Ampel", 90, "genset servis")),
+        ("/SILENCE  Anyar   30   uji\ncoba", ("Anyar", 30, "uji\ncoba")),
+        ("/silence Cikande sembilan puluh uji", "usage"),
+        ("/silence Cikande 120", "usage"),
+        ("/silence", "usage"),
+        ("/silenced Cikande 120 x", None),
+        ("tolong silence Cikande", None),
+    ],
+)
+def test_the_silence_command_is_parsed(text: str, parsed: tuple[str, int, str] | str | None) -> None:
+    got = parse_silence(text)
+    if parsed == "usage":
+        assert isinstance(got, str) and got.startswith("usage: /silence <kecamatan> <minutes> <reason>")
+    else:
+        assert got == parsed
+
+
+def chat_message(chat_id: str, text: str) -> dict[str, Any]:
+    return {
+        "update_id": 9,
+        "message": {
+            "message_id": 3,
+            "date": 0,
+            "chat": {"id": int(chat_id), "type": "group"},
+            "from": {"id": 42, "is_bot": False, "first_name": "Sari", "username": "kasiops"},
+            "text": text,
+        },
+    }
+
+
+@pytest.fixture
+def telegram() -> Iterator[FakeTelegram]:
+    fake = FakeTelegram()
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+async def test_an_operator_chat_silences_a_kecamatan_with_a_telegram_command(
+    tmp_path: Path, telegram: FakeTelegram
+) -> None:
+    clock = ManualClock(NOW)
+    tps = [{**row, "kecamatan": "Pulo Ampel"} for row in own_tps("PA", "x", 2)]
+    fake_api = {"telegram_api_base": telegram.url, "telegram_bot_token": telegram.token, "webhook_url": None}
+    async with running_rig(tmp_path, clock=clock, with_incident=False, **fake_api) as r:
+        await r.admin("POST", "/v1/admin/tps/import", content=tps_csv(tps), headers={"Content-Type": "text/csv"})
+        hook = {"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET}
+
+        async def say(text: str, chat: str = TELEGRAM_CHAT) -> Any:
+            return await r.client.post("/v1/telegram/webhook", json=chat_message(chat, text), headers=hook)
+
+        made = await say("/silence Pulo Ampel 90 pemadaman listrik PLN")
+        assert made.status_code == 200 and made.json()["ok"] is True, made.text
+        sil = made.json()["silence"]
+        assert (sil["match"]["kecamatan"], sil["reason"], sil["created_by"]) == (
+            "Pulo Ampel",
+            "pemadaman listrik PLN",
+            "telegram:kasiops",
+        )
+        assert sil["ends_at"] == z(NOW + timedelta(minutes=90)) and sil["state"] == "active"
+        listed = await r.client.get("/v1/admin/silences", headers=r.headers("operator"))
+        assert [s["id"] for s in listed.json()] == [sil["id"]]
+
+        for text, words in (
+            ("/silence Pulo Ampel sembilan puluh", "usage: /silence"),
+            ("/silence Atlantis 30 uji", "not in the registry: Atlantis"),
+            ("/silence Pulo Ampel 2000 uji", "at most 24 hours"),
+        ):
+            refused = await say(text)
+            assert refused.status_code == 200 and refused.json()["ok"] is False, refused.text
+            assert words in refused.json()["refused"]
+        stranger = await say("/silence Pulo Ampel 30 uji", chat="-999")
+        assert stranger.status_code == 403 and "can_act" in stranger.json()["detail"]
+        listed = await r.client.get("/v1/admin/silences", headers=r.headers("operator"))
+        assert len(listed.json()) == 1, "nothing refused was stored"
+
+    replies = [m["text"] for m in telegram.sent_messages()]
+    assert replies[0].startswith(f"🔇 {sil['id']}: alert Kec. Pulo Ampel ditahan")
+    assert any(t.startswith("usage: /silence") for t in replies)
+    assert any("Silence ditolak" in t and "Atlantis" in t for t in replies)
+    assert any("tidak berwenang" in t for t in replies), "the stranger chat is told no"

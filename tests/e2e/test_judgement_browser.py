@@ -1,20 +1,21 @@
 """Operator judgement in Debian's headless chromium, against the composed dev app on a real server:
 an operator enters a radio report from the form (TPS picked by kecamatan and search) and corrects the
-incident it opened, and sees the timeline and the new window; a viewer gets neither form.
+incident it opened, and sees the timeline and the new window; a viewer gets neither form. And a
+silenced incident shows its held alerts until the silence ends.
 
 `expect`, not `wait_for_function`: the page's Content-Security-Policy forbids eval.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
 
 from tests.plugins.browser import OfflinePage
-from tests.security import served_rig
+from tests.security import SEED_KECAMATAN, served_rig
 
 pytestmark = pytest.mark.browser
 
@@ -68,6 +69,48 @@ async def test_operator_enters_a_radio_report_and_corrects_it_a_viewer_cannot(
         await page.click(f'#queue .card[data-id="{iid}"] button[data-open]')
         await expect(page.locator("#incident-dialog")).to_be_visible()
         assert await page.is_hidden("#classify-form") and await page.is_hidden("#radio-open")
+
+    assert offline_page.foreign() == [] and offline_page.blocked == []
+    assert offline_page.console_errors == []
+
+
+async def test_a_silenced_incident_shows_its_held_alerts_until_the_silence_ends(
+    tmp_path: Path, offline_page: OfflinePage
+) -> None:
+    """SPEC section 5: while a silence holds an incident's alerts, its card and its detail say so; when
+    the silence is ended, the held alert goes out and the card's note goes away (live, over the WebSocket)."""
+    async with served_rig(tmp_path) as (rig, hostport):
+        page = offline_page.page
+        await page.goto(f"http://{hostport}/?token={rig.tokens['operator']}")
+        await page.wait_for_selector('#conn[data-state="live"]', timeout=10_000)
+        ends = datetime.now(UTC) + timedelta(hours=2)
+        silence = (
+            await rig.admin(
+                "POST",
+                "/v1/admin/silences",
+                json={"match": {"kecamatan": SEED_KECAMATAN}, "ends_at": ends.isoformat(), "reason": "pemadaman PLN"},
+            )
+        ).json()
+        iid = await rig.new_incident()
+        escalated = await rig.client.post(
+            f"/v1/incidents/{iid}/escalate", json={"note": "naik"}, headers=rig.headers("operator")
+        )
+        assert escalated.status_code == 200 and escalated.json()["held_alerts"] == 1, escalated.text
+
+        card = page.locator(f'#queue .card[data-id="{iid}"]')
+        await expect(card.locator(".card-silenced")).to_contain_text(f"ditahan oleh silence {silence['id']}")
+        await card.locator("button[data-open]").click()
+        held = page.locator('#incident-timeline li[data-action="alert_silenced"]')
+        await expect(held).to_contain_text(f"ditahan oleh silence {silence['id']} (pemadaman PLN)")
+        await expect(page.locator('#incident-facts [data-fact="silenced"]')).to_contain_text(silence["id"])
+
+        ended = await rig.client.delete(f"/v1/admin/silences/{silence['id']}", headers=rig.headers("operator"))
+        assert ended.status_code == 200, ended.text
+        await expect(page.locator('#incident-facts [data-fact="silenced"]')).to_have_text("—", timeout=10_000)
+        await page.click("#incident-close")
+        await expect(card.locator(".card-silenced")).to_have_count(0)
+        doc = (await rig.client.get(f"/v1/incidents/{iid}", headers=rig.headers("viewer"))).json()
+        assert [e["action"] for e in doc["timeline"]].count("alerts_released") == 1
 
     assert offline_page.foreign() == [] and offline_page.blocked == []
     assert offline_page.console_errors == []

@@ -410,6 +410,11 @@
     }
     if (e.action === "escalated") return `${t("tl_escalated")}: ${tg("level", d.from)} → ${tg("level", d.to)} (${d.reason})`;
     if (e.action === "stakeholders_told") return `${t("tl_stakeholders")}: ${(d.stakeholders || []).join(", ")}`;
+    if (e.action === "alert_silenced") {
+      return t("tl_alert_silenced", { who: d.to_whom, id: d.silence_id, reason: d.silence_reason, until: fmtTime(d.until) });
+    }
+    if (e.action === "alerts_released") return t("tl_alerts_released", { n: d.alerts, why: d.why });
+    if (e.action === "held_alerts_dropped") return t("tl_held_alerts_dropped", { n: d.alerts });
     if (ORDER_ENTRIES.has(e.action)) return describeOrderEntry(e.action, d);
     const text = d.text || d.resolution || d.note || "";
     return text ? `${e.action}: ${text}` : e.action;
@@ -456,6 +461,7 @@
       ["field_status", tg("status", doc.status)],
       ["field_source", tg("source", doc.source || "field")],
       ["field_code", doc.code || "—"],
+      ["field_silenced", doc.held_alerts ? heldText(doc) : "—"],
       ["field_deadline", doc.local_deadline && doc.level === 0 && doc.status === "open" ? fmtTime(doc.local_deadline) : "—"],
       ["field_reports", String(doc.reports)],
       ["field_description", doc.description || "—"],
@@ -956,6 +962,11 @@
       || (a.opened_at < b.opened_at ? -1 : a.opened_at > b.opened_at ? 1 : 0);
   }
 
+  // Alerts a silence holds back (SPEC section 5): the incident still shows and escalates.
+  function heldText(inc) {
+    return t("alerts_held", { n: inc.held_alerts, ids: (inc.silenced_by || []).join(", ") });
+  }
+
   function fillCard(card, inc) {
     card.dataset.status = inc.status;
     card.dataset.severity = inc.severity;
@@ -977,6 +988,7 @@
     const why = inc.description || (inc.why || []).join(", ");
     if (why) parts.push(el("div", "card-why", why));
     if (inc.last_alert_failure) parts.push(el("div", "card-warn", t("alert_failed", { why: inc.last_alert_failure })));
+    if (inc.held_alerts) parts.push(el("div", "card-silenced", heldText(inc)));
     for (const o of inc.orders || []) {
       // Field orders (SPEC section 9): an unanswered one stands out for the command center.
       const line = t("order_line", { name: o.name || o.personnel_id, state: tg("order_state", o.state) });

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -55,6 +56,8 @@ def incident(n: int, version: int, published: float | None) -> dict[str, Any]:
             "tps_id": f"T{n:05d}",
             "tps_name": f"TPS {n:03d}",
             "kecamatan": f"Kec{n % 29:02d}",
+            "kabupaten": "Kabupaten Bench",
+            "provinsi": "Banten",
             "category": CATEGORIES[n % len(CATEGORIES)],
             "severity": SEVERITIES[n % len(SEVERITIES)],
             "level": version % 3,
@@ -115,8 +118,10 @@ async def publish(bootstrap: str, topic: str, *, rate: float, duration: float, p
     return count
 
 
-def viewer_db(path: Path) -> str:
-    """A database with the schema and one viewer token (what the dashboard checks); returns the token."""
+def viewer_db(path: Path, scope: dict[str, list[str]] | None = None) -> str:
+    """A database with the schema and one viewer token (what the dashboard checks); returns the token.
+
+    With `scope`, the token is limited to it (SPEC section 10): its clients read a scoped hub."""
     from sqlmodel import Session
 
     from siaga.auth import hash_token, new_token
@@ -127,7 +132,15 @@ def viewer_db(path: Path) -> str:
     create_schema(engine)
     token = new_token("vw")
     with Session(engine) as s:
-        s.add(ApiToken(name="bench-viewer", role="viewer", token_hash=hash_token(token), created_at=datetime.now(UTC)))
+        s.add(
+            ApiToken(
+                name="bench-viewer",
+                role="viewer",
+                token_hash=hash_token(token),
+                created_at=datetime.now(UTC),
+                scope=scope,
+            )
+        )
         s.commit()
     engine.dispose()
     return token
@@ -190,8 +203,20 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0, help="untimed seconds of updates first (default 2)")
     ap.add_argument("--tail", type=float, default=3.0, help="seconds to wait after the last publish (default 3)")
     ap.add_argument("--no-batch", action="store_true", help="clients without &batch=1 (one frame per update)")
+    ap.add_argument(
+        "--scoped-rounds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of the baseline comparison: N alternated rounds of an unscoped and a scoped viewer token "
+        "(scope: the provinsi of every bench incident, so both get the same deltas); compares the server's CPU "
+        "per delta per client, median of the rounds (issue 17's bound: scoped within 10%% of unscoped)",
+    )
     a = ap.parse_args()
     opts = "" if a.no_batch else "&batch=1"
+    if a.scoped_rounds:
+        scoped_rounds(a, opts)
+        return
     load_start = loadavg()
     rows = []
     with broker() as bootstrap:
@@ -236,6 +261,48 @@ def main() -> None:
         "rows": rows,
     }
     say(f"wrote {write('fanout', doc)}")
+
+
+def scoped_rounds(a: argparse.Namespace, opts: str) -> None:
+    """Unscoped and scoped viewers alternated, a fresh dashboard process each: CPU per delta per client."""
+    rows: list[dict[str, Any]] = []
+    load_start = loadavg()
+    with broker() as bootstrap:
+        env = dict(os.environ, SIAGA_KAFKA_BOOTSTRAP=bootstrap, SIAGA_ACCESS_LOG="false", SIAGA_LOG_LEVEL="WARNING")
+        for n in range(1, a.scoped_rounds + 1):
+            for what, scope in (("unscoped", None), ("scoped", {"provinsi": ["Banten"]})):
+                prefix = unique(f"benchs{n}{what[0]}")
+                topic = prefix + topics.INCIDENT_UPDATES
+                asyncio.run(create_topic(bootstrap, topic, 6))
+                db = Path(tempfile.mkdtemp(prefix="siaga-bench-")) / "fanout.db"
+                viewer = viewer_db(db, scope)
+                denv = dict(env, SIAGA_TOPIC_PREFIX=prefix, SIAGA_DATABASE_URL=f"sqlite:///{db}")
+                say(f"round {n}, {what}: {a.clients} clients, {a.rate:.0f} updates/s for {a.duration:.0f}s")
+                with process([SIAGA, "dashboard"], denv, ready_path="/readyz") as dash:
+                    ws_url = dash.url.replace("http://", "ws://") + f"/ws?token={viewer}" + opts
+                    r = measure(dash, ws_url, bootstrap, topic, a)
+                deltas = r["messages_per_client"]["mean"] * a.clients
+                r["cpu_us_per_delta_client"] = round(1e6 * r["server_cpu_s"] / max(deltas, 1), 2)
+                rows.append({"what": what, "round": n, **r})
+                say(f"  {r['cpu_us_per_delta_client']} us CPU per delta per client, p99 {r['p99_ms']} ms")
+    med = {
+        w: statistics.median(r["cpu_us_per_delta_client"] for r in rows if r["what"] == w)
+        for w in ("unscoped", "scoped")
+    }
+    ratio = med["scoped"] / max(med["unscoped"], 1e-9)
+    cols = ["what", "round", "published", "p50_ms", "p99_ms", "fell_behind", "server_cpu_s", "cpu_us_per_delta_client"]
+    print(table(rows, cols))
+    say(f"median CPU per delta per client: unscoped {med['unscoped']} us, scoped {med['scoped']} us ({ratio:.2f}x)")
+    doc = {
+        "clients": a.clients,
+        "rate": a.rate,
+        "duration_s": a.duration,
+        "loadavg_start": load_start,
+        "rows": rows,
+        "median_us": med,
+        "scoped_vs_unscoped": round(ratio, 3),
+    }
+    say(f"wrote {write('fanout_scoped', doc)}")
 
 
 if __name__ == "__main__":

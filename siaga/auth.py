@@ -38,11 +38,51 @@ def hash_token(token: str) -> str:
 
 
 @dataclass(frozen=True)
+class Scope:
+    """The regions a viewer or operator token sees and acts in (SPEC section 10); None on a token: all.
+
+    A kecamatan is named with its kabupaten (`Kabupaten Serang/Cikande`): kecamatan names repeat across
+    the country. Something is in the scope when its provinsi, its kabupaten or its (kabupaten,
+    kecamatan) is listed.
+    """
+
+    provinsi: frozenset[str] = frozenset()
+    kabupaten: frozenset[str] = frozenset()
+    kecamatan: frozenset[tuple[str, str]] = frozenset()  # (kabupaten, kecamatan)
+
+    def admits(self, provinsi: str, kabupaten: str, kecamatan: str) -> bool:
+        return provinsi in self.provinsi or kabupaten in self.kabupaten or (kabupaten, kecamatan) in self.kecamatan
+
+    def document(self) -> dict[str, list[str]]:
+        """As stored on the token and shown: the kecamatan as `kabupaten/kecamatan`."""
+        return {
+            "provinsi": sorted(self.provinsi),
+            "kabupaten": sorted(self.kabupaten),
+            "kecamatan": sorted(f"{k}/{c}" for k, c in self.kecamatan),
+        }
+
+    @classmethod
+    def of(cls, doc: dict[str, list[str]] | None) -> Scope | None:
+        if not doc:
+            return None
+        pairs = (name.split("/", 1) for name in doc.get("kecamatan", ()))
+        return cls(
+            frozenset(doc.get("provinsi", ())),
+            frozenset(doc.get("kabupaten", ())),
+            frozenset((p[0], p[1]) for p in pairs if len(p) == 2),
+        )
+
+
+@dataclass(frozen=True)
 class Principal:
-    """Who is calling: a named token with a role."""
+    """Who is calling: a named token with a role, and the regions it is limited to (None: everywhere)."""
 
     name: str
     role: Role
+    scope: Scope | None = None
+
+    def sees(self, provinsi: str, kabupaten: str, kecamatan: str) -> bool:
+        return self.scope is None or self.scope.admits(provinsi, kabupaten, kecamatan)
 
     def can(self, role: Role) -> bool:
         return self.role.rank >= role.rank
@@ -69,12 +109,13 @@ def principal_for(engine: Engine, token: str | None, admin_token: str | None) ->
         row = s.exec(select(ApiToken).where(ApiToken.token_hash == digest)).first()
     if row is None or row.revoked_at is not None:
         return None
-    return Principal(row.name, Role(row.role))
+    return Principal(row.name, Role(row.role), Scope.of(row.scope))
 
 
-def issue_api_token(engine: Engine, *, name: str, role: Role, now: datetime) -> str:
+def issue_api_token(engine: Engine, *, name: str, role: Role, now: datetime, scope: Scope | None = None) -> str:
     token = new_token(role.value[:3])
     with Session(engine) as s:
-        s.add(ApiToken(name=name, role=role.value, token_hash=hash_token(token), created_at=now))
+        doc = scope.document() if scope is not None else None
+        s.add(ApiToken(name=name, role=role.value, token_hash=hash_token(token), created_at=now, scope=doc))
         s.commit()
     return token

@@ -239,7 +239,31 @@ def cmd_admin(args: argparse.Namespace) -> int:
     settings = get_settings()
     ctx = _context(settings)
     if args.admin_command == "token":
-        print(issue_api_token(ctx.engine, name=args.name, role=Role(args.role), now=ctx.clock.now()))
+        scope = None
+        if args.provinsi or args.kabupaten or args.kecamatan:
+            from fastapi import HTTPException
+            from sqlmodel import Session
+
+            from services.dispatch.admin import ScopeBody, resolve_scope
+
+            if args.role == "admin":
+                print(
+                    "an admin token sees everything: --provinsi/--kabupaten/--kecamatan are for viewers and operators",
+                    file=sys.stderr,
+                )
+                return 2
+            body = ScopeBody(
+                provinsi=args.provinsi or [], kabupaten=args.kabupaten or [], kecamatan=args.kecamatan or []
+            )
+            try:
+                with Session(ctx.engine) as s:
+                    scope = resolve_scope(s, body)
+            except HTTPException as exc:
+                refusals: list[dict[str, str]] = list(exc.detail)  # type: ignore[arg-type]  # the 422 list
+                for refusal in refusals:
+                    print(f"{refusal['field']}: {refusal['message']}", file=sys.stderr)
+                return 2
+        print(issue_api_token(ctx.engine, name=args.name, role=Role(args.role), now=ctx.clock.now(), scope=scope))
         return 0
     if args.admin_command == "device":
         # The same refusals as POST /v1/admin/devices: a device bound to nothing, or to TPS the
@@ -510,6 +534,15 @@ def parser() -> argparse.ArgumentParser:
     tk = asub.add_parser("token", help="issue a viewer/operator/admin token (printed once)")
     tk.add_argument("--name", required=True, help="who the token is for")
     tk.add_argument("--role", choices=["viewer", "operator", "admin"], default="operator", help="its role")
+    for region, example in (("provinsi", "Banten"), ("kabupaten", "'Kabupaten Serang'"), ("kecamatan", "Cikande")):
+        tk.add_argument(
+            f"--{region}",
+            nargs="*",
+            metavar=region.upper(),
+            help=f"limit a viewer or operator token to these {region} (e.g. {example}); "
+            + ("write a name found in several kabupaten as 'Kabupaten/Kecamatan'; " if region == "kecamatan" else "")
+            + "any region listed admits (SPEC section 10)",
+        )
     dv = asub.add_parser("device", help="issue a device token (printed once, after the device id)")
     dv.add_argument("--personnel-id", default=None, help="the officer or Linmas carrying the device")
     dv.add_argument("--tps", nargs="*", help="TPS ids the device may post for")

@@ -100,6 +100,8 @@ class IncidentPublic(_Part):
     tps_id: str | None = None  # None for an area incident
     tps_name: str | None = None
     kecamatan: str
+    kabupaten: str = Field(default="", description="Its TPS's kabupaten/kota (SPEC section 10).")
+    provinsi: str = Field(default="", description="Its TPS's provinsi.")
     category: Category
     severity: Severity
     level: int = Field(ge=0, le=3)
@@ -153,6 +155,10 @@ class TpsPublic(_Part):
     tps_id: Id
     name: str = ""
     kecamatan: str
+    kabupaten: str = Field(
+        default="", description="The kabupaten/kota of the kecamatan (SPEC section 10).", exclude_if=lambda v: not v
+    )
+    provinsi: str = Field(default="", description="The provinsi of the kabupaten.", exclude_if=lambda v: not v)
     desa: str = ""
     lat: float | None = Field(default=None, ge=-90, le=90)
     lon: float | None = Field(default=None, ge=-180, le=180)

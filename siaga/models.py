@@ -24,6 +24,8 @@ class Tps(SQLModel, table=True):
     tps_id: str = Field(primary_key=True, max_length=128)
     name: str
     kecamatan: str = Field(index=True)
+    kabupaten: str = Field(default="", index=True)  # the regions above it (SPEC section 10)
+    provinsi: str = Field(default="", index=True)
     desa: str = ""
     lat: float | None = None
     lon: float | None = None
@@ -83,6 +85,8 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(index=True, unique=True)
     created_at: datetime
     revoked_at: datetime | None = None
+    # {"provinsi": [...], "kabupaten": [...], "kecamatan": [...]} (SPEC section 10); None: sees everything
+    scope: dict[str, list[str]] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class PolicyVersion(SQLModel, table=True):
@@ -120,6 +124,8 @@ class Silence(SQLModel, table=True):
     """
 
     id: str = Field(primary_key=True, max_length=40)
+    provinsi: str | None = None
+    kabupaten: str | None = None
     kecamatan: str | None = None
     tps_id: str | None = None
     category: str | None = None
@@ -161,6 +167,8 @@ class Incident(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     tps_id: str | None = Field(default=None, index=True)
     kecamatan: str = Field(index=True)
+    kabupaten: str = Field(default="", index=True)  # its TPS's regions (SPEC section 10): scoped reads
+    provinsi: str = Field(default="", index=True)
     category: str
     severity: str
     level: int = 0

@@ -82,6 +82,14 @@ class Settings(BaseSettings):
         default="http://localhost:8000", description="Where the dashboard is reached; used in alert links."
     )
     language: str = Field(default="id", description="Alert and page language: id (Indonesian) or en.")
+    default_kabupaten: str = Field(
+        default="Kabupaten Serang",
+        max_length=100,
+        description="The kabupaten/kota of imported TPS whose row has no kabupaten column (SPEC section 10).",
+    )
+    default_provinsi: str = Field(
+        default="Banten", max_length=100, description="The provinsi of imported TPS whose row has no provinsi column."
+    )
 
     # -- alerts (zero-config channels; richer routing lives in the policy file)
     webhook_url: str | None = Field(default=None, description="Zero-config: send every alert to this generic webhook.")

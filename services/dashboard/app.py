@@ -18,14 +18,15 @@ import orjson
 from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import Counter, Gauge
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketState
 
-from services.dashboard.hub import ClientQueue, Frame, Hub, InvalidUpdate, batch_text
+from services.dashboard.hub import ClientQueue, Frame, Hub, InvalidUpdate, batch_text, parse_update, region_of
 from siaga import topics
-from siaga.auth import Principal, Role, bearer, principal_for
+from siaga.auth import Principal, Role, Scope, bearer, principal_for
 from siaga.bus import BusUnavailable, ConsumerLoop, Record, dead_letter_value, publish_dead_letter
 from siaga.clock import iso
+from siaga.contracts import INCIDENT_UPDATE
 from siaga.openapi import API_TOKEN, error_responses, secured
 from siaga.runtime import Context
 from siaga.service import ServiceParts, build_app
@@ -52,6 +53,9 @@ class Me(BaseModel):
 
     name: str
     role: Role
+    scope: dict[str, list[str]] | None = Field(
+        default=None, description="The regions the token is limited to (kecamatan as `Kabupaten/Kecamatan`), or null."
+    )
 
 
 def new_first_seq() -> int:
@@ -97,6 +101,12 @@ class Dashboard:
     ) -> None:
         self.ctx = ctx
         self.hub = Hub(ctx.settings.ws_replay_buffer, first_seq=new_first_seq())
+        # A hub per token scope (SPEC section 10), made when its first client connects and kept (its
+        # seq, so that a client can resume): fed from the main hub the updates of its regions.
+        self.scoped: dict[Scope, Hub] = {}
+        self._by_provinsi: dict[str, list[Hub]] = {}
+        self._by_kabupaten: dict[str, list[Hub]] = {}
+        self._by_kecamatan: dict[tuple[str, str], list[Hub]] = {}
         self.heartbeat_s, self.stats_interval_s = heartbeat_s, stats_interval_s
         self.batch_interval_s, self.reauth_s = batch_interval_s, reauth_s
         self._consumer: ConsumerLoop | None = None
@@ -129,7 +139,11 @@ class Dashboard:
             if not record.value:
                 continue  # a compaction tombstone
             try:
-                frame = self.hub.apply(record.value)
+                update, body = parse_update(record.value)
+                frame = self.hub.apply_parsed(update, body)
+                if frame is not None and self.scoped:
+                    for hub in self._hubs_of(*region_of(update)):
+                        hub.apply_parsed(update, body)
             except InvalidUpdate as exc:
                 INVALID.inc()
                 log.warning("dashboard: skipping %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
@@ -151,8 +165,43 @@ class Dashboard:
     async def _stats_ticker(self) -> None:
         while True:
             await asyncio.sleep(self.stats_interval_s)
-            if self.hub.flush_stats() is not None:
-                DELTAS.labels("stats").inc()
+            for hub in (self.hub, *self.scoped.values()):
+                if hub.flush_stats() is not None:
+                    DELTAS.labels("stats").inc()
+
+    # -- scoped views -----------------------------------------------------------------------------
+    def _hubs_of(self, provinsi: str, kabupaten: str, kecamatan: str) -> list[Hub]:
+        """The scoped hubs whose scope admits this region (each once)."""
+        found = [
+            *self._by_provinsi.get(provinsi, ()),
+            *self._by_kabupaten.get(kabupaten, ()),
+            *self._by_kecamatan.get((kabupaten, kecamatan), ()),
+        ]
+        return found if len(found) < 2 else list(dict.fromkeys(found))
+
+    def hub_for(self, scope: Scope | None) -> Hub:
+        """The hub a client of this scope reads: the main one, or its scope's (made from the main one's
+        picture the first time; no await, so no update falls between the copy and the feed)."""
+        if scope is None:
+            return self.hub
+        hub = self.scoped.get(scope)
+        if hub is not None:
+            return hub
+        hub = Hub(self.ctx.settings.ws_replay_buffer, first_seq=new_first_seq())
+        for kind, held in (("incident", self.hub.incidents), ("tps", self.hub.tps)):
+            for doc in held.values():
+                if scope.admits(doc.get("provinsi", ""), doc.get("kabupaten", ""), doc["kecamatan"]):
+                    update = INCIDENT_UPDATE.validate_python({"type": kind, kind: doc})
+                    hub.apply_parsed(update, {kind: doc})
+        hub.flush_stats()
+        self.scoped[scope] = hub
+        for name in scope.provinsi:
+            self._by_provinsi.setdefault(name, []).append(hub)
+        for name in scope.kabupaten:
+            self._by_kabupaten.setdefault(name, []).append(hub)
+        for pair in scope.kecamatan:
+            self._by_kecamatan.setdefault(pair, []).append(hub)
+        return hub
 
     # -- HTTP -------------------------------------------------------------------------------------
     def page(self) -> HTMLResponse:
@@ -205,14 +254,15 @@ class Dashboard:
         batch = ws.query_params.get("batch", "").lower() in ("1", "true", "yes")
         wake = asyncio.Event()
         client = ClientQueue(self.ctx.settings.ws_client_queue, wake.set)
-        self.hub.attach(client, _since(ws.query_params.get("since")))
+        hub = self.hub_for(principal.scope)
+        hub.attach(client, _since(ws.query_params.get("since")))
         CLIENTS.inc()
-        sender = asyncio.create_task(self._send(ws, client, wake, batch=batch, token=token))
+        sender = asyncio.create_task(self._send(ws, hub, client, wake, batch=batch, token=token))
         receiver = asyncio.create_task(self._receive(ws))
         try:
             await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            self.hub.detach(client)
+            hub.detach(client)
             CLIENTS.dec()
             for task in (sender, receiver):
                 task.cancel()
@@ -230,7 +280,7 @@ class Dashboard:
                 return
 
     async def _send(
-        self, ws: WebSocket, client: ClientQueue, wake: asyncio.Event, *, batch: bool, token: str | None
+        self, ws: WebSocket, hub: Hub, client: ClientQueue, wake: asyncio.Event, *, batch: bool, token: str | None
     ) -> None:
         loop = asyncio.get_running_loop()
         last_sent = last_auth = loop.time()
@@ -242,7 +292,7 @@ class Dashboard:
                     await asyncio.wait_for(wake.wait(), idle_left)
             # clear and take with no await between: a delivery after take sets the event again
             wake.clear()
-            frames = client.take(self.hub)
+            frames = client.take(hub)
             if client.resyncs != resyncs:
                 RESYNCS.inc(client.resyncs - resyncs)
                 resyncs = client.resyncs
@@ -305,7 +355,8 @@ def build(ctx: Context, **options: Any) -> ServiceParts:
                 content={"detail": "a valid viewer, operator or admin token is required"},
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return JSONResponse({"name": principal.name, "role": principal.role.value})
+        scope = principal.scope.document() if principal.scope else None
+        return JSONResponse({"name": principal.name, "role": principal.role.value, "scope": scope})
 
     @router.websocket("/ws")
     async def ws_endpoint(ws: WebSocket) -> None:

@@ -21,7 +21,14 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from siaga.contracts import INCIDENT_UPDATE, IncidentChanged, IncidentPublic, TpsPublic, validation_problems
+from siaga.contracts import (
+    INCIDENT_UPDATE,
+    IncidentChanged,
+    IncidentPublic,
+    TpsChanged,
+    TpsPublic,
+    validation_problems,
+)
 
 TPS_STATES = ("normal", "open", "escalated", "silent", "closed")
 UNRESOLVED = ("open", "escalated", "acknowledged")
@@ -239,8 +246,25 @@ class ClientQueue:
         return out
 
 
+def parse_update(raw: bytes) -> tuple[IncidentChanged | TpsChanged, dict[str, Any]]:
+    """An updates-topic message checked by its contract, and its own JSON (what a hub holds and sends)."""
+    try:
+        update = INCIDENT_UPDATE.validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidUpdate(f"not a valid incident update: {validation_problems(exc)}") from None
+    # A second, plain parse for the JSON to hold: cheaper than dumping the model back to a dict.
+    return update, orjson.loads(raw)
+
+
+def region_of(update: IncidentChanged | TpsChanged) -> tuple[str, str, str]:
+    """(provinsi, kabupaten, kecamatan) of an update: what a scope admits or not."""
+    part: IncidentPublic | TpsPublic = update.incident if isinstance(update, IncidentChanged) else update.tps
+    return part.provinsi, part.kabupaten, part.kecamatan
+
+
 class Hub:
-    """The current picture, the numbered delta stream and the statistics of one dashboard."""
+    """The current picture, the numbered delta stream and the statistics of one dashboard (or of one
+    scope's view of it: services/dashboard/app.py keeps a hub per token scope)."""
 
     def __init__(self, replay_buffer: int, *, first_seq: int = 0) -> None:
         self.first_seq = first_seq
@@ -264,12 +288,10 @@ class Hub:
         JSON, so a field a newer dispatch adds reaches the page too. Raises InvalidUpdate, with the
         reason, for a message that is not valid.
         """
-        try:
-            update = INCIDENT_UPDATE.validate_json(raw)
-        except ValidationError as exc:
-            raise InvalidUpdate(f"not a valid incident update: {validation_problems(exc)}") from None
-        # A second, plain parse for the JSON to hold: cheaper than dumping the model back to a dict.
-        body = orjson.loads(raw)
+        return self.apply_parsed(*parse_update(raw))
+
+    def apply_parsed(self, update: IncidentChanged | TpsChanged, body: dict[str, Any]) -> Frame | None:
+        """`apply` of an update already checked and parsed (`parse_update`): a scoped hub's input."""
         if isinstance(update, IncidentChanged):
             return self._apply_incident(update.incident, body["incident"])
         return self._apply_tps(update.tps, body["tps"])

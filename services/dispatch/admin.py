@@ -26,7 +26,7 @@ from services.dispatch.policy import EscalationPolicy, PolicyError
 from services.dispatch.service import Dispatch
 from services.dispatch.views import Since, requires
 from siaga.audit import export_line
-from siaga.auth import Principal, Role, hash_token, new_token
+from siaga.auth import Principal, Role, Scope, hash_token, new_token
 from siaga.clock import iso
 from siaga.events import Category
 from siaga.models import ApiToken, Correction, Device, Personnel, TimelineEntry, Tps
@@ -128,11 +128,66 @@ class DeviceCreate(BaseModel):
         return self
 
 
+RegionNames = Annotated[list[Annotated[str, Field(min_length=1, max_length=201)]], Field(max_length=1000)]
+
+
+class ScopeBody(BaseModel):
+    """The regions a viewer or operator token is limited to (SPEC section 10): any of them admits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provinsi: RegionNames = Field(default_factory=list)
+    kabupaten: RegionNames = Field(default_factory=list)
+    kecamatan: RegionNames = Field(
+        default_factory=list,
+        description="Kecamatan names; one that exists in several kabupaten is written `Kabupaten/Kecamatan`.",
+    )
+
+
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     role: Role
+    scope: ScopeBody | None = Field(
+        default=None, description="Limit a viewer or operator token to these regions; without it, it sees all."
+    )
+
+
+def resolve_scope(s: Session, body: ScopeBody) -> Scope:
+    """The scope of a token request, every name checked against the registry: 422 naming the unknown
+    or ambiguous ones."""
+    problems: list[dict[str, str]] = []
+    provinsi = set(s.exec(select(Tps.provinsi).where(col(Tps.provinsi).in_(body.provinsi)).distinct()).all())
+    kabupaten = set(s.exec(select(Tps.kabupaten).where(col(Tps.kabupaten).in_(body.kabupaten)).distinct()).all())
+    for name, asked, known in (("provinsi", body.provinsi, provinsi), ("kabupaten", body.kabupaten, kabupaten)):
+        unknown = sorted(set(asked) - known)
+        if unknown:
+            problems.append({"field": f"scope.{name}", "message": f"not in the registry: {', '.join(unknown[:20])}"})
+    names = {n.split("/", 1)[-1] for n in body.kecamatan}
+    where: dict[str, set[str]] = {}
+    for kab, kec in s.exec(select(Tps.kabupaten, Tps.kecamatan).where(col(Tps.kecamatan).in_(names)).distinct()):
+        where.setdefault(kec, set()).add(kab)
+    pairs: set[tuple[str, str]] = set()
+    unknown, ambiguous = [], []
+    for name in body.kecamatan:
+        kab, _, kec = name.rpartition("/")
+        found = where.get(kec, set())
+        if (kab and kab not in found) or not found:
+            unknown.append(name)
+        elif not kab and len(found) > 1:
+            ambiguous.append(f"{kec} (in {', '.join(sorted(found))}: write it as {sorted(found)[0]}/{kec})")
+        else:
+            pairs.add((kab or next(iter(found)), kec))
+    if unknown:
+        problems.append(
+            {"field": "scope.kecamatan", "message": f"not in the registry: {', '.join(sorted(unknown)[:20])}"}
+        )
+    if ambiguous:
+        problems.append({"field": "scope.kecamatan", "message": f"ambiguous: {'; '.join(ambiguous[:5])}"})
+    if problems:
+        raise HTTPException(422, problems)
+    return Scope(frozenset(provinsi), frozenset(kabupaten), frozenset(pairs))
 
 
 class DeviceIssued(BaseModel):
@@ -161,6 +216,7 @@ class TokenIssued(BaseModel):
     id: int
     name: str
     role: Role
+    scope: dict[str, list[str]] | None = Field(description="Its regions (kecamatan as `Kabupaten/Kecamatan`), or null.")
     token: str = Field(description="The token: shown this once, stored only as a hash.")
 
 
@@ -168,6 +224,7 @@ class TokenInfo(BaseModel):
     id: int
     name: str
     role: Role
+    scope: dict[str, list[str]] | None = None
     created_at: datetime | None
     revoked_at: datetime | None
 
@@ -259,7 +316,8 @@ def _phones_of(s: Session, rows: list[tuple[int, dict[str, str]]], refused: list
     return out
 
 
-def _tps_row(row: dict[str, str]) -> Tps | str:
+def _tps_row(row: dict[str, str], regions: tuple[str, str]) -> Tps | str:
+    """A TPS of an import row; `regions` are the (kabupaten, provinsi) for rows without those columns."""
     if not row["tps_id"]:
         return "tps_id is empty"
     if len(row["tps_id"]) > 128:
@@ -283,10 +341,16 @@ def _tps_row(row: dict[str, str]) -> Tps | str:
     unknown = [w for w in rawan if w not in RAWAN_WORDS]
     if unknown:
         return f"rawan {unknown} unknown; use categories or 'remote', separated by ';'"
+    kabupaten = (row.get("kabupaten") or "").strip() or regions[0]
+    provinsi = (row.get("provinsi") or "").strip() or regions[1]
+    if len(kabupaten) > 100 or len(provinsi) > 100:
+        return "kabupaten and provinsi are at most 100 characters"
     return Tps(
         tps_id=row["tps_id"],
         name=row["name"],
         kecamatan=row["kecamatan"],
+        kabupaten=kabupaten,
+        provinsi=provinsi,
         desa=row["desa"],
         lat=coords[0],
         lon=coords[1],
@@ -313,6 +377,8 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         "/tps/import",
         response_model=ImportResult,
         summary="Import or update the TPS registry (CSV)",
+        description="Columns tps_id, name, kecamatan, desa, lat, lon, rawan; optional kabupaten and provinsi "
+        "(SPEC section 10), which default to SIAGA_DEFAULT_KABUPATEN and SIAGA_DEFAULT_PROVINSI when absent or empty.",
         responses=csv_refusals,
         openapi_extra={
             "requestBody": {
@@ -320,8 +386,8 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                 "content": {
                     "text/csv": {
                         "schema": {"type": "string"},
-                        "example": "tps_id,name,kecamatan,desa,lat,lon,rawan\n"
-                        "SRG-CKD-001,TPS 001,Cikande,Cikande,-6.18,106.34,flood;remote\n",
+                        "example": "tps_id,name,kecamatan,desa,lat,lon,rawan,kabupaten,provinsi\n"
+                        "SRG-CKD-001,TPS 001,Cikande,Cikande,-6.18,106.34,flood;remote,Kabupaten Serang,Banten\n",
                     }
                 },
             }
@@ -332,7 +398,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         good: list[Tps] = []
         seen: set[str] = set()
         for line, row in rows:
-            tps = _tps_row(row)
+            tps = _tps_row(row, (ctx.settings.default_kabupaten, ctx.settings.default_provinsi))
             if isinstance(tps, str):
                 refused.append({"line": line, "reason": tps})
             elif tps.tps_id in seen:
@@ -350,7 +416,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                     if tps is None:
                         s.add(new)
                     else:
-                        for k in ("name", "kecamatan", "desa", "lat", "lon", "rawan"):
+                        for k in ("name", "kecamatan", "kabupaten", "provinsi", "desa", "lat", "lon", "rawan"):
                             setattr(tps, k, getattr(new, k))
                 s.commit()
             return good
@@ -512,16 +578,26 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         responses=answer(TokenIssued, "The new token.", 201) | json_refusals,
     )
     async def create_token(body: TokenCreate, _: Admin) -> dict[str, Any]:
+        if body.scope is not None and body.role is Role.ADMIN:
+            raise invalid("scope", "an admin token sees everything: scope is for viewer and operator tokens")
+        if body.scope is not None and not (body.scope.provinsi or body.scope.kabupaten or body.scope.kecamatan):
+            raise invalid("scope", "name at least one provinsi, kabupaten or kecamatan (or leave scope out)")
+
         def issue() -> dict[str, Any]:
             token = new_token(body.role.value[:3])
             with Session(ctx.engine) as s:
+                scope = resolve_scope(s, body.scope).document() if body.scope is not None else None
                 row = ApiToken(
-                    name=body.name, role=body.role.value, token_hash=hash_token(token), created_at=ctx.clock.now()
+                    name=body.name,
+                    role=body.role.value,
+                    token_hash=hash_token(token),
+                    created_at=ctx.clock.now(),
+                    scope=scope,
                 )
                 s.add(row)
                 s.commit()
                 s.refresh(row)
-                return {"id": row.id, "name": row.name, "role": row.role, "token": token}
+                return {"id": row.id, "name": row.name, "role": row.role, "scope": row.scope, "token": token}
 
         return await asyncio.to_thread(issue)
 
@@ -539,6 +615,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                         "id": t.id,
                         "name": t.name,
                         "role": t.role,
+                        "scope": t.scope,
                         "created_at": iso(t.created_at),
                         "revoked_at": iso(t.revoked_at),
                     }

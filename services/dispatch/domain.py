@@ -46,6 +46,8 @@ class Tps(_Row):
     tps_id: str
     name: str
     kecamatan: str
+    kabupaten: str = ""
+    provinsi: str = ""
     desa: str = ""
     lat: float | None = None
     lon: float | None = None
@@ -89,6 +91,8 @@ class Incident(_Row):
     received_at: datetime  # server time the first report arrived
     updated_at: datetime
     tps_id: str | None = None
+    kabupaten: str = ""  # the TPS's regions (SPEC section 10)
+    provinsi: str = ""
     level: int = 0
     status: str = "open"
     reports: int = 1
@@ -140,13 +144,17 @@ class SilenceRule:
     kecamatan: str | None = None
     tps_id: str | None = None
     category: str | None = None
+    kabupaten: str | None = None
+    provinsi: str | None = None
 
     def in_force(self, now: datetime) -> bool:
         return self.starts_at <= now < self.ends_at
 
     def matches(self, inc: Incident) -> bool:
         return (
-            (self.kecamatan is None or self.kecamatan == inc.kecamatan)
+            (self.provinsi is None or self.provinsi == inc.provinsi)
+            and (self.kabupaten is None or self.kabupaten == inc.kabupaten)
+            and (self.kecamatan is None or self.kecamatan == inc.kecamatan)
             and (self.tps_id is None or self.tps_id == inc.tps_id)
             and (self.category is None or self.category == inc.category)
         )

@@ -257,6 +257,8 @@ class Dispatch:
                 kecamatan=r.kecamatan,
                 tps_id=r.tps_id,
                 category=r.category,
+                kabupaten=r.kabupaten,
+                provinsi=r.provinsi,
             )
             for r in rows
         ]

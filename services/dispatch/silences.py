@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from services.dispatch.notifier.telegram import Silencer
 from services.dispatch.service import Dispatch
 from services.dispatch.views import Operator, Since
-from siaga.auth import Principal
+from siaga.auth import Principal, Scope
 from siaga.clock import as_utc, iso
 from siaga.events import Category, Text
 from siaga.models import Silence, Tps
@@ -34,6 +34,8 @@ class SilenceMatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    provinsi: str | None = Field(default=None, min_length=1, max_length=100)
+    kabupaten: str | None = Field(default=None, min_length=1, max_length=100)
     kecamatan: str | None = Field(default=None, min_length=1, max_length=100)
     tps_id: str | None = Field(default=None, min_length=1, max_length=64)
     category: Category | None = None
@@ -64,7 +66,13 @@ def silence_public(row: Silence, now: datetime) -> dict[str, Any]:
     starts, ends = as_utc(row.starts_at), as_utc(row.ends_at)
     return {
         "id": row.id,
-        "match": {"kecamatan": row.kecamatan, "tps_id": row.tps_id, "category": row.category},
+        "match": {
+            "provinsi": row.provinsi,
+            "kabupaten": row.kabupaten,
+            "kecamatan": row.kecamatan,
+            "tps_id": row.tps_id,
+            "category": row.category,
+        },
         "starts_at": iso(starts),
         "ends_at": iso(ends),
         "reason": row.reason,
@@ -79,11 +87,15 @@ def _actor(who: Principal) -> str:
     return f"{who.role.value}:{who.name}"
 
 
-def _checked(dispatch: Dispatch, body: SilenceCreate, now: datetime) -> Silence:
-    """The silence to store, or a 422 naming what is wrong with it."""
+def _checked(dispatch: Dispatch, body: SilenceCreate, now: datetime, scope: Scope | None) -> Silence:
+    """The silence to store, or a 422 naming what is wrong with it. A scoped operator's silence must hold
+    nothing outside its scope: every TPS it matches is inside, and it names a region or a TPS."""
     m = body.match
-    if m.kecamatan is None and m.tps_id is None and m.category is None:
-        raise invalid("match", "name at least one of kecamatan, tps_id, category (a silence of everything is refused)")
+    if not (m.provinsi or m.kabupaten or m.kecamatan or m.tps_id or m.category):
+        raise invalid(
+            "match",
+            "name one of provinsi, kabupaten, kecamatan, tps_id, category (a silence of everything is refused)",
+        )
     starts = body.starts_at or now
     if body.ends_at <= starts:
         raise invalid("ends_at", f"must be after starts_at ({iso(starts)})")
@@ -98,14 +110,32 @@ def _checked(dispatch: Dispatch, body: SilenceCreate, now: datetime) -> Silence:
     with Session(dispatch.ctx.engine) as s:
         if m.tps_id is not None:
             tps = s.get(Tps, m.tps_id)
-            if tps is None:
+            if tps is None or (scope is not None and not scope.admits(tps.provinsi, tps.kabupaten, tps.kecamatan)):
                 raise invalid("match.tps_id", f"not in the registry: {m.tps_id}")
-            if m.kecamatan is not None and tps.kecamatan != m.kecamatan:
-                raise invalid("match.tps_id", f"{m.tps_id} is in kecamatan {tps.kecamatan}, not {m.kecamatan}")
-        if m.kecamatan is not None and s.exec(select(Tps.tps_id).where(Tps.kecamatan == m.kecamatan)).first() is None:
-            raise invalid("match.kecamatan", f"not in the registry: {m.kecamatan}")
+            for name in ("provinsi", "kabupaten", "kecamatan"):
+                if getattr(m, name) is not None and getattr(tps, name) != getattr(m, name):
+                    raise invalid(
+                        "match.tps_id", f"{m.tps_id} is in {name} {getattr(tps, name)}, not {getattr(m, name)}"
+                    )
+        q = select(Tps.provinsi, Tps.kabupaten, Tps.kecamatan)
+        for name in ("provinsi", "kabupaten", "kecamatan"):
+            if getattr(m, name) is not None:
+                q = q.where(getattr(Tps, name) == getattr(m, name))
+        held = s.exec(q.distinct()).all() if (m.provinsi or m.kabupaten or m.kecamatan) else []
+        for name in ("provinsi", "kabupaten", "kecamatan"):
+            value = getattr(m, name)
+            if value is not None and not held:
+                raise invalid(f"match.{name}", f"not in the registry: {value}" + _together(m, name))
+        if scope is not None:
+            if not (m.provinsi or m.kabupaten or m.kecamatan or m.tps_id):
+                raise invalid("match", "a token limited to regions names one of them (or a TPS) in its silences")
+            outside = sorted({f"{kab}/{kec}" for prov, kab, kec in held if not scope.admits(prov, kab, kec)})
+            if outside:
+                raise invalid("match", f"it would also hold kecamatan outside your regions: {', '.join(outside[:10])}")
     return Silence(
         id=f"SIL-{uuid.uuid4().hex[:10].upper()}",
+        provinsi=m.provinsi,
+        kabupaten=m.kabupaten,
         kecamatan=m.kecamatan,
         tps_id=m.tps_id,
         category=m.category.value if m.category else None,
@@ -117,12 +147,19 @@ def _checked(dispatch: Dispatch, body: SilenceCreate, now: datetime) -> Silence:
     )
 
 
-async def create_silence(dispatch: Dispatch, body: SilenceCreate, *, actor: str) -> dict[str, Any]:
+def _together(m: SilenceMatch, name: str) -> str:
+    others = [f"{n} {getattr(m, n)}" for n in ("provinsi", "kabupaten", "kecamatan") if n != name and getattr(m, n)]
+    return f" (with {', '.join(others)})" if others else ""
+
+
+async def create_silence(
+    dispatch: Dispatch, body: SilenceCreate, *, actor: str, scope: Scope | None = None
+) -> dict[str, Any]:
     """Store a new silence (or refuse it with a 422 naming the problem); the owners hold by it at once."""
     now = dispatch.ctx.clock.now()
 
     def write() -> dict[str, Any]:
-        row = _checked(dispatch, body, now)
+        row = _checked(dispatch, body, now, scope)
         row.created_by = actor
         with Session(dispatch.ctx.engine, expire_on_commit=False) as s:
             s.add(row)
@@ -162,7 +199,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         responses=answer(SilencePublic, "The silence, as stored.", 201) | error_responses(400),
     )
     async def post_silence(who: Operator, body: SilenceCreate) -> dict[str, Any]:
-        return await create_silence(dispatch, body, actor=_actor(who))
+        return await create_silence(dispatch, body, actor=_actor(who), scope=who.scope)
 
     @router.get(
         "",

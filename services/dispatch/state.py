@@ -55,7 +55,7 @@ log = logging.getLogger("siaga.dispatch.state")
 # Columns the registry (the admin API's imports) owns. The partition owner writes everything else of
 # a TPS or a person, and never these, so an import is not undone by the owner's next write-back; it
 # learns of them from a RefreshTps command (`reload_tps`).
-REGISTRY_TPS = ("name", "kecamatan", "desa", "lat", "lon", "rawan", "assigned")
+REGISTRY_TPS = ("name", "kecamatan", "kabupaten", "provinsi", "desa", "lat", "lon", "rawan", "assigned")
 REGISTRY_PERSONNEL = ("name", "unit", "role", "tps_ids", "phone")
 RECENT_EVENT_IDS = 200_000  # applied event ids remembered in memory; older ones are asked of the database
 OutboxMessage = tuple[str, str | None, bytes]  # topic, key, value
@@ -530,24 +530,27 @@ class OwnedState:
     def open_at_many(self, tps_ids: Sequence[str]) -> dict[str, list[Incident]]:
         return {t: self.open_at_tps(t) for t in tps_ids}
 
-    def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]:
+    def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime, kabupaten: str) -> list[Incident]:
         self._ensure(kecamatan)
         return sorted(
             (
                 i
                 for i in self._open_ids(self._kind_open.get((kecamatan, category, False), ()))
-                if i.category == category and i.tps_id is not None and as_utc(i.opened_at) >= since
+                if i.category == category
+                and i.tps_id is not None
+                and i.kabupaten == kabupaten
+                and as_utc(i.opened_at) >= since
             ),
             key=lambda i: as_utc(i.opened_at),
         )
 
-    def open_area(self, kecamatan: str, category: str) -> Incident | None:
+    def open_area(self, kecamatan: str, category: str, kabupaten: str) -> Incident | None:
         self._ensure(kecamatan)
         return next(
             (
                 i
                 for i in self._open_ids(self._kind_open.get((kecamatan, category, True), ()))
-                if i.tps_id is None and i.category == category
+                if i.tps_id is None and i.category == category and i.kabupaten == kabupaten
             ),
             None,
         )
@@ -556,14 +559,14 @@ class OwnedState:
         self._ensure(kecamatan)
         return list(self._open_ids(self._kecamatan_open.get(kecamatan, ())))
 
-    def kecamatan_personnel(self, kecamatan: str) -> list[Personnel]:
+    def kecamatan_personnel(self, kecamatan: str, kabupaten: str) -> list[Personnel]:
         """Everyone on the roster who covers a TPS of the kecamatan (read when an order is sent: rare).
 
         The roster's TPS lists are JSON, so the rows are filtered here; what memory holds of a
         person (their newest check-in) wins over the row.
         """
         self._ensure(kecamatan)
-        here = {t for t, row in self.tps_rows.items() if row.kecamatan == kecamatan}
+        here = {t for t, row in self.tps_rows.items() if row.kecamatan == kecamatan and row.kabupaten == kabupaten}
         out: list[Personnel] = []
         with self._session() as s:
             for mapping in s.execute(select_rows(PERSONNEL)).mappings():

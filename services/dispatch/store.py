@@ -40,14 +40,17 @@ class Store(Protocol):
     def open_incident(self, tps_id: str, category: str, since: datetime) -> Incident | None: ...
     def open_at_tps(self, tps_id: str) -> list[Incident]: ...
     def open_at_many(self, tps_ids: Sequence[str]) -> dict[str, list[Incident]]: ...
-    def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]: ...
-    def open_area(self, kecamatan: str, category: str) -> Incident | None: ...
+    def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime, kabupaten: str) -> list[Incident]:
+        """Open TPS incidents of the category in the kecamatan (of that kabupaten: names repeat) since then."""
+        ...
+
+    def open_area(self, kecamatan: str, category: str, kabupaten: str) -> Incident | None: ...
     def open_of_kecamatan(self, kecamatan: str) -> list[Incident]:
         """Every open incident of the kecamatan (TPS and area incidents)."""
         ...
 
-    def kecamatan_personnel(self, kecamatan: str) -> list[Personnel]:
-        """The roster of the kecamatan: everyone who covers one of its TPS."""
+    def kecamatan_personnel(self, kecamatan: str, kabupaten: str) -> list[Personnel]:
+        """The roster of the kecamatan (of that kabupaten): everyone who covers one of its TPS."""
         ...
 
     def due(self, now: datetime) -> list[Incident]: ...
@@ -156,12 +159,13 @@ class MemoryStore:
     def open_at_many(self, tps_ids: Sequence[str]) -> dict[str, list[Incident]]:
         return {t: self.open_at_tps(t) for t in tps_ids}
 
-    def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime) -> list[Incident]:
+    def open_in_kecamatan(self, kecamatan: str, category: str, since: datetime, kabupaten: str) -> list[Incident]:
         return sorted(
             (
                 i
                 for i in self._open()
                 if i.kecamatan == kecamatan
+                and i.kabupaten == kabupaten
                 and i.category == category
                 and i.tps_id is not None
                 and as_utc(i.opened_at) >= since
@@ -169,16 +173,21 @@ class MemoryStore:
             key=lambda i: i.opened_at,
         )
 
-    def open_area(self, kecamatan: str, category: str) -> Incident | None:
+    def open_area(self, kecamatan: str, category: str, kabupaten: str) -> Incident | None:
         return next(
-            (i for i in self._open() if i.tps_id is None and i.kecamatan == kecamatan and i.category == category), None
+            (
+                i
+                for i in self._open()
+                if i.tps_id is None and i.kecamatan == kecamatan and i.kabupaten == kabupaten and i.category == category
+            ),
+            None,
         )
 
     def open_of_kecamatan(self, kecamatan: str) -> list[Incident]:
         return [i for i in self._open() if i.kecamatan == kecamatan]
 
-    def kecamatan_personnel(self, kecamatan: str) -> list[Personnel]:
-        here = {t for t, row in self.tps_rows.items() if row.kecamatan == kecamatan}
+    def kecamatan_personnel(self, kecamatan: str, kabupaten: str) -> list[Personnel]:
+        here = {t for t, row in self.tps_rows.items() if row.kecamatan == kecamatan and row.kabupaten == kabupaten}
         return [p for p in self.people.values() if here.intersection(p.tps_ids or ())]
 
     def due(self, now: datetime) -> list[Incident]:

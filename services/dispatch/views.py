@@ -21,6 +21,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
 from services.dispatch import domain
@@ -28,7 +29,7 @@ from services.dispatch.engine import NotAllowed, public_incident
 from services.dispatch.policy import EscalationPolicy
 from services.dispatch.rules.orders import busy_people, rank_candidates
 from services.dispatch.service import Dispatch, NoOwner
-from siaga.auth import Principal, Role, bearer, principal_for
+from siaga.auth import Principal, Role, Scope, bearer, principal_for
 from siaga.bus import BusUnavailable
 from siaga.clock import as_utc, iso
 from siaga.contracts import IncidentPublic, OrderTarget, Priority, TargetKind
@@ -282,9 +283,30 @@ class IncidentPage(BaseModel):
     count: int = Field(description="How many items this page holds.")
 
 
+def in_scope(model: type[Incident] | type[Tps], scope: Scope) -> Any:
+    """The SQL condition of rows (incidents or TPS) inside a token's scope."""
+    pairs = [and_(col(model.kabupaten) == kab, col(model.kecamatan) == kec) for kab, kec in sorted(scope.kecamatan)]
+    return or_(
+        col(model.provinsi).in_(sorted(scope.provinsi)), col(model.kabupaten).in_(sorted(scope.kabupaten)), *pairs
+    )
+
+
+def visible(ctx: Context, who: Principal, incident_id: str) -> None:
+    """404, as for an unknown incident, when the incident is outside the caller's scope (SPEC section 10)."""
+    if who.scope is None:
+        return
+    with Session(ctx.engine) as s:
+        row = s.exec(
+            select(Incident.provinsi, Incident.kabupaten, Incident.kecamatan).where(Incident.id == incident_id)
+        ).first()
+    if row is None or not who.sees(*row):
+        raise HTTPException(404, f"no incident {incident_id!r}")
+
+
 def _list(
     ctx: Context,
     *,
+    scope: Scope | None,
     status: str | None,
     severity: str | None,
     kecamatan: str | None,
@@ -294,6 +316,8 @@ def _list(
 ) -> list[dict[str, Any]]:
     with Session(ctx.engine) as s:
         q = select(Incident)
+        if scope is not None:
+            q = q.where(in_scope(Incident, scope))
         if status:
             q = q.where(col(Incident.status).in_(status.split(",")))
         if severity:
@@ -307,6 +331,12 @@ def _list(
             s.exec(select(Tps.tps_id, Tps.name).where(col(Tps.tps_id).in_({r.tps_id for r in rows if r.tps_id}))).all()
         )
     return [public_incident(domain.Incident.from_row(r)) | {"tps_name": names.get(r.tps_id or "")} for r in rows]
+
+
+def _tps_visible(ctx: Context, who: Principal, tps_id: str) -> bool:
+    with Session(ctx.engine) as s:
+        row = s.exec(select(Tps.provinsi, Tps.kabupaten, Tps.kecamatan).where(Tps.tps_id == tps_id)).first()
+    return row is not None and who.sees(*row)
 
 
 def not_applied(what: str) -> HTTPException:
@@ -343,7 +373,8 @@ def _candidates(ctx: Context, incident_id: str) -> dict[str, Any] | None:
             return None
         inc = domain.Incident.from_row(row)
         tps_of = {
-            t.tps_id: domain.Tps.from_row(t) for t in s.exec(select(Tps).where(Tps.kecamatan == inc.kecamatan)).all()
+            t.tps_id: domain.Tps.from_row(t)
+            for t in s.exec(select(Tps).where(Tps.kecamatan == inc.kecamatan, Tps.kabupaten == inc.kabupaten)).all()
         }
         people = [
             domain.Personnel.from_row(p)
@@ -363,25 +394,43 @@ def _candidates(ctx: Context, incident_id: str) -> dict[str, Any] | None:
     return {"incident_id": incident_id, "items": [c.public(now) for c in ranked], "count": len(ranked)}
 
 
-def _targets(ctx: Context, to: Recipients) -> list[OrderTarget]:
-    """The recipients as inbox targets; raises HTTPException 422 naming ids the registry does not know."""
+def _targets(ctx: Context, to: Recipients, scope: Scope | None = None) -> list[OrderTarget]:
+    """The recipients as inbox targets; raises HTTPException 422 naming ids the registry does not know.
+
+    For a scoped token, what lies outside its scope is as unknown (SPEC section 10): a TPS or a
+    kecamatan outside it, a person none of whose TPS is inside it, and "all".
+    """
     if to.all:
+        if scope is not None:
+            raise invalid(
+                "to.all", "a token limited to some regions sends only inside them: name TPS, kecamatan or people"
+            )
         return [OrderTarget(kind=TargetKind.ALL)]
     tps_ids = sorted(set(to.tps_ids or ()))
     kecamatan = sorted(set(to.kecamatan or ()))
     people = sorted(set(to.personnel_ids or ()))
     with Session(ctx.engine) as s:
-        known_tps = set(s.exec(select(Tps.tps_id).where(col(Tps.tps_id).in_(tps_ids))).all()) if tps_ids else set()
-        known_kec = (
-            set(s.exec(select(Tps.kecamatan).where(col(Tps.kecamatan).in_(kecamatan)).distinct()).all())
-            if kecamatan
-            else set()
-        )
-        known_people = (
-            set(s.exec(select(Personnel.personnel_id).where(col(Personnel.personnel_id).in_(people))).all())
-            if people
-            else set()
-        )
+
+        def tps_where(*conditions: Any) -> Any:
+            q = select(Tps.tps_id).where(*conditions)
+            return q.where(in_scope(Tps, scope)) if scope is not None else q
+
+        known_tps = set(s.exec(tps_where(col(Tps.tps_id).in_(tps_ids))).all()) if tps_ids else set()
+        known_kec = set()
+        if kecamatan:
+            q = select(Tps.kecamatan).where(col(Tps.kecamatan).in_(kecamatan))
+            q = q.where(in_scope(Tps, scope)) if scope is not None else q
+            known_kec = set(s.exec(q.distinct()).all())
+        known_people = set()
+        if people:
+            rows = s.exec(
+                select(Personnel.personnel_id, Personnel.tps_ids).where(col(Personnel.personnel_id).in_(people))
+            )
+            covers = {pid: set(ids or ()) for pid, ids in rows.all()}
+            if scope is not None:
+                inside = set(s.exec(tps_where(col(Tps.tps_id).in_(set().union(*covers.values())))).all())
+                covers = {pid: ids for pid, ids in covers.items() if ids & inside}
+            known_people = set(covers)
     problems = [
         {"field": f"to.{name}", "message": f"not in the registry: {', '.join(sorted(set(ids) - known)[:10])}"}
         for name, ids, known in (
@@ -414,7 +463,7 @@ def build_messages_router(dispatch: Dispatch) -> APIRouter:
         | error_responses(503, _503="The database cannot take the message now; retry after `Retry-After`."),
     )
     async def send_message(who: Operator, body: MessageBody) -> dict[str, Any]:
-        targets = await asyncio.to_thread(_targets, ctx, body.to)
+        targets = await asyncio.to_thread(_targets, ctx, body.to, who.scope)
         try:
             items = await dispatch.broadcast(
                 targets, text=body.text, priority=body.priority, actor=f"operator:{who.name}"
@@ -446,7 +495,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         responses=answer(IncidentPage, "A page of incidents."),
     )
     async def list_incidents(
-        _: Viewer,
+        who: Viewer,
         status: Annotated[str | None, Query(description="open, escalated, acknowledged, resolved (comma list)")] = None,
         severity: Annotated[str | None, Query(description="low, medium, high, critical (comma list)")] = None,
         kecamatan: str | None = None,
@@ -455,14 +504,23 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     ) -> dict[str, Any]:
         items = await asyncio.to_thread(
-            _list, ctx, status=status, severity=severity, kecamatan=kecamatan, since=since, limit=limit, offset=offset
+            _list,
+            ctx,
+            scope=who.scope,
+            status=status,
+            severity=severity,
+            kecamatan=kecamatan,
+            since=since,
+            limit=limit,
+            offset=offset,
         )
         return {"items": items, "count": len(items)}
 
     @router.get(
         "/{incident_id}", summary="One incident with its timeline", response_model=None, responses=detail | no_incident
     )
-    async def get_incident(incident_id: str, _: Viewer) -> dict[str, Any]:
+    async def get_incident(incident_id: str, who: Viewer) -> dict[str, Any]:
+        await asyncio.to_thread(visible, ctx, who, incident_id)
         doc = await asyncio.to_thread(_one, ctx, incident_id)
         if doc is None:
             raise HTTPException(404, f"no incident {incident_id!r}")
@@ -490,6 +548,8 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         if (now - occurred).total_seconds() > ctx.settings.max_age_s:
             raise invalid("occurred_at", f"more than {ctx.settings.max_age_s // 3600} hours old")
         fields = body.model_dump(exclude={"tps_id"}, exclude_none=True) | {"occurred_at": occurred}
+        if who.scope is not None and not await asyncio.to_thread(_tps_visible, ctx, who, body.tps_id):
+            raise invalid("tps_id", f"unknown TPS {body.tps_id!r}: not in the registry")
         try:
             incident_id = await dispatch.report(actor=f"operator:{who.name}", tps_id=body.tps_id, **fields)
         except KeyError:
@@ -501,8 +561,9 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         assert doc is not None
         return doc
 
-    async def act(incident_id: str, action: Callable[[], Awaitable[object]]) -> dict[str, Any]:
+    async def act(incident_id: str, who: Principal, action: Callable[[], Awaitable[object]]) -> dict[str, Any]:
         """Send the action to the incident's partition owner as a command; answer with the incident."""
+        await asyncio.to_thread(visible, ctx, who, incident_id)
         try:
             await action()
         except KeyError as exc:
@@ -526,7 +587,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         responses=detail | acts,
     )
     async def ack(incident_id: str, who: Operator) -> dict[str, Any]:
-        return await act(incident_id, lambda: dispatch.acknowledge(incident_id, actor=f"operator:{who.name}"))
+        return await act(incident_id, who, lambda: dispatch.acknowledge(incident_id, actor=f"operator:{who.name}"))
 
     @router.post(
         "/{incident_id}/escalate",
@@ -536,20 +597,24 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     )
     async def escalate(incident_id: str, who: Operator, body: EscalateBody | None = None) -> dict[str, Any]:
         note = body.note if body else ""
-        return await act(incident_id, lambda: dispatch.escalate(incident_id, actor=f"operator:{who.name}", note=note))
+        return await act(
+            incident_id, who, lambda: dispatch.escalate(incident_id, actor=f"operator:{who.name}", note=note)
+        )
 
     @router.post("/{incident_id}/resolve", summary="Resolve", response_model=None, responses=detail | with_body)
     async def resolve(incident_id: str, who: Operator, body: ResolveBody | None = None) -> dict[str, Any]:
         text = body.resolution if body else ""
         return await act(
-            incident_id, lambda: dispatch.resolve(incident_id, actor=f"operator:{who.name}", resolution=text)
+            incident_id, who, lambda: dispatch.resolve(incident_id, actor=f"operator:{who.name}", resolution=text)
         )
 
     @router.post(
         "/{incident_id}/notes", summary="Add a note to the timeline", response_model=None, responses=detail | with_body
     )
     async def note(incident_id: str, who: Operator, body: NoteBody) -> dict[str, Any]:
-        return await act(incident_id, lambda: dispatch.note(incident_id, actor=f"operator:{who.name}", text=body.text))
+        return await act(
+            incident_id, who, lambda: dispatch.note(incident_id, actor=f"operator:{who.name}", text=body.text)
+        )
 
     @router.post(
         "/{incident_id}/classify",
@@ -567,6 +632,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
             raise invalid("category", problem)
         return await act(
             incident_id,
+            who,
             lambda: dispatch.classify(
                 incident_id,
                 actor=f"operator:{who.name}",
@@ -582,7 +648,8 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         response_model=None,
         responses=answer(CandidateList, "The candidates.") | no_incident,
     )
-    async def candidates(incident_id: str, _: Viewer) -> dict[str, Any]:
+    async def candidates(incident_id: str, who: Viewer) -> dict[str, Any]:
+        await asyncio.to_thread(visible, ctx, who, incident_id)
         doc = await asyncio.to_thread(_candidates, ctx, incident_id)
         if doc is None:
             raise HTTPException(404, f"no incident {incident_id!r}")
@@ -604,6 +671,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
     async def assign(incident_id: str, who: Operator, body: AssignBody) -> dict[str, Any]:
         return await act(
             incident_id,
+            who,
             lambda: dispatch.assign(
                 incident_id,
                 actor=f"operator:{who.name}",

@@ -21,7 +21,8 @@ WIB = timezone(timedelta(hours=7))
 
 def tps_row(tps_id: str, **live: Any) -> dict[str, Any]:
     row: dict[str, Any] = {c.name: None for c in TPS.columns}
-    row.update(tps_id=tps_id, name=f"TPS {tps_id}", kecamatan="Kopo", desa="", rawan=["konflik"], silent=False)
+    row.update(tps_id=tps_id, name=f"TPS {tps_id}", kecamatan="Kopo", kabupaten="", provinsi="", desa="")
+    row.update(rawan=["konflik"], silent=False)
     row.update(assigned=2, checkins={}, version=1)
     row.update(live)
     return row

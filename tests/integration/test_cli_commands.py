@@ -153,6 +153,24 @@ def test_admin_token_with_an_unknown_role_is_refused_and_stores_nothing(system: 
     assert len(rows_of(system, ApiToken)) == before
 
 
+def test_admin_token_with_a_scope_sees_only_its_kecamatan(system: SystemProcs) -> None:
+    """SPEC section 10 from the command line: the registry's TPS took the default regions on import."""
+    out = siaga(system.env, "admin", "token", "--name", "polsek kopo", "--role", "viewer", "--kecamatan", "Kopo")
+    assert out.returncode == 0, out.stderr
+    stored = [t for t in rows_of(system, ApiToken) if t.name == "polsek kopo"]
+    assert [t.scope for t in stored] == [{"provinsi": [], "kabupaten": [], "kecamatan": ["Kabupaten Serang/Kopo"]}]
+    got = httpx.get(
+        system.urls["dispatch"] + "/v1/incidents", headers={"Authorization": f"Bearer {out.stdout.strip()}"}
+    )
+    assert got.status_code == 200 and all(i["kecamatan"] == "Kopo" for i in got.json()["items"])
+
+    refused = siaga(system.env, "admin", "token", "--name", "x", "--role", "operator", "--kecamatan", "Atlantis")
+    assert refused.returncode == 2 and "scope.kecamatan: not in the registry: Atlantis" in refused.stderr
+    admin = siaga(system.env, "admin", "token", "--name", "x", "--role", "admin", "--provinsi", "Banten")
+    assert admin.returncode == 2 and "admin token sees everything" in admin.stderr
+    assert not [t for t in rows_of(system, ApiToken) if t.name == "x"], "nothing issued"
+
+
 # -- admin device ---------------------------------------------------------------------------------
 def test_admin_device_issues_a_device_bound_to_its_tps(system: SystemProcs) -> None:
     out = siaga(system.env, "admin", "device", "--personnel-id", "POL-0007", "--tps", "T0000", "T0001")

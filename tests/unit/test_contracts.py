@@ -108,6 +108,8 @@ def test_incident_update_bytes_are_the_established_format() -> None:
             "tps_id": inc.tps_id,
             "tps_name": tps.name,
             "kecamatan": inc.kecamatan,
+            "kabupaten": "",  # added with the regions (migration 0013)
+            "provinsi": "",
             "category": inc.category,
             "severity": inc.severity,
             "level": inc.level,

@@ -256,6 +256,20 @@ def test_spread_needs_three_distinct_tps(w: World) -> None:
     assert not [i for i in w.store.incidents.values() if i.tps_id is None]
 
 
+def test_spread_keeps_to_one_kabupaten_when_kecamatan_names_repeat(w: World) -> None:
+    """SPEC section 10: a kecamatan is (provinsi, kabupaten, kecamatan); Ciruas in Serang is not Ciruas in Lebak."""
+    for tps_id, kabupaten in (("S1", "Kabupaten Serang"), ("S2", "Kabupaten Serang"), ("L1", "Kabupaten Lebak")):
+        w.store.save_tps(Tps(tps_id=tps_id, name=tps_id, kecamatan="Ciruas", kabupaten=kabupaten, assigned=2))
+        w.report(tps_id, "Warga diancam agar tidak memilih", category="intimidation")
+    assert not [i for i in w.store.incidents.values() if i.tps_id is None], "two and one: no spread"
+    w.store.save_tps(Tps(tps_id="S3", name="S3", kecamatan="Ciruas", kabupaten="Kabupaten Serang", assigned=2))
+    w.report("S3", "Warga diancam agar tidak memilih", category="intimidation")
+    [area] = [i for i in w.store.incidents.values() if i.tps_id is None]
+    assert area.kabupaten == "Kabupaten Serang"
+    assert sorted(w.store.incidents[c].tps_id or "" for c in area.children) == ["S1", "S2", "S3"]
+    assert w.only("L1").parent_id is None
+
+
 def _operate(w: World, tps_id: str) -> None:
     w.post("tps.status", tps_id, {"phase": "voting"})
 

@@ -35,6 +35,8 @@ class Ladder(RuleBase):
             id=incident_id,
             tps_id=tps.tps_id,
             kecamatan=tps.kecamatan,
+            kabupaten=tps.kabupaten,
+            provinsi=tps.provinsi,
             category=category.value,
             severity=severity.value,
             opened_at=opened_at,

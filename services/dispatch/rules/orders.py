@@ -163,7 +163,7 @@ class Orders(Operator):
     """What the command center sends to the field, and what the field answers."""
 
     def candidates(self, inc: Incident) -> list[Candidate]:
-        people = self.store.kecamatan_personnel(inc.kecamatan)
+        people = self.store.kecamatan_personnel(inc.kecamatan, inc.kabupaten)
         tps_of = {t: found for p in people for t in p.tps_ids or () if (found := self.store.tps(t)) is not None}
         if inc.tps_id and (here := self.store.tps(inc.tps_id)) is not None:
             tps_of[inc.tps_id] = here

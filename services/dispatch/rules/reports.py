@@ -58,6 +58,8 @@ class Reports(Spread):
             id=_short_id("INC", ev.event_id),
             tps_id=tps.tps_id,
             kecamatan=tps.kecamatan,
+            kabupaten=tps.kabupaten,
+            provinsi=tps.provinsi,
             category=a.category.value,
             severity=a.severity.value,
             level=0,

@@ -1,4 +1,6 @@
-"""Spread: several incidents of one category in one kecamatan become an area incident."""
+"""Spread: several incidents of one category in one kecamatan become an area incident.
+
+A kecamatan is its name within its kabupaten: names repeat across the country (SPEC section 10)."""
 
 from __future__ import annotations
 
@@ -21,12 +23,16 @@ class Spread(Ladder):
         rule = self.policy.spread
         if Category(inc.category) in rule.categories_excluded or inc.tps_id is None:
             return
-        area = self.store.open_area(inc.kecamatan, inc.category)
+        area = self.store.open_area(inc.kecamatan, inc.category, inc.kabupaten)
         if area is not None:
             self._adopt(area, inc)
             return
         since = as_utc(inc.opened_at) - timedelta(minutes=rule.window_minutes)
-        siblings = [i for i in self.store.open_in_kecamatan(inc.kecamatan, inc.category, since) if i.parent_id is None]
+        siblings = [
+            i
+            for i in self.store.open_in_kecamatan(inc.kecamatan, inc.category, since, inc.kabupaten)
+            if i.parent_id is None
+        ]
         if len({i.tps_id for i in siblings}) < rule.min_incidents:
             return
         now = self.clock.now()
@@ -36,6 +42,8 @@ class Spread(Ladder):
             id=_short_id("AREA", inc.kecamatan, inc.category, siblings[0].id),
             tps_id=None,
             kecamatan=inc.kecamatan,
+            kabupaten=inc.kabupaten,
+            provinsi=inc.provinsi,
             category=inc.category,
             severity=severity.value,
             level=0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from services.dispatch import admin, silences, views
+from services.dispatch import admin, silences, sitrep, views
 from services.dispatch.service import Dispatch
 from siaga.runtime import Context
 from siaga.service import ServiceParts, build_app
@@ -19,6 +19,7 @@ def build(ctx: Context, *, with_notifier: bool | None = None) -> ServiceParts:
     router.include_router(views.build_messages_router(dispatch))
     router.include_router(admin.build_router(dispatch))
     router.include_router(silences.build_router(dispatch))
+    router.include_router(sitrep.build_router(dispatch))
     notifier = None
     run_notifier = ctx.settings.notifier_in_dispatch if with_notifier is None else with_notifier
     if run_notifier:
@@ -51,6 +52,7 @@ def build(ctx: Context, *, with_notifier: bool | None = None) -> ServiceParts:
             {"name": "incidents", "description": "The operator API: watch, acknowledge, escalate, resolve, annotate."},
             {"name": "field orders", "description": "Messages to field devices' inboxes (SPEC section 9)."},
             {"name": "admin", "description": "Registry, roster, devices, tokens and the escalation policy."},
+            {"name": "reports", "description": "Situation reports by region: JSON, CSV and PDF (SPEC section 10)."},
             {
                 "name": "silences",
                 "description": "Hold the alerts of a kecamatan, TPS or category for a while (SPEC section 5).",

@@ -8,11 +8,14 @@ silenced incident shows its held alerts until the silence ends.
 
 from __future__ import annotations
 
+import asyncio
+import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
+from pypdf import PdfReader
 
 from tests.plugins.browser import OfflinePage
 from tests.security import SEED_KECAMATAN, served_rig
@@ -111,6 +114,27 @@ async def test_a_silenced_incident_shows_its_held_alerts_until_the_silence_ends(
         await expect(card.locator(".card-silenced")).to_have_count(0)
         doc = (await rig.client.get(f"/v1/incidents/{iid}", headers=rig.headers("viewer"))).json()
         assert [e["action"] for e in doc["timeline"]].count("alerts_released") == 1
+
+    assert offline_page.foreign() == [] and offline_page.blocked == []
+    assert offline_page.console_errors == []
+
+
+async def test_the_laporan_button_downloads_the_sitrep_pdf(tmp_path: Path, offline_page: OfflinePage) -> None:
+    """SPEC section 10: the "Laporan" button fetches the token's sitrep as a PDF and saves it."""
+    async with served_rig(tmp_path) as (rig, hostport):
+        page = offline_page.page
+        await page.goto(f"http://{hostport}/?token={rig.tokens['viewer']}")
+        await page.wait_for_selector('#conn[data-state="live"]', timeout=10_000)
+        button = page.locator("#sitrep-download")
+        await expect(button).to_have_text("Laporan")
+        async with page.expect_download() as info:
+            await button.click()
+        download = await info.value
+        assert download.suggested_filename.startswith("sitrep-") and download.suggested_filename.endswith(".pdf")
+        body = await asyncio.to_thread(Path(await download.path()).read_bytes)
+        assert body.startswith(b"%PDF-")
+        text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(body)).pages)
+        assert "Laporan situasi (sitrep)" in text and SEED_KECAMATAN in text
 
     assert offline_page.foreign() == [] and offline_page.blocked == []
     assert offline_page.console_errors == []

@@ -258,6 +258,7 @@ EXPECTATIONS: dict[tuple[str, str], Expect] = {
     ),
     ("GET", "/v1/admin/corrections"): Expect(Access.ADMIN, 200, fixed("/v1/admin/corrections")),
     ("GET", "/v1/admin/audit/export"): Expect(Access.ADMIN, 200, fixed("/v1/admin/audit/export")),
+    ("GET", "/v1/reports/sitrep"): Expect(Access.VIEWER, 200, fixed("/v1/reports/sitrep?format=csv")),
     ("GET", "/v1/incidents/{incident_id}/candidates"): Expect(Access.VIEWER, 200, fixed_incident_path("candidates")),
     ("POST", "/v1/incidents/{incident_id}/assign"): Expect(Access.OPERATOR, 200, _assign_checked_in),
     ("POST", "/v1/messages"): Expect(

@@ -274,6 +274,34 @@
     $("sign-out").hidden = !token;
     $("radio-open").hidden = !isOperator();
     $("message-open").hidden = !isOperator();
+    $("sitrep-download").hidden = !role;
+  }
+
+  // The "Laporan" button: the sitrep of the token's regions as a PDF (SPEC section 10), fetched with
+  // the bearer token (never in a URL) and handed to the browser as a download.
+  async function downloadSitrep() {
+    let res;
+    try {
+      res = await fetch(`${CONFIG.dispatchUrl}/v1/reports/sitrep?format=pdf`, { headers: { Authorization: `Bearer ${token}` } });
+    } catch (_) {
+      toast(t("action_network"), true);
+      return;
+    }
+    if (!res.ok) {
+      toast(await problem(res), true);
+      return;
+    }
+    const disposition = res.headers.get("content-disposition") || "";
+    const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || "sitrep.pdf";
+    const url = URL.createObjectURL(await res.blob());
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = name;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    toast(t("sitrep_ready", { name }));
   }
 
   function showLogin(error) {
@@ -1300,6 +1328,7 @@
     $("incident-close").addEventListener("click", () => $("incident-dialog").close());
     $("classify-form").addEventListener("submit", sendCorrection);
     $("radio-open").addEventListener("click", openRadio);
+    $("sitrep-download").addEventListener("click", downloadSitrep);
     $("radio-cancel").addEventListener("click", () => $("radio-dialog").close());
     $("radio-kecamatan").addEventListener("change", fillRadioTps);
     $("radio-search").addEventListener("input", fillRadioTps);

@@ -109,31 +109,26 @@ def telegram_router(
     router = APIRouter(tags=["alerts"])
     settings = ctx.settings
 
-    async def answer(callback_id: str, text: str) -> None:
-        """Stop the button's spinner and show the text; best effort (the action already happened)."""
+    async def bot(method: str, body: dict[str, Any]) -> None:
+        """Call a Bot API method; best effort (what it reports has already happened), never logs the token."""
         if not settings.telegram_bot_token:
             return
-        url = f"{settings.telegram_api_base.rstrip('/')}/bot{settings.telegram_bot_token}/answerCallbackQuery"
+        url = f"{settings.telegram_api_base.rstrip('/')}/bot{settings.telegram_bot_token}/{method}"
         try:
             async with httpx.AsyncClient(timeout=ANSWER_TIMEOUT_S, headers={"User-Agent": USER_AGENT}) as client:
-                response = await client.post(url, json={"callback_query_id": callback_id, "text": text})
+                response = await client.post(url, json=body)
             if response.status_code >= 300:
-                log.warning("answerCallbackQuery answered HTTP %d", response.status_code)
+                log.warning("%s answered HTTP %d", method, response.status_code)
         except httpx.HTTPError as exc:
-            log.warning("answerCallbackQuery failed: %s", type(exc).__name__)
+            log.warning("%s failed: %s", method, type(exc).__name__)
+
+    async def answer(callback_id: str, text: str) -> None:
+        """Stop the button's spinner and show the text."""
+        await bot("answerCallbackQuery", {"callback_query_id": callback_id, "text": text})
 
     async def say(chat_id: str, text: str) -> None:
-        """Reply in the chat (sendMessage); best effort, as `answer`."""
-        if not settings.telegram_bot_token:
-            return
-        url = f"{settings.telegram_api_base.rstrip('/')}/bot{settings.telegram_bot_token}/sendMessage"
-        try:
-            async with httpx.AsyncClient(timeout=ANSWER_TIMEOUT_S, headers={"User-Agent": USER_AGENT}) as client:
-                response = await client.post(url, json={"chat_id": chat_id, "text": text})
-            if response.status_code >= 300:
-                log.warning("sendMessage (a /silence reply) answered HTTP %d", response.status_code)
-        except httpx.HTTPError as exc:
-            log.warning("sendMessage (a /silence reply) failed: %s", type(exc).__name__)
+        """Reply in the chat (a /silence command's answer)."""
+        await bot("sendMessage", {"chat_id": chat_id, "text": text})
 
     async def command(message: ChatMessage) -> dict[str, Any]:
         """A chat message: `/silence` from a chat that may act; anything else is ignored."""

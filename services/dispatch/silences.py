@@ -147,6 +147,14 @@ def _checked(dispatch: Dispatch, body: SilenceCreate, now: datetime, scope: Scop
     )
 
 
+def _inside(s: Session, row: Silence, scope: Scope) -> bool:
+    """Whether a scoped token may see and end this silence: its TPS, or its region, is in the scope."""
+    if row.tps_id is not None:
+        tps = s.get(Tps, row.tps_id)
+        return tps is not None and scope.admits(tps.provinsi, tps.kabupaten, tps.kecamatan)
+    return scope.admits(row.provinsi or "", row.kabupaten or "", row.kecamatan or "")
+
+
 def _together(m: SilenceMatch, name: str) -> str:
     others = [f"{n} {getattr(m, n)}" for n in ("provinsi", "kabupaten", "kecamatan") if n != name and getattr(m, n)]
     return f" (with {', '.join(others)})" if others else ""
@@ -208,7 +216,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         responses=answer(list[SilencePublic], "The silences."),
     )
     async def list_silences(
-        _: Operator,
+        who: Operator,
         state: Annotated[
             str | None, Query(pattern="^(planned|active|ended)$", description="Only those in this state now.")
         ] = None,
@@ -225,7 +233,11 @@ def build_router(dispatch: Dispatch) -> APIRouter:
                     q = q.where(col(Silence.starts_at) <= now, col(Silence.ends_at) > now)
                 elif state == "ended":
                     q = q.where(col(Silence.ends_at) <= now)
-                found = s.exec(q.order_by(col(Silence.created_at).desc(), col(Silence.id)).limit(limit)).all()
+                q = q.order_by(col(Silence.created_at).desc(), col(Silence.id))
+                if who.scope is None:
+                    found = list(s.exec(q.limit(limit)).all())
+                else:  # silences are few: filtered here, then cut to the limit
+                    found = [r for r in s.exec(q).all() if _inside(s, r, who.scope)][:limit]
             return [silence_public(r, now) for r in found]
 
         return await asyncio.to_thread(rows)
@@ -243,7 +255,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         def end() -> dict[str, Any]:
             with Session(ctx.engine, expire_on_commit=False) as s:
                 row = s.get(Silence, silence_id)
-                if row is None:
+                if row is None or (who.scope is not None and not _inside(s, row, who.scope)):
                     raise HTTPException(404, f"silence {silence_id} not found")
                 if as_utc(row.ends_at) <= now:
                     raise HTTPException(409, f"silence {silence_id} ended at {iso(as_utc(row.ends_at))}")

@@ -196,6 +196,18 @@ async def test_the_scoped_operator_silences_only_inside_its_scope(world: World) 
     assert made.status_code == 201, made.text
     assert made.json()["match"]["kabupaten"] == SERANG
 
+    # Another region's silence (made by an admin) is neither listed nor ended by the scoped operator.
+    theirs = await r.admin(
+        "POST", "/v1/admin/silences", json={"match": {"kabupaten": LEBAK}, "ends_at": ends, "reason": "PLN Lebak"}
+    )
+    listed = (await r.client.get("/v1/admin/silences", headers=headers)).json()
+    assert [x["id"] for x in listed] == [made.json()["id"]]
+    refused = await r.client.delete(f"/v1/admin/silences/{theirs.json()['id']}", headers=headers)
+    assert refused.status_code == 404
+    everyone = (await r.client.get("/v1/admin/silences", headers=r.headers("admin"))).json()
+    assert {x["id"] for x in everyone} == {made.json()["id"], theirs.json()["id"]}
+    assert next(x for x in everyone if x["id"] == theirs.json()["id"])["state"] == "active", "not ended"
+
 
 async def test_me_names_the_scope(world: World) -> None:
     got = await world.rig.client.get("/me", headers={"Authorization": f"Bearer {world.viewer}"})

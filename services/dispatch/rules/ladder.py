@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from services.dispatch.classify import Facts, severity_for
 from services.dispatch.domain import Incident, SilenceRule, Tps
@@ -18,6 +20,33 @@ from siaga.events import (
     Category,
     Severity,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert the ladder sends: to a police level or a stakeholder, a first one or a reminder."""
+
+    level: int
+    audience: Audience
+    stakeholder: Stakeholder | None
+    reminder: int
+    reason: str
+
+    def held(self, silence_id: str, at: str | None) -> dict[str, Any]:
+        """As kept on the incident (`held_alerts`) while a silence holds it."""
+        return {
+            "level": self.level,
+            "audience": self.audience.value,
+            "stakeholder": self.stakeholder,
+            "reminder": self.reminder,
+            "reason": self.reason,
+            "silence_id": silence_id,
+            "at": at,
+        }
+
+    @classmethod
+    def of_held(cls, h: dict[str, Any]) -> Alert:
+        return cls(h["level"], Audience(h["audience"]), h["stakeholder"], h["reminder"], h["reason"])
 
 
 class Ladder(RuleBase):
@@ -138,7 +167,7 @@ class Ladder(RuleBase):
             return
         if reminder == 0:
             inc.levels_alerted = [*(inc.levels_alerted or []), level]
-        self._emit_alert(inc, level=level, audience=Audience.POLICE, stakeholder=None, reminder=reminder, reason=reason)
+        self._emit_alert(inc, Alert(level, Audience.POLICE, None, reminder, reason))
 
     def _tell_stakeholders(self, inc: Incident, why: str) -> None:
         names = [
@@ -151,9 +180,7 @@ class Ladder(RuleBase):
         inc.stakeholders_told = [*(inc.stakeholders_told or []), *names]
         self._timeline(inc, SYSTEM, "stakeholders_told", {"stakeholders": names, "why": why})
         for name in names:
-            self._emit_alert(
-                inc, level=inc.level, audience=Audience.STAKEHOLDER, stakeholder=name, reminder=0, reason=why
-            )
+            self._emit_alert(inc, Alert(inc.level, Audience.STAKEHOLDER, name, 0, why))
 
     def _held_back(self, inc: Incident, what: str) -> bool:
         """Children of an open area incident keep their alerts: the area incident speaks for them."""
@@ -165,44 +192,25 @@ class Ladder(RuleBase):
         self._timeline(inc, SYSTEM, "alert_held_back", {"what": what, "area_incident": parent.id})
         return True
 
-    def _emit_alert(
-        self,
-        inc: Incident,
-        *,
-        level: int,
-        audience: Audience,
-        stakeholder: Stakeholder | None,
-        reminder: int,
-        reason: str,
-    ) -> None:
+    def _emit_alert(self, inc: Incident, alert: Alert) -> None:
+        """Send the alert, or keep it on the incident while a silence holds it."""
         silence = self._silence_of(inc)
         if silence is not None:
-            self._hold(
-                inc, silence, level=level, audience=audience, stakeholder=stakeholder, reminder=reminder, reason=reason
-            )
-            return
-        self._send_alert(inc, level=level, audience=audience, stakeholder=stakeholder, reminder=reminder, reason=reason)
+            self._hold(inc, silence, alert)
+        else:
+            self._send_alert(inc, alert)
 
-    def _send_alert(
-        self,
-        inc: Incident,
-        *,
-        level: int,
-        audience: Audience,
-        stakeholder: Stakeholder | None,
-        reminder: int,
-        reason: str,
-    ) -> None:
-        who = stakeholder or audience.value
+    def _send_alert(self, inc: Incident, alert: Alert) -> None:
+        who = alert.stakeholder or alert.audience.value
         self.store.emit(
             AlertIntent(
-                alert_id=f"{inc.id}:{level}:{who}:{reminder}",
+                alert_id=f"{inc.id}:{alert.level}:{who}:{alert.reminder}",
                 incident_id=inc.id,
-                level=level,
-                audience=audience,
-                stakeholder=stakeholder,
-                reminder=reminder,
-                reason=reason,
+                level=alert.level,
+                audience=alert.audience,
+                stakeholder=alert.stakeholder,
+                reminder=alert.reminder,
+                reason=alert.reason,
                 created_at=self.clock.now(),
                 incident=incident_public(inc, self._tps_of(inc)),
             )
@@ -216,37 +224,19 @@ class Ladder(RuleBase):
         now = self.clock.now()
         return next((s for s in self.store.silences() if s.in_force(now) and s.matches(inc)), None)
 
-    def _hold(
-        self,
-        inc: Incident,
-        silence: SilenceRule,
-        *,
-        level: int,
-        audience: Audience,
-        stakeholder: Stakeholder | None,
-        reminder: int,
-        reason: str,
-    ) -> None:
+    def _hold(self, inc: Incident, silence: SilenceRule, alert: Alert) -> None:
         """Keep the alert on the incident until no silence holds it; a reminder replaces the one before."""
-        held = {
-            "level": level,
-            "audience": audience.value,
-            "stakeholder": stakeholder,
-            "reminder": reminder,
-            "reason": reason,
-            "silence_id": silence.id,
-            "at": iso(self.clock.now()),
-        }
-        kept = [h for h in inc.held_alerts if not (reminder and h["reminder"] and h["level"] == level)]
+        held = alert.held(silence.id, iso(self.clock.now()))
+        kept = [h for h in inc.held_alerts if not (alert.reminder and h["reminder"] and h["level"] == alert.level)]
         inc.held_alerts = [*kept, held]
         self._timeline(
             inc,
             SYSTEM,
             "alert_silenced",
             {
-                "to_whom": stakeholder or LEVEL_NAMES[level],
-                "level": level,
-                "reminder": reminder,
+                "to_whom": alert.stakeholder or LEVEL_NAMES[alert.level],
+                "level": alert.level,
+                "reminder": alert.reminder,
                 "silence_id": silence.id,
                 "silence_reason": silence.reason,
                 "until": iso(silence.ends_at),
@@ -259,9 +249,9 @@ class Ladder(RuleBase):
         ended or was ended, or the incident became critical); returns how many incidents it released."""
         released = 0
         for inc in self.store.holding():
-            critical = inc.severity == Severity.CRITICAL.value
-            if not critical and self._silence_of(inc) is not None:
+            if self._silence_of(inc) is not None:  # never for a critical incident
                 continue
+            critical = inc.severity == Severity.CRITICAL.value
             held, inc.held_alerts = inc.held_alerts, []
             self._timeline(
                 inc,
@@ -274,14 +264,7 @@ class Ladder(RuleBase):
                 },
             )
             for h in held:
-                self._send_alert(
-                    inc,
-                    level=h["level"],
-                    audience=Audience(h["audience"]),
-                    stakeholder=h["stakeholder"],
-                    reminder=h["reminder"],
-                    reason=h["reason"],
-                )
+                self._send_alert(inc, Alert.of_held(h))
             self._changed(inc)
             released += 1
         return released

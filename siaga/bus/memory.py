@@ -41,7 +41,10 @@ class MemoryBus(Bus):
         self._partitions = partitions or {}
         self._topics: dict[str, _Topic] = {}
         self._groups: dict[str, _Group] = {}
-        self._changed = asyncio.Condition()
+        # Set (and replaced by a fresh one) on every publish. Not a Condition: on Python 3.11,
+        # wait_for(condition.wait()) cancelled by its timeout can leave the condition's lock held, and
+        # every publisher then blocks for ever on it (a hang seen in CI). An Event wait has no lock.
+        self._published = asyncio.Event()
         self.available = True  # tests flip this to play a bus outage
 
     def _topic(self, name: str) -> _Topic:
@@ -74,8 +77,8 @@ class MemoryBus(Bus):
             t.counter += 1
             log_ = t.partitions[p]
             log_.append(Record(topic, key, bytes(value), p, len(log_)))
-        async with self._changed:
-            self._changed.notify_all()
+        woken, self._published = self._published, asyncio.Event()
+        woken.set()
 
     def consumer(
         self,
@@ -171,12 +174,12 @@ class MemoryConsumer(ConsumerSource):
 
     async def fetch(self, max_records: int, timeout_s: float) -> list[Record]:
         await self._rebalance()
+        published = self.bus._published  # taken before looking, so a publish after the look wakes us
         records = self._take(max_records)
         if records:
             return records
         try:
-            async with self.bus._changed:
-                await asyncio.wait_for(self.bus._changed.wait(), timeout_s)
+            await asyncio.wait_for(published.wait(), timeout_s)
         except TimeoutError:
             return []
         await self._rebalance()

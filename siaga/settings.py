@@ -128,6 +128,16 @@ class Settings(BaseSettings):
     )
     ws_replay_buffer: int = Field(default=20000, description="Deltas each dashboard keeps for resume.")
     ws_client_queue: int = Field(default=2000, description="Deltas queued per client before it gets a snapshot.")
+    ws_detail_max_tps: int = Field(
+        default=50000,
+        ge=0,
+        description="Above this many TPS the page opens on the regional summary, not on every TPS.",
+    )
+    ws_view_idle_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A scoped or drill-down view nobody has read for this long is dropped (rebuilt on demand).",
+    )
 
     # -- logging
     log_format: str = Field(default="text", description="text or json (one JSON object a line).")

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request, WebSocket
@@ -21,7 +21,9 @@ from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketState
 
+from services.dashboard.frames import Source
 from services.dashboard.hub import ClientQueue, Frame, Hub, InvalidUpdate, batch_text, parse_update, region_of
+from services.dashboard.summary import LEVELS
 from siaga import topics
 from siaga.auth import Principal, Role, Scope, bearer, principal_for
 from siaga.bus import BusUnavailable, ConsumerLoop, Record, dead_letter_value, publish_dead_letter
@@ -40,6 +42,8 @@ STATIC_TYPES = {
     "i18n.json": "application/json; charset=utf-8",
 }
 CLOSE_UNAUTHORIZED = 4401  # 4000-4999: application codes; 4401 mirrors HTTP 401
+CLOSE_BAD_REQUEST = 4400  # a view the query cannot name (mirrors HTTP 400)
+CLOSE_NOT_FOUND = 4404  # a region that does not exist, or not inside the token's scope (HTTP 404)
 CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the page reconnects with backoff
 
 CLIENTS = Gauge("siaga_dashboard_clients", "WebSocket clients connected to this dashboard")
@@ -76,6 +80,22 @@ def _since(value: str | None) -> int | None:
         return None  # unreadable: treated as a first connection (snapshot)
 
 
+class ViewError(ValueError):
+    """A /ws query that names no view this client may have: closed with `code` and the message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _one_region(params: dict[str, str]) -> tuple[str, str] | None:
+    """The region filter of a /ws query (`provinsi=`, `kabupaten=` or `kecamatan=Kabupaten/Kecamatan`)."""
+    named = [(k, params[k].strip()) for k in LEVELS if params.get(k, "").strip()]
+    if len(named) > 1:
+        raise ViewError(CLOSE_BAD_REQUEST, "name one region: provinsi, kabupaten or kecamatan, not several")
+    return named[0] if named else None
+
+
 def frames_to_texts(frames: list[Frame], *, batch: bool) -> list[str]:
     """The WebSocket text frames for what a client is owed.
 
@@ -107,6 +127,7 @@ class Dashboard:
         self._by_provinsi: dict[str, list[Hub]] = {}
         self._by_kabupaten: dict[str, list[Hub]] = {}
         self._by_kecamatan: dict[tuple[str, str], list[Hub]] = {}
+        self._idle_since: dict[Scope, float] = {}  # scoped hubs with no client, since when (loop time)
         self.heartbeat_s, self.stats_interval_s = heartbeat_s, stats_interval_s
         self.batch_interval_s, self.reauth_s = batch_interval_s, reauth_s
         self._consumer: ConsumerLoop | None = None
@@ -168,6 +189,30 @@ class Dashboard:
             for hub in (self.hub, *self.scoped.values()):
                 if hub.flush_stats() is not None:
                     DELTAS.labels("stats").inc()
+                if summaries := hub.flush_summaries():
+                    DELTAS.labels("summary").inc(summaries)
+            self.evict_idle(asyncio.get_running_loop().time())
+
+    def evict_idle(self, now: float) -> list[Scope]:
+        """Drop the scoped hubs nobody has read for `SIAGA_WS_VIEW_IDLE_S`: a command center that drills
+        down into every kabupaten in turn must not keep feeding them all. What was dropped."""
+        dropped = []
+        for scope, hub in list(self.scoped.items()):
+            if hub.clients:
+                self._idle_since.pop(scope, None)
+                continue
+            since = self._idle_since.setdefault(scope, now)
+            if now - since >= self.ctx.settings.ws_view_idle_s:
+                dropped.append(scope)
+                self._drop(scope, hub)
+        return dropped
+
+    def _drop(self, scope: Scope, hub: Hub) -> None:
+        del self.scoped[scope]
+        self._idle_since.pop(scope, None)
+        _unlist(self._by_provinsi, scope.provinsi, hub)
+        _unlist(self._by_kabupaten, scope.kabupaten, hub)
+        _unlist(self._by_kecamatan, scope.kecamatan, hub)
 
     # -- scoped views -----------------------------------------------------------------------------
     def _hubs_of(self, provinsi: str, kabupaten: str, kecamatan: str) -> list[Hub]:
@@ -188,11 +233,19 @@ class Dashboard:
         if hub is not None:
             return hub
         hub = Hub(self.ctx.settings.ws_replay_buffer, first_seq=new_first_seq())
-        for kind, held in (("incident", self.hub.incidents), ("tps", self.hub.tps)):
-            for doc in held.values():
-                if scope.admits(doc.get("provinsi", ""), doc.get("kabupaten", ""), doc["kecamatan"]):
-                    update = INCIDENT_UPDATE.validate_python({"type": kind, kind: doc})
-                    hub.apply_parsed(update, {kind: doc})
+        main = self.hub
+        kabupaten = set(scope.kabupaten) | {kab for kab, _ in scope.kecamatan}
+        kabupaten |= {kab for prov, kab in main.regions.regions["kabupaten"] if prov in scope.provinsi}
+        for kind, held, index in (
+            ("incident", main.incidents, main.incidents_by_kabupaten),
+            ("tps", main.tps, main.tps_by_kabupaten),
+        ):
+            for kab in sorted(kabupaten):
+                for ident in index.get(kab, ()):
+                    doc = held[ident]
+                    if scope.admits(doc.get("provinsi", ""), doc.get("kabupaten", ""), doc["kecamatan"]):
+                        update = INCIDENT_UPDATE.validate_python({"type": kind, kind: doc})
+                        hub.apply_parsed(update, {kind: doc})
         hub.flush_stats()
         self.scoped[scope] = hub
         for name in scope.provinsi:
@@ -203,6 +256,44 @@ class Dashboard:
             self._by_kecamatan.setdefault(pair, []).append(hub)
         return hub
 
+    def view_scope(self, principal: Principal, params: dict[str, str]) -> Scope | None:
+        """The scope a /ws client reads: its token's, or the one region it names inside it (drill-down).
+
+        A region that does not exist and one outside the token's scope are refused alike (404).
+        """
+        named = _one_region(params)
+        if named is None:
+            return principal.scope
+        kind, name = named
+        known = self.hub.regions.regions
+        if kind == "provinsi":
+            where: tuple[str, str, str] | None = (name, "", "") if (name,) in known["provinsi"] else None
+            view = Scope(provinsi=frozenset({name}))
+        elif kind == "kabupaten":
+            prov = self.hub.regions.provinsi_of(name)
+            where = None if prov is None else (prov, name, "")
+            view = Scope(kabupaten=frozenset({name}))
+        else:
+            kab, _, kec = name.partition("/")
+            prov = self.hub.regions.provinsi_of(kab)
+            where = (prov, kab, kec) if prov is not None and (prov, kab, kec) in known["kecamatan"] else None
+            view = Scope(kecamatan=frozenset({(kab, kec)}))
+        if where is None or not _inside(principal.scope, kind, *where):
+            shown = name if kind != "kecamatan" else name + " (written Kabupaten/Kecamatan)"
+            raise ViewError(CLOSE_NOT_FOUND, f"no {kind} {shown!r} in this dashboard's view")
+        return view
+
+    def source_for(self, principal: Principal, params: dict[str, str]) -> tuple[Hub, Source]:
+        """The hub and what a client reads of it: the detail view, or a summary (`view=summary&by=`)."""
+        view = params.get("view", "detail").strip().lower() or "detail"
+        if view not in ("detail", "summary"):
+            raise ViewError(CLOSE_BAD_REQUEST, f"view must be detail or summary, not {view!r}")
+        by = params.get("by", "kabupaten").strip().lower() or "kabupaten"
+        if by not in LEVELS:
+            raise ViewError(CLOSE_BAD_REQUEST, f"by must be provinsi, kabupaten or kecamatan, not {by!r}")
+        hub = self.hub_for(self.view_scope(principal, params))
+        return hub, hub if view == "detail" else hub.summary(by)
+
     # -- HTTP -------------------------------------------------------------------------------------
     def page(self) -> HTMLResponse:
         """The command-center page with its configuration filled in."""
@@ -211,6 +302,8 @@ class Dashboard:
             "dispatchUrl": s.dispatch_url.rstrip("/"),
             "language": s.language if s.language in ("id", "en") else "id",
             "staleAfterS": max(30.0, self.heartbeat_s * 1.5),
+            # A national registry opens on the regional summary, not 823,220 TPS in a browser.
+            "defaultView": "summary" if len(self.hub.tps) > s.ws_detail_max_tps else "detail",
         }
         # "<" escaped so no value can close the <script> element it sits in.
         blob = orjson.dumps(config).decode().replace("<", "\\u003c")
@@ -251,18 +344,23 @@ class Dashboard:
         if principal is None:
             await ws.close(code=CLOSE_UNAUTHORIZED, reason="a valid viewer token is required (?token=...)")
             return
-        batch = ws.query_params.get("batch", "").lower() in ("1", "true", "yes")
+        params = dict(ws.query_params)
+        try:
+            _hub, source = self.source_for(principal, params)
+        except ViewError as exc:
+            await ws.close(code=exc.code, reason=str(exc)[:120])  # a close reason is at most 123 bytes
+            return
+        batch = params.get("batch", "").lower() in ("1", "true", "yes")
         wake = asyncio.Event()
         client = ClientQueue(self.ctx.settings.ws_client_queue, wake.set)
-        hub = self.hub_for(principal.scope)
-        hub.attach(client, _since(ws.query_params.get("since")))
+        source.attach(client, _since(params.get("since")))
         CLIENTS.inc()
-        sender = asyncio.create_task(self._send(ws, hub, client, wake, batch=batch, token=token))
+        sender = asyncio.create_task(self._send(ws, source, client, wake, batch=batch, token=token))
         receiver = asyncio.create_task(self._receive(ws))
         try:
             await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            hub.detach(client)
+            source.detach(client)
             CLIENTS.dec()
             for task in (sender, receiver):
                 task.cancel()
@@ -280,7 +378,7 @@ class Dashboard:
                 return
 
     async def _send(
-        self, ws: WebSocket, hub: Hub, client: ClientQueue, wake: asyncio.Event, *, batch: bool, token: str | None
+        self, ws: WebSocket, source: Source, client: ClientQueue, wake: asyncio.Event, *, batch: bool, token: str | None
     ) -> None:
         loop = asyncio.get_running_loop()
         last_sent = last_auth = loop.time()
@@ -292,7 +390,7 @@ class Dashboard:
                     await asyncio.wait_for(wake.wait(), idle_left)
             # clear and take with no await between: a delivery after take sets the event again
             wake.clear()
-            frames = client.take(hub)
+            frames = client.take(source)
             if client.resyncs != resyncs:
                 RESYNCS.inc(client.resyncs - resyncs)
                 resyncs = client.resyncs
@@ -312,6 +410,26 @@ class Dashboard:
             if frames and batch:
                 # Under load, what arrives in the next moment goes out as one frame.
                 await asyncio.sleep(self.batch_interval_s)
+
+
+K = TypeVar("K")
+
+
+def _unlist(index: dict[K, list[Hub]], keys: frozenset[K], hub: Hub) -> None:
+    for key in keys:
+        hubs = index[key]
+        hubs.remove(hub)
+        if not hubs:
+            del index[key]
+
+
+def _inside(scope: Scope | None, kind: str, provinsi: str, kabupaten: str, kecamatan: str) -> bool:
+    """Whether a whole region lies inside a token's scope (a kabupaten view needs more than one kecamatan)."""
+    if scope is None or provinsi in scope.provinsi:
+        return True
+    if kind == "kabupaten":
+        return kabupaten in scope.kabupaten
+    return kind == "kecamatan" and scope.admits(provinsi, kabupaten, kecamatan)
 
 
 def _static(name: str) -> Response:

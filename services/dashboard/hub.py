@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import sys
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
+from services.dashboard.frames import ClientQueue, Frame, batch_text
+from services.dashboard.summary import Level, RegionTotals, SummaryStream
 from siaga.contracts import (
     INCIDENT_UPDATE,
     IncidentChanged,
@@ -30,6 +32,8 @@ from siaga.contracts import (
     validation_problems,
 )
 
+__all__ = ["ClientQueue", "Frame", "Hub", "InvalidUpdate", "batch_text", "parse_update", "region_of"]
+
 TPS_STATES = ("normal", "open", "escalated", "silent", "closed")
 UNRESOLVED = ("open", "escalated", "acknowledged")
 
@@ -38,40 +42,17 @@ class InvalidUpdate(ValueError):
     """A message on the updates topic the hub cannot use (not JSON, or not valid by its contract)."""
 
 
-class Frame:
-    """One message to clients, encoded to JSON text once however many clients get it."""
-
-    __slots__ = ("_text", "message")
-
-    def __init__(self, message: dict[str, Any]) -> None:
-        self.message = message
-        self._text: str | None = None
-
-    @property
-    def seq(self) -> int:
-        return int(self.message["seq"])
-
-    @property
-    def type(self) -> str:
-        return str(self.message["type"])
-
-    @property
-    def text(self) -> str:
-        if self._text is None:
-            self._text = orjson.dumps(self.message).decode()
-        return self._text
+def _where(part: IncidentPublic | TpsPublic) -> tuple[str, str, str]:
+    """(provinsi, kabupaten, kecamatan), interned: a national hub holds 823,220 TPS parts."""
+    return sys.intern(part.provinsi), sys.intern(part.kabupaten), sys.intern(part.kecamatan)
 
 
-def batch_text(frames: list[Frame]) -> str:
-    """Several frames as one `{"type":"batch","messages":[...]}` text, reusing their encodings."""
-    return '{"type":"batch","messages":[' + ",".join(f.text for f in frames) + "]}"
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _IncidentPart:
     """What one incident adds to the statistics (subtracted again when a newer copy arrives)."""
 
-    kecamatan: str
+    where: tuple[str, str, str]  # (provinsi, kabupaten, kecamatan)
+    severity: str
     status: str
     unresolved: bool
     escalated: bool
@@ -89,7 +70,8 @@ class _IncidentPart:
             # must not make a negative duration.
             resolve_s = max(0.0, (inc.resolved_at - inc.opened_at).total_seconds())
         return cls(
-            kecamatan=inc.kecamatan,
+            where=_where(inc),
+            severity=inc.severity.value,
             status=status,
             unresolved=unresolved,
             escalated=unresolved and inc.level >= 1,
@@ -102,9 +84,9 @@ class _IncidentPart:
 HEALTH = ("unwell", "off_duty", "fatigued", "lapsed")  # the personnel counts a TPS frame carries
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _TpsPart:
-    kecamatan: str
+    where: tuple[str, str, str]  # (provinsi, kabupaten, kecamatan)
     state: str
     assigned: int
     checked_in: int
@@ -114,7 +96,7 @@ class _TpsPart:
     @classmethod
     def of(cls, tps: TpsPublic) -> _TpsPart:
         return cls(
-            kecamatan=tps.kecamatan,
+            where=_where(tps),
             state=tps.state.value,
             assigned=tps.assigned,
             checked_in=tps.checked_in,
@@ -145,7 +127,7 @@ class _Aggregates:
 
     def incident(self, p: _IncidentPart, sign: int) -> None:
         self.by_status[p.status] += sign
-        k = self._kec(p.kecamatan)
+        k = self._kec(p.where[2])
         k["open"] += sign * p.unresolved
         k["escalated"] += sign * p.escalated
         k["resolved"] += sign * (not p.unresolved)
@@ -159,7 +141,7 @@ class _Aggregates:
 
     def tps(self, p: _TpsPart, sign: int) -> None:
         self.tps_states[p.state] += sign
-        k = self._kec(p.kecamatan)
+        k = self._kec(p.where[2])
         k["tps"] += sign
         k["on_duty"] += sign * p.checked_in
         for name, n in zip(HEALTH, p.health, strict=True):
@@ -186,64 +168,16 @@ def _kecamatan(c: Counter[str]) -> dict[str, int]:
     return row
 
 
+def _index(by_kabupaten: dict[str, set[str]], ident: str, was: str | None, now: str) -> None:
+    if was == now:
+        return
+    if was is not None:
+        by_kabupaten[was].discard(ident)
+    by_kabupaten.setdefault(now, set()).add(ident)
+
+
 def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
-
-
-class ClientQueue:
-    """One client's pending deltas, bounded: overflow drops them all for a fresh snapshot.
-
-    `deliver` is called by the hub for every delta and never blocks; `take` hands the sender what
-    to send next. A client that falls behind costs the others nothing.
-    """
-
-    def __init__(self, limit: int, wake: Callable[[], None] | None = None) -> None:
-        self.limit = max(1, limit)
-        self._wake = wake or (lambda: None)
-        self._pending: deque[Frame] = deque()
-        self.resync = False
-        self.resyncs = 0  # snapshots forced by overflow, not counting the first
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def deliver(self, frame: Frame) -> None:
-        """Queue one delta (the hub calls this synchronously)."""
-        if self.resync:
-            return  # the coming snapshot will include it
-        if len(self._pending) >= self.limit:
-            self.overflow()
-            return
-        self._pending.append(frame)
-        self._wake()
-
-    def overflow(self) -> None:
-        """Drop what is queued; the client gets a fresh snapshot instead."""
-        self._pending.clear()
-        self.resync = True
-        self.resyncs += 1
-        self._wake()
-
-    def request_snapshot(self) -> None:
-        """Owe the client a snapshot (on attach, when no replay is possible)."""
-        self._pending.clear()
-        self.resync = True
-        self._wake()
-
-    def preload(self, frames: Iterable[Frame]) -> None:
-        """Queue a replay (on attach) ahead of the live deltas."""
-        self._pending.extend(frames)
-        self._wake()
-
-    def take(self, hub: Hub) -> list[Frame]:
-        """Everything to send now, in order: a snapshot (when owed) or the queued deltas."""
-        if self.resync:
-            self.resync = False
-            self._pending.clear()
-            return [hub.snapshot()]
-        out = list(self._pending)
-        self._pending.clear()
-        return out
 
 
 def parse_update(raw: bytes) -> tuple[IncidentChanged | TpsChanged, dict[str, Any]]:
@@ -274,6 +208,12 @@ class Hub:
         self._inc_parts: dict[str, _IncidentPart] = {}
         self._tps_parts: dict[str, _TpsPart] = {}
         self._agg = _Aggregates()
+        self.regions = RegionTotals()
+        self._summaries: dict[Level, SummaryStream] = {}
+        # The ids held per kabupaten: a region's view (services/dashboard/app.py) is made from these,
+        # not from a walk over a national registry.
+        self.tps_by_kabupaten: dict[str, set[str]] = {}
+        self.incidents_by_kabupaten: dict[str, set[str]] = {}
         self._recent: deque[Frame] = deque(maxlen=max(0, replay_buffer))
         self._clients: set[ClientQueue] = set()
         self._snapshot: Frame | None = None
@@ -303,10 +243,20 @@ class Hub:
             self.ignored += 1
             return None
         old = self._inc_parts.get(ident)
+        part = _IncidentPart.of(typed)
         if old is not None:
             self._agg.incident(old, -1)
-        part = _IncidentPart.of(typed)
         self._agg.incident(part, +1)
+        if old is None or (old.where, old.severity, old.unresolved, old.escalated) != (
+            part.where,
+            part.severity,
+            part.unresolved,
+            part.escalated,
+        ):
+            if old is not None:
+                self.regions.incident(old.where, old.severity, old.unresolved, old.escalated, -1)
+            self.regions.incident(part.where, part.severity, part.unresolved, part.escalated, +1)
+            _index(self.incidents_by_kabupaten, ident, None if old is None else old.where[1], part.where[1])
         self.incidents[ident], self._inc_parts[ident] = inc, part
         return self._issue({"type": "incident", "incident": inc})
 
@@ -317,10 +267,21 @@ class Hub:
             self.ignored += 1
             return None
         old = self._tps_parts.get(ident)
+        part = _TpsPart.of(typed)
         if old is not None:
             self._agg.tps(old, -1)
-        part = _TpsPart.of(typed)
         self._agg.tps(part, +1)
+        # Most TPS updates are check-ins that change none of what a region counts.
+        if old is None or (old.where, old.state, old.assigned, old.checked_in) != (
+            part.where,
+            part.state,
+            part.assigned,
+            part.checked_in,
+        ):
+            if old is not None:
+                self.regions.tps(old.where, old.state, old.assigned, old.checked_in, -1)
+            self.regions.tps(part.where, part.state, part.assigned, part.checked_in, +1)
+            _index(self.tps_by_kabupaten, ident, None if old is None else old.where[1], part.where[1])
         self.tps[ident], self._tps_parts[ident] = tps, part
         return self._issue({"type": "tps", "tps": tps})
 
@@ -331,6 +292,17 @@ class Hub:
             return None
         self._last_stats = stats
         return self._issue({"type": "stats", "stats": stats})
+
+    def summary(self, by: Level) -> SummaryStream:
+        """The roll-up stream of this hub's picture at one level (made on first use)."""
+        stream = self._summaries.get(by)
+        if stream is None:
+            stream = self._summaries[by] = SummaryStream(self.regions, by, first_seq=self.first_seq)
+        return stream
+
+    def flush_summaries(self) -> int:
+        """Send the summary deltas due (the caller paces this with the stats); how many went out."""
+        return sum(stream.flush() is not None for stream in self._summaries.values())
 
     def _issue(self, body: dict[str, Any]) -> Frame:
         self.seq += 1
@@ -386,7 +358,8 @@ class Hub:
 
     @property
     def clients(self) -> int:
-        return len(self._clients)
+        """Clients of this hub: its detail view and its summaries."""
+        return len(self._clients) + sum(stream.clients for stream in self._summaries.values())
 
     def stats(self) -> dict[str, Any]:
         """The command-center figures (docs/dashboard.md lists them)."""

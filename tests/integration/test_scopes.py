@@ -21,6 +21,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.security import Rig, served_rig
 
@@ -257,3 +258,68 @@ async def test_the_websocket_shows_a_scoped_token_only_its_regions(world: World)
     async with connect(f"ws://{world.hostport}/ws?token={world.rig.tokens['viewer']}") as ws:
         snap = await next_of(ws, "snapshot")
         assert {t[0] for t in REGISTRY} <= {t["tps_id"] for t in snap["tps"]}, "unscoped: everything"
+
+
+def region_rows(frame: dict[str, Any]) -> dict[tuple[str, ...], dict[str, Any]]:
+    levels = ("provinsi", "kabupaten", "kecamatan")
+    return {tuple(r[k] for k in levels if k in r): r for r in frame["regions"]}
+
+
+async def closed_with(url: str) -> tuple[int, str]:
+    async with connect(url) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+async def test_the_summary_view_streams_regions_not_tps_and_then_the_changed_ones(world: World) -> None:
+    base = f"ws://{world.hostport}/ws?token={world.rig.tokens['viewer']}&view=summary"
+    async with connect(base + "&by=kabupaten") as ws:
+        full = await next_of(ws, "summary")
+        assert full["full"] is True and full["by"] == "kabupaten" and "tps" not in full.get("stats", {})
+        rows = region_rows(full)
+        assert {("Banten", SERANG), ("Banten", LEBAK), ("Jawa Barat", BOGOR)} <= set(rows)
+        lebak = rows[("Banten", LEBAK)]
+        assert sum(lebak["open"].values()) == 1 and lebak["tps"] == {"open": 1}
+        r = await world.rig.client.post(
+            f"/v1/incidents/{world.incidents['RG-LC1']}/resolve",
+            json={"resolution": "HT diganti"},
+            headers=world.rig.headers("operator"),
+        )
+        assert r.status_code == 200, r.text
+        async with asyncio.timeout(15):
+            while True:
+                delta = await next_of(ws, "summary")
+                assert delta["full"] is False and delta["seq"] > full["seq"]
+                changed = region_rows(delta)
+                assert ("Jawa Barat", BOGOR) not in changed, "only the regions that changed"
+                if ("Banten", LEBAK) in changed and changed[("Banten", LEBAK)]["open"] == {}:
+                    assert changed[("Banten", LEBAK)]["resolved"] == lebak["resolved"] + 1
+                    break
+    async with connect(base.replace(world.rig.tokens["viewer"], world.operator) + "&by=kecamatan") as ws:
+        scoped = region_rows(await next_of(ws, "summary"))
+        assert list(scoped) == [("Banten", SERANG, "Ciruas")], "a scoped summary: its regions only"
+
+
+async def test_drilling_down_opens_the_detail_of_one_region_inside_the_scope(world: World) -> None:
+    viewer = f"ws://{world.hostport}/ws?token={world.rig.tokens['viewer']}"
+    async with connect(viewer + "&kabupaten=" + LEBAK.replace(" ", "%20")) as ws:
+        snap = await next_of(ws, "snapshot")
+        assert [t["tps_id"] for t in snap["tps"]] == ["RG-LC1"]
+        assert {i["kabupaten"] for i in snap["incidents"]} <= {LEBAK}
+    operator = f"ws://{world.hostport}/ws?token={world.operator}"
+    async with connect(operator + "&kecamatan=" + f"{SERANG}/Ciruas".replace(" ", "%20")) as ws:
+        snap = await next_of(ws, "snapshot")
+        assert {t["tps_id"] for t in snap["tps"]} == {"RG-SC1", "RG-SC2"}
+    # A whole kabupaten is more than the operator's one kecamatan: as if it did not exist.
+    code, reason = await closed_with(operator + "&kabupaten=" + SERANG.replace(" ", "%20"))
+    assert code == 4404 and SERANG in reason
+    code, reason = await closed_with(viewer + "&kabupaten=Kabupaten%20Atlantis")
+    assert code == 4404 and "Atlantis" in reason
+    code, reason = await closed_with(viewer + "&view=map")
+    assert code == 4400 and "view" in reason
+    code, reason = await closed_with(viewer + "&view=summary&by=desa")
+    assert code == 4400 and "desa" in reason
+    code, reason = await closed_with(viewer + "&provinsi=Banten&kabupaten=" + LEBAK.replace(" ", "%20"))
+    assert code == 4400 and "one region" in reason

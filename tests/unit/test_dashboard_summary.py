@@ -1,0 +1,112 @@
+"""The roll-up view (SPEC section 10) on a hub alone: region rows, deltas of changed regions, resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.dashboard.hub import ClientQueue, Hub
+from tests.unit.test_dashboard_hub import incident, tps
+
+SERANG = {"kecamatan": "Ciruas", "kabupaten": "Kabupaten Serang", "provinsi": "Banten"}
+SERANG_K = {"kecamatan": "Kramatwatu", "kabupaten": "Kabupaten Serang", "provinsi": "Banten"}
+LEBAK = {"kecamatan": "Ciruas", "kabupaten": "Kabupaten Lebak", "provinsi": "Banten"}
+BOGOR = {"kecamatan": "Ciawi", "kabupaten": "Kabupaten Bogor", "provinsi": "Jawa Barat"}
+
+
+def national() -> Hub:
+    hub = Hub(100, first_seq=500)
+    hub.apply(tps("T1", **SERANG))
+    hub.apply(tps("T2", state="open", **SERANG))
+    hub.apply(tps("T3", state="escalated", checked_in=1, **SERANG_K))
+    hub.apply(tps("T4", **LEBAK))
+    hub.apply(tps("T5", state="silent", checked_in=0, **BOGOR))
+    hub.apply(incident("I1", tps_id="T2", severity="medium", **SERANG))
+    hub.apply(incident("I2", tps_id="T3", severity="high", level=1, status="escalated", **SERANG_K))
+    hub.apply(incident("I3", tps_id="T4", status="resolved", resolved_at="2024-11-27T08:00:00Z", **LEBAK))
+    return hub
+
+
+def rows(frame: Any) -> dict[tuple[str, ...], dict[str, Any]]:
+    levels = ("provinsi", "kabupaten", "kecamatan")
+    return {tuple(r[k] for k in levels if k in r): r for r in frame.message["regions"]}
+
+
+def test_a_summary_by_kabupaten_counts_tps_by_state_and_incidents_by_severity() -> None:
+    snap = national().summary("kabupaten").snapshot()
+    assert snap.message["type"] == "summary" and snap.message["by"] == "kabupaten" and snap.message["full"] is True
+    got = rows(snap)
+    assert list(got) == [
+        ("Banten", "Kabupaten Lebak"),
+        ("Banten", "Kabupaten Serang"),
+        ("Jawa Barat", "Kabupaten Bogor"),
+    ]
+    serang = got[("Banten", "Kabupaten Serang")]
+    assert serang["tps"] == {"normal": 1, "open": 1, "escalated": 1}  # zero counts are left out
+    assert serang["open"] == {"medium": 1, "high": 1}
+    assert serang["escalated"] == {"high": 1}
+    assert serang["coverage"] == {"assigned": 6, "checked_in": 5}
+    lebak = got[("Banten", "Kabupaten Lebak")]
+    assert lebak["open"] == {} and lebak["resolved"] == 1
+    assert got[("Jawa Barat", "Kabupaten Bogor")]["tps"] == {"silent": 1}
+
+
+def test_the_levels_keep_homonym_kecamatan_apart_and_roll_up_to_provinsi() -> None:
+    hub = national()
+    by_kec = rows(hub.summary("kecamatan").snapshot())
+    assert by_kec[("Banten", "Kabupaten Serang", "Ciruas")]["tps"] == {"normal": 1, "open": 1}
+    assert by_kec[("Banten", "Kabupaten Lebak", "Ciruas")]["tps"] == {"normal": 1}
+    by_prov = rows(hub.summary("provinsi").snapshot())
+    assert by_prov[("Banten",)]["tps"] == {"normal": 2, "open": 1, "escalated": 1}
+    assert by_prov[("Banten",)]["open"] == {"medium": 1, "high": 1}
+    assert by_prov[("Jawa Barat",)]["open"] == {}
+
+
+def test_a_delta_carries_only_the_changed_regions_whole_with_the_next_seq() -> None:
+    hub = national()
+    stream = hub.summary("kabupaten")
+    client = ClientQueue(10)
+    stream.attach(client)
+    first = client.take(stream)
+    assert [f.message["full"] for f in first] == [True]
+    assert stream.flush() is None  # nothing changed since the full summary
+    hub.apply(incident("I2", version=2, tps_id="T3", severity="high", status="resolved", **SERANG_K))
+    hub.apply(tps("T1", version=2, state="escalated", **SERANG))
+    delta = stream.flush()
+    assert delta is not None and delta.seq == first[0].seq + 1 and delta.message["full"] is False
+    changed = rows(delta)
+    assert list(changed) == [("Banten", "Kabupaten Serang")]
+    serang = changed[("Banten", "Kabupaten Serang")]
+    assert serang["open"] == {"medium": 1} and serang["escalated"] == {} and serang["resolved"] == 1
+    assert serang["tps"] == {"open": 1, "escalated": 2}
+    assert [f.seq for f in client.take(stream)] == [delta.seq]
+
+
+def test_a_check_in_that_changes_no_count_sends_no_delta() -> None:
+    hub = national()
+    stream = hub.summary("provinsi")
+    hub.apply(tps("T1", version=2, last_checkin_at="2024-11-27T09:00:00Z", **SERANG))
+    assert stream.flush() is None
+    hub.apply(tps("T1", version=3, checked_in=1, **SERANG))
+    delta = stream.flush()
+    assert delta is not None and rows(delta)[("Banten",)]["coverage"]["checked_in"] == 6  # 7 before
+
+
+def test_a_client_resumes_with_nothing_at_the_current_seq_and_with_a_full_summary_otherwise() -> None:
+    hub = national()
+    stream = hub.summary("kabupaten")
+    current = stream.snapshot().seq
+    uptodate, behind = ClientQueue(10), ClientQueue(10)
+    stream.attach(uptodate, since=current)
+    stream.attach(behind, since=current - 1)
+    assert uptodate.take(stream) == []
+    assert [f.message["full"] for f in behind.take(stream)] == [True]
+    assert hub.clients == 2
+
+
+def test_the_kabupaten_index_follows_a_tps_that_moves() -> None:
+    hub = national()
+    assert hub.tps_by_kabupaten["Kabupaten Serang"] == {"T1", "T2", "T3"}
+    hub.apply(tps("T1", version=2, **LEBAK))
+    assert hub.tps_by_kabupaten["Kabupaten Serang"] == {"T2", "T3"}
+    assert hub.tps_by_kabupaten["Kabupaten Lebak"] == {"T1", "T4"}
+    assert hub.incidents_by_kabupaten["Kabupaten Lebak"] == {"I3"}

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from services.dashboard.app import Dashboard
 from services.dashboard.hub import ClientQueue, Hub
+from siaga import topics
+from siaga.auth import Principal, Role, Scope
+from siaga.bus import Record
+from siaga.bus.memory import MemoryBus
+from siaga.runtime import make_context
+from siaga.settings import Settings
 from tests.unit.test_dashboard_hub import incident, tps
 
 SERANG = {"kecamatan": "Ciruas", "kabupaten": "Kabupaten Serang", "provinsi": "Banten"}
@@ -110,3 +118,30 @@ def test_the_kabupaten_index_follows_a_tps_that_moves() -> None:
     assert hub.tps_by_kabupaten["Kabupaten Serang"] == {"T2", "T3"}
     assert hub.tps_by_kabupaten["Kabupaten Lebak"] == {"T1", "T4"}
     assert hub.incidents_by_kabupaten["Kabupaten Lebak"] == {"I3"}
+
+
+async def test_a_region_view_is_made_from_its_kabupaten_fed_live_and_dropped_when_idle(tmp_path: Path) -> None:
+    bus = MemoryBus()
+    await bus.start()
+    ctx = make_context(Settings(database_url=f"sqlite:///{tmp_path / 'siaga.db'}", ws_view_idle_s=60), bus=bus)
+    dash = Dashboard(ctx)
+    for n, raw in enumerate(
+        [tps("T1", **SERANG), tps("T2", **SERANG_K), tps("T4", **LEBAK), incident("I1", tps_id="T1", **SERANG)]
+    ):
+        await dash.handle([Record(topic=topics.INCIDENT_UPDATES, key="k", value=raw, offset=n)])
+    viewer = Principal("wall", Role.VIEWER)
+    hub, source = dash.source_for(viewer, {"kabupaten": "Kabupaten Serang"})
+    assert source is hub and set(hub.tps) == {"T1", "T2"} and set(hub.incidents) == {"I1"}
+    await dash.handle([Record(topic=topics.INCIDENT_UPDATES, key="k", value=tps("T5", **SERANG_K), offset=9)])
+    assert set(hub.tps) == {"T1", "T2", "T5"}, "fed what arrives after it was made"
+    client = ClientQueue(10)
+    hub.attach(client)
+    assert dash.evict_idle(now=0.0) == [] and dash.evict_idle(now=1000.0) == [], "read: kept"
+    hub.detach(client)
+    assert dash.evict_idle(now=1000.0) == []  # idle from now on
+    assert dash.evict_idle(now=1059.0) == []
+    assert dash.evict_idle(now=1060.0) == [Scope(kabupaten=frozenset({"Kabupaten Serang"}))]
+    assert dash.scoped == {} and dash._hubs_of("Banten", "Kabupaten Serang", "Ciruas") == []
+    again, _ = dash.source_for(viewer, {"kabupaten": "Kabupaten Serang"})
+    assert again is not hub and set(again.tps) == {"T1", "T2", "T5"}, "rebuilt on demand"
+    await bus.stop()

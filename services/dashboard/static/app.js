@@ -64,8 +64,9 @@
     tps: new Map(),
     stats: null,
     feed: [], // incident ids, most recently changed first
+    regions: new Map(), // the summary view's rows, by regionKey
   };
-  const dirty = { geo: true, map: true, queue: true, feed: true, stats: true, detail: false };
+  const dirty = { geo: true, map: true, queue: true, feed: true, stats: true, detail: false, summary: false };
   let frameRequested = false;
 
   function invalidate(...parts) {
@@ -112,11 +113,180 @@
     invalidate("map");
   }
 
+  // ---- view: every TPS, or a regional summary (SPEC section 10) --------------------------------
+  // The view lives in the address (?view=summary&by=kabupaten&provinsi=Banten), so a drill-down can
+  // be bookmarked and a wall screen reopens where it was.
+  const LEVELS = ["provinsi", "kabupaten", "kecamatan"];
+  const SEVERITY_DESC = ["critical", "high", "medium", "low"];
+  const view = readView();
+
+  function defaultMode() {
+    return CONFIG.defaultView === "summary" ? "summary" : "detail";
+  }
+  function readView() {
+    const q = new URL(location.href).searchParams;
+    const by = q.get("by");
+    const v = { mode: q.get("view") || defaultMode(), by: LEVELS.includes(by) ? by : "kabupaten", region: null };
+    if (v.mode !== "summary") v.mode = "detail";
+    for (const kind of LEVELS) {
+      if (q.get(kind)) {
+        v.region = { kind, name: q.get(kind) };
+        break;
+      }
+    }
+    return v;
+  }
+  function writeView() {
+    const url = new URL(location.href);
+    for (const k of ["view", "by", ...LEVELS]) url.searchParams.delete(k);
+    url.searchParams.set("view", view.mode);
+    if (view.mode === "summary") url.searchParams.set("by", view.by);
+    if (view.region) url.searchParams.set(view.region.kind, view.region.name);
+    history.replaceState(null, "", url.toString());
+  }
+  function viewParams(params) {
+    if (view.mode === "summary") {
+      params.set("view", "summary");
+      params.set("by", view.by);
+    }
+    if (view.region) params.set(view.region.kind, view.region.name);
+  }
+  function resetModel() {
+    model.seq = null;
+    model.incidents = new Map();
+    model.tps = new Map();
+    model.stats = null;
+    model.feed = [];
+    model.regions = new Map();
+    for (const id of ["kpi-open", "kpi-escalated", "kpi-on-site", "kpi-median", "kpi-coverage", "kpi-silent",
+      "kpi-alert-failures", "kpi-tps"]) $(id).textContent = "—";
+    for (const id of ["kpi-open-sub", "kpi-escalated-sub", "kpi-on-site-sub", "kpi-coverage-sub"]) $(id).textContent = "";
+    invalidate("geo", "map", "queue", "feed", "stats", "detail", "summary");
+  }
+  function setView(mode, by, region) {
+    view.mode = mode;
+    view.by = by;
+    view.region = region;
+    writeView();
+    resetModel();
+    renderView();
+    conn.backoff = BACKOFF_MIN_MS;
+    connect();
+  }
+  function renderView() {
+    const summary = view.mode === "summary";
+    $("summary-panel").hidden = !summary;
+    $("detail-grid").hidden = summary;
+    $("view-select").value = summary ? view.by : "detail";
+    $("summary-title").textContent = t(`summary_title_${view.by}`);
+    $("region-crumb").hidden = !view.region;
+    $("region-name").textContent = view.region ? view.region.name.replace("/", " › ") : "";
+  }
+
+  function regionKey(r) {
+    return LEVELS.filter((k) => k in r).map((k) => r[k]).join("/");
+  }
+  function loadSummary(m) {
+    model.regions = new Map(m.regions.map((r) => [regionKey(r), r]));
+    model.seq = m.seq;
+    invalidate("summary");
+  }
+  function applySummary(rows) {
+    for (const r of rows) model.regions.set(regionKey(r), r); // a row is always whole
+    invalidate("summary");
+  }
+  const total = (counts) => Object.values(counts || {}).reduce((a, b) => a + b, 0);
+
+  function bySeverity(counts) {
+    const span = el("span");
+    for (const sev of SEVERITY_DESC) {
+      if (!counts[sev]) continue;
+      if (span.childNodes.length) span.append(" · ");
+      span.append(el("span", sev, `${counts[sev]} ${tg("severity", sev)}`));
+    }
+    return span;
+  }
+
+  function renderSummary() {
+    const rows = [...model.regions.values()].sort(
+      (a, b) => total(b.escalated) - total(a.escalated) || total(b.open) - total(a.open) ||
+        regionKey(a).localeCompare(regionKey(b)),
+    );
+    const sums = { tps: 0, open: 0, escalated: 0, silent: 0, resolved: 0, assigned: 0, checkedIn: 0 };
+    const out = [];
+    for (const r of rows) {
+      const key = regionKey(r);
+      const name = r[view.by] || key;
+      const tr = el("tr", total(r.escalated) ? "hot" : null);
+      tr.dataset.region = key;
+      const cell = el("td", "region");
+      const drill = el("button", null, name);
+      drill.type = "button";
+      drill.dataset.drill = key;
+      drill.title = view.by === "provinsi" ? t("drill_kabupaten", { name }) : t("drill_detail", { name });
+      cell.append(drill);
+      if (view.by === "kecamatan") cell.append(el("span", "muted", ` ${r.kabupaten}`));
+      tr.append(cell, el("td", "num", total(r.tps)));
+      for (const state of ["normal", "open", "escalated", "silent", "closed"]) {
+        const n = r.tps[state] || 0;
+        const td = el("td", n && (state === "escalated" || state === "silent") ? "num alarm" : "num", n);
+        td.dataset.state = state;
+        tr.append(td);
+      }
+      const open = total(r.open), escalated = total(r.escalated);
+      tr.append(el("td", open ? "num hot" : "num", open));
+      const sevOpen = el("td", "sev");
+      sevOpen.append(bySeverity(r.open));
+      tr.append(sevOpen, el("td", escalated ? "num alarm" : "num", escalated));
+      const sevEsc = el("td", "sev");
+      sevEsc.append(bySeverity(r.escalated));
+      const cov = r.coverage || { assigned: 0, checked_in: 0 };
+      tr.append(sevEsc, el("td", "num", r.resolved || 0));
+      tr.append(el("td", "num", cov.assigned ? pct(Math.min(cov.checked_in, cov.assigned) / cov.assigned) : "–"));
+      out.push(tr);
+      sums.tps += total(r.tps);
+      sums.open += open;
+      sums.escalated += escalated;
+      sums.silent += r.tps.silent || 0;
+      sums.resolved += r.resolved || 0;
+      sums.assigned += cov.assigned;
+      sums.checkedIn += Math.min(cov.checked_in, cov.assigned);
+    }
+    $("summary-body").replaceChildren(...out);
+    $("summary-count").textContent = rows.length;
+    $("summary-empty").hidden = rows.length > 0;
+    if (view.mode !== "summary" || model.seq === null) return;
+    // The KPI strip from the regions: what a summary knows (no per-incident figures).
+    $("kpi-open").textContent = sums.open;
+    $("kpi-open-sub").textContent = t("kpi_total_incidents", { n: sums.open + sums.resolved });
+    $("kpi-escalated").textContent = sums.escalated;
+    $("kpi-coverage").textContent = sums.assigned ? pct(sums.checkedIn / sums.assigned) : "—";
+    $("kpi-coverage-sub").textContent = t("kpi_checked_in", { a: sums.checkedIn, b: sums.assigned });
+    $("kpi-silent").textContent = sums.silent;
+    $("kpi-tps").textContent = sums.tps;
+    document.querySelector('[data-kpi="silent"]').classList.toggle("alarm", sums.silent > 0);
+  }
+
+  // A summary row opens the next level down: a provinsi's kabupaten, a kabupaten's or kecamatan's TPS.
+  function onSummaryClick(e) {
+    const b = e.target.closest("button[data-drill]");
+    if (!b) return;
+    const r = model.regions.get(b.dataset.drill);
+    if (!r) return;
+    if (view.by === "provinsi") setView("summary", "kabupaten", { kind: "provinsi", name: r.provinsi });
+    else if (view.by === "kabupaten") setView("detail", view.by, { kind: "kabupaten", name: r.kabupaten });
+    else setView("detail", view.by, { kind: "kecamatan", name: `${r.kabupaten}/${r.kecamatan}` });
+  }
+
   // One protocol message (a batch frame is unpacked before this). False: resync needed.
   function applyMessage(m) {
     if (m.type === "heartbeat") return true;
     if (m.type === "snapshot") {
       loadSnapshot(m);
+      return true;
+    }
+    if (m.type === "summary" && m.full) {
+      loadSummary(m);
       return true;
     }
     if (typeof m.seq !== "number") return true;
@@ -128,7 +298,7 @@
     else if (m.type === "stats") {
       model.stats = m.stats;
       invalidate("stats");
-    }
+    } else if (m.type === "summary") applySummary(m.regions);
     return true;
   }
 
@@ -153,6 +323,7 @@
     url.search = "";
     url.searchParams.set("token", token);
     url.searchParams.set("batch", "1");
+    viewParams(url.searchParams);
     if (model.seq !== null) url.searchParams.set("since", String(model.seq));
     return url.toString();
   }
@@ -196,6 +367,16 @@
         forgetToken();
         showLogin(t("token_refused"));
         return;
+      }
+      if ((e.code === 4404 || e.code === 4400) && (view.region || view.mode !== defaultMode())) {
+        // A region that is gone or outside this token: say why and go back to the token's whole view.
+        toast(t("view_refused", { reason: e.reason }), true);
+        view.mode = defaultMode();
+        view.by = "kabupaten";
+        view.region = null;
+        writeView();
+        resetModel();
+        renderView();
       }
       setConn("offline");
       scheduleReconnect();
@@ -871,6 +1052,7 @@
     if (dirty.queue) renderQueue();
     if (dirty.feed) renderFeed();
     if (dirty.detail) renderDetail();
+    if (dirty.summary) renderSummary();
     for (const k of Object.keys(dirty)) dirty[k] = false;
   }
 
@@ -1294,7 +1476,8 @@
       lang = lang === "id" ? "en" : "id";
       store.set("siaga.lang", lang);
       applyStaticLabels();
-      invalidate("stats", "queue", "feed", "map", "detail");
+      renderView();
+      invalidate("stats", "queue", "feed", "map", "detail", "summary");
     });
     $("sign-out").addEventListener("click", () => {
       forgetToken();
@@ -1312,6 +1495,13 @@
       if (value) signIn(value);
     });
     $("queue").addEventListener("click", onQueueClick);
+    $("summary-body").addEventListener("click", onSummaryClick);
+    $("view-select").addEventListener("change", (e) => {
+      const v = e.target.value;
+      if (v === "detail") setView("detail", view.by, view.region);
+      else setView("summary", v, view.region);
+    });
+    $("region-clear").addEventListener("click", () => setView(view.mode, view.by, null));
     $("text-cancel").addEventListener("click", () => $("text-dialog").close());
     $("text-form").addEventListener("submit", async (e) => {
       e.preventDefault();
@@ -1367,6 +1557,7 @@
     loadColors();
     wire();
     applyStaticLabels();
+    renderView();
     watchdog();
     token = takeTokenFromUrl();
     if (!token) {

@@ -25,7 +25,7 @@ from services.dashboard.app import Dashboard
 from tests.security import Rig, served_rig
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas" / "ws"
-TYPES = ("snapshot", "incident", "tps", "stats", "heartbeat", "batch")
+TYPES = ("snapshot", "incident", "tps", "stats", "heartbeat", "batch", "summary")
 TIMEOUT_S = 10.0
 
 
@@ -86,6 +86,11 @@ def test_every_schema_is_a_valid_json_schema() -> None:
         ({"type": "stats", "seq": 2, "stats": {"incidents": {}}}, "stats.json"),
         ({"type": "batch", "messages": [{"type": "heartbeat", "at": "2024-11-27T08:00:00Z"}] * 2}, "batch.json"),
         ({"type": "hello"}, "frame.json"),
+        ({"type": "summary", "seq": 4, "by": "desa", "full": True, "regions": []}, "summary.json"),
+        (
+            {"type": "summary", "seq": 4, "by": "provinsi", "full": False, "regions": [{"provinsi": "Banten"}]},
+            "summary.json",
+        ),
     ],
 )
 def test_the_schemas_refuse_what_the_protocol_never_sends(frame: dict[str, Any], name: str) -> None:
@@ -122,6 +127,14 @@ async def test_real_frames_match_their_schemas(tmp_path: Path) -> None:
 
         async with connect(f"{base}&since=12", max_size=None) as ws:  # never issued: a fresh snapshot
             await frames_until(ws, lambda f: has("snapshot", f), frames)
+
+        async with connect(f"{base}&view=summary&by=kecamatan") as ws:  # a full summary, then a delta
+            summaries: list[dict[str, Any]] = []
+            await frames_until(ws, lambda f: has("summary", f), summaries)
+            await post_events(rig, "S060")
+            await frames_until(ws, lambda f: sum(x["type"] == "summary" for x in f) >= 2, summaries)
+            assert [f["full"] for f in summaries if f["type"] == "summary"] == [True, False]
+            frames += summaries
 
         snapshot = next(f for f in frames if f["type"] == "snapshot")
         assert snapshot["incidents"] and snapshot["tps"], "the snapshot holds the rig's incident and registry"

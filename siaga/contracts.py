@@ -271,6 +271,23 @@ class AlertIntent(Message):
         return self.level if self.audience is Audience.POLICE else self.incident.level
 
 
+class SitrepDue(Message):
+    """Send the scheduled situation report of this moment to the routing's sitrep recipients (SPEC section 10).
+
+    siaga.alerts, key `sitrep`: every notifier's scheduler may publish the same one, and the delivery
+    key (`sitrep:<sitrep_id>/<recipient>`) makes each recipient get it once.
+    """
+
+    TOPIC: ClassVar[str] = topics.ALERTS
+
+    sitrep_id: str = Field(min_length=1, max_length=64, description="The due moment, e.g. 2024-11-27T10:00+07:00.")
+    at: AwareDatetime
+    created_at: AwareDatetime | None = None
+
+    def bus_key(self) -> str:
+        return "sitrep"
+
+
 # -- siaga.commands ---------------------------------------------------------------------------------
 class KecamatanKey(_Part):
     """A kecamatan anywhere in the country: names repeat, so the triple is the identity.

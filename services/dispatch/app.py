@@ -29,6 +29,7 @@ def build(ctx: Context, *, with_notifier: bool | None = None) -> ServiceParts:
             return routing_from_settings(ctx.settings, dispatch.policies.current().alerts)
 
         notifier = Notifier(ctx, routing=routing, recorder=dispatch)
+        ctx.extras["notifier"] = notifier
         router.include_router(
             telegram_router(ctx, routing=routing, actions=dispatch, silence=silences.chat_silencer(dispatch))
         )

@@ -38,6 +38,7 @@ from siaga.clock import as_utc, iso
 from siaga.events import Severity
 from siaga.models import Incident, TimelineEntry, Tps
 from siaga.openapi import error_responses
+from siaga.runtime import Context
 
 LEVELS = ("provinsi", "kabupaten", "kecamatan")
 STATUSES = ("open", "escalated", "acknowledged", "resolved")
@@ -120,9 +121,9 @@ def _as_of(entries: list[tuple[datetime, str, dict[str, Any]]]) -> _Then:
     return _Then(status, level, acked)
 
 
-def build_sitrep(dispatch: Dispatch, *, at: datetime | None, by: str, scope: Scope | None) -> dict[str, Any]:
-    """The sitrep as JSON-ready data."""
-    now = dispatch.ctx.clock.now()
+def build_sitrep(ctx: Context, *, at: datetime | None, by: str, scope: Scope | None) -> dict[str, Any]:
+    """The sitrep as JSON-ready data (the API's, and the notifier's scheduled ones)."""
+    now = ctx.clock.now()
     moment = min(at or now, now)
     depth = LEVELS.index(by) + 1
     regions: dict[tuple[str, ...], _Region] = {}
@@ -134,7 +135,7 @@ def build_sitrep(dispatch: Dispatch, *, at: datetime | None, by: str, scope: Sco
             found = regions[key] = _Region(key)
         return found
 
-    with Session(dispatch.ctx.engine) as s:
+    with Session(ctx.engine) as s:
         tq = select(Tps)
         iq = select(Incident).where(col(Incident.received_at) <= moment)
         if scope is not None:
@@ -395,7 +396,7 @@ def build_router(dispatch: Dispatch) -> APIRouter:
         by: Annotated[str, Query(pattern="^(provinsi|kabupaten|kecamatan)$", description="Region level")] = "kecamatan",
         format: Annotated[str, Query(pattern="^(json|csv|pdf)$", description="json, csv or pdf")] = "json",
     ) -> Response:
-        doc = await asyncio.to_thread(build_sitrep, dispatch, at=at, by=by, scope=who.scope)
+        doc = await asyncio.to_thread(build_sitrep, dispatch.ctx, at=at, by=by, scope=who.scope)
         stamp = doc["at"].replace(":", "").replace("-", "")[:13]
         if format == "csv":
             body = await asyncio.to_thread(sitrep_csv, doc)

@@ -31,14 +31,16 @@ WHATSAPP_RETRYABLE_CODES = frozenset({4, 80007, 130429, 131000, 131016, 131056})
 
 @dataclass(frozen=True)
 class Delivery:
-    """One message to one recipient, and the idempotency key that names it: an alert (`intent`), or
-    a confirmation to the sender of an SMS or WhatsApp message (`reply`, by those two channels)."""
+    """One message to one recipient, and the idempotency key that names it: an alert (`intent`), a
+    confirmation to the sender of an SMS or WhatsApp message (`reply`, by those two channels), or a
+    scheduled situation report (`sitrep`, the JSON of services/dispatch/sitrep.py)."""
 
     key: str
     intent: AlertIntent | None
     recipient: Recipient
     message: Message
     reply: FieldReply | None = None
+    sitrep: dict[str, Any] | None = None
 
     @property
     def alert(self) -> AlertIntent:
@@ -181,7 +183,11 @@ class TelegramChannel(Channel):
             "parse_mode": "HTML",
             "link_preview_options": {"is_disabled": True},
         }
-        if delivery.recipient.can_act and delivery.alert.incident.status is not IncidentStatus.RESOLVED:
+        if (
+            delivery.intent is not None
+            and delivery.recipient.can_act
+            and delivery.intent.incident.status is not IncidentStatus.RESOLVED
+        ):
             actions = load_templates(delivery.message.language).actions
             incident_id = delivery.alert.incident_id
             body["reply_markup"] = {
@@ -241,6 +247,7 @@ class WhatsAppChannel(Channel):
 
     name = "whatsapp"
     DEFAULT_TEMPLATE = "siaga_alert"
+    SITREP_TEMPLATE = "siaga_sitrep"  # five parameters: title, TPS, incidents, oldest escalations, link
 
     def secrets(self) -> list[str | None]:
         return [self.settings.whatsapp_token]
@@ -267,7 +274,9 @@ class WhatsAppChannel(Channel):
             "to": delivery.recipient.target.lstrip("+"),
             "type": "template",
             "template": {
-                "name": delivery.recipient.template or self.DEFAULT_TEMPLATE,
+                "name": self.SITREP_TEMPLATE
+                if delivery.sitrep is not None
+                else delivery.recipient.template or self.DEFAULT_TEMPLATE,
                 "language": {"code": templates.whatsapp_language},
                 "components": [
                     {
@@ -330,6 +339,16 @@ class WebhookChannel(Channel):
 
     @staticmethod
     def body(delivery: Delivery, now: datetime) -> bytes:
+        if delivery.sitrep is not None:
+            return orjson.dumps(
+                {
+                    "idempotency_key": delivery.key,
+                    "sent_at": iso(now),
+                    "recipient": delivery.recipient.name,
+                    "text": delivery.message.plain(),
+                    "sitrep": delivery.sitrep,
+                }
+            )
         incident = delivery.alert.incident.model_dump(mode="json")
         return orjson.dumps(
             {

@@ -140,6 +140,7 @@ class Message:
     link: str
     language: str
     whatsapp_values: tuple[str, ...]
+    sms: str = ""  # a message's own SMS text (a sitrep's); empty: the title and the short code
 
     def plain(self) -> str:
         """Plain text: the title, then one `label: value` line per field."""
@@ -147,6 +148,8 @@ class Message:
 
     def sms_text(self, limit: int = SMS_MAX) -> str:
         """One SMS: the title and the short code's line (what a reply names), cut to `limit`."""
+        if self.sms:
+            return self.sms
         code = next((f"{f.label}: {f.value}" for f in self.fields if f.name == "code"), "")
         text = f"{self.title}. {code}" if code else self.title
         return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -162,18 +165,21 @@ class Message:
         body = "\n".join(
             f"*{_slack_escape(f.label)}:* {_slack_escape(f.value)}" for f in self.fields if f.name != "link"
         )
-        return [
+        blocks: list[dict[str, Any]] = [
             {"type": "header", "text": {"type": "plain_text", "text": self.title[:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": body[:3000]}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"<{self.link}|{_slack_escape(self.link)}>"}},
         ]
+        if self.link:
+            link = {"type": "mrkdwn", "text": f"<{self.link}|{_slack_escape(self.link)}>"}
+            blocks.append({"type": "section", "text": link})
+        return blocks
 
 
 def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _whatsapp_safe(text: str) -> str:
+def whatsapp_safe(text: str) -> str:
     # The Cloud API refuses parameters with new lines, tabs or more than four spaces in a row.
     return " ".join(text.split()) or "-"
 
@@ -271,5 +277,5 @@ def render(intent: AlertIntent, *, language: str, public_url: str, now: datetime
     if intent.reminder:
         happened = f"{t.fields.reminder} {line_values['reminder']}. {happened}"
     wa = {**line_values, "place": values["place"], "happened": happened, "title": title}
-    whatsapp_values = tuple(_whatsapp_safe(wa[name]) for name in t.whatsapp_parameters)
+    whatsapp_values = tuple(whatsapp_safe(wa[name]) for name in t.whatsapp_parameters)
     return Message(title=title, fields=fields, link=link, language=t.language, whatsapp_values=whatsapp_values)

@@ -7,6 +7,7 @@ the police ladder levels and stakeholder alerts each one gets, and holds the del
 
 from __future__ import annotations
 
+from datetime import time
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ ChannelName = Literal["telegram", "whatsapp", "slack", "webhook", "sms"]
 Language = Literal["id", "en"]
 
 LEVELS: tuple[int, ...] = (1, 2, 3)
+DEFAULT_SITREP_TIMES = ("10:00", "13:00", "17:00", "21:00")  # SPEC section 10, local time (WIB)
 ENV_WEBHOOK = "env-webhook"
 ENV_TELEGRAM = "env-telegram"
 ENV_SLACK = "env-slack"
@@ -49,11 +51,12 @@ class Recipient(_Strict):
     secret: str | None = Field(default=None, repr=False, description="Webhook HMAC secret.")
     template: str | None = Field(default=None, description="WhatsApp message template name.")
     can_act: bool = Field(default=False, description="Telegram: members may acknowledge/resolve.")
+    sitrep: bool = Field(default=False, description="Gets the scheduled situation reports (sitrep_times).")
 
     @model_validator(mode="after")
     def _fits_channel(self) -> Recipient:
-        if not self.levels and not self.stakeholders:
-            raise ValueError(f"recipient {self.name} gets nothing: give it levels and/or stakeholders")
+        if not self.levels and not self.stakeholders and not self.sitrep:
+            raise ValueError(f"recipient {self.name} gets nothing: give it levels, stakeholders and/or sitrep")
         if self.channel in ("slack", "webhook"):
             parts = urlsplit(self.target)
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -148,6 +151,10 @@ class AlertRouting(_Strict):
     """The `alerts:` section of the policy file."""
 
     recipients: list[Recipient] = Field(default_factory=list)
+    sitrep_times: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SITREP_TIMES),
+        description="Local times (WIB, HH:MM) at which the sitrep recipients get a short situation report.",
+    )
     channels: Channels = Channels()
     retry: RetrySettings = RetrySettings()
     breaker: BreakerSettings = BreakerSettings()
@@ -162,8 +169,23 @@ class AlertRouting(_Strict):
             seen.add(r.name)
         return v
 
+    @field_validator("sitrep_times")
+    @classmethod
+    def _clock_times(cls, v: list[str]) -> list[str]:
+        for t in v:
+            try:
+                ok = len(t) == 5 and time.fromisoformat(t).strftime("%H:%M") == t
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"sitrep time {t!r} is not a time of day HH:MM (00:00 to 23:59)")
+        return sorted(set(v))
+
     def recipient(self, name: str) -> Recipient | None:
         return next((r for r in self.recipients if r.name == name), None)
+
+    def sitrep_recipients(self) -> list[Recipient]:
+        return [r for r in self.recipients if r.sitrep]
 
     def telegram_chat(self, chat_id: str) -> Recipient | None:
         """The telegram recipient for a chat id, preferring one that may act."""

@@ -8,13 +8,16 @@ receiver that dedupes by the Idempotency-Key sees each alert once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random as random_module
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
+import sqlmodel
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
@@ -30,12 +33,14 @@ from services.dispatch.notifier.delivery import Deliverer, Outcome, Random, Slee
 from services.dispatch.notifier.intent import delivery_key
 from services.dispatch.notifier.messages import LANGUAGES, load_templates, render
 from services.dispatch.notifier.routing import AlertRouting, Recipient, select
+from services.dispatch.notifier.sitreps import GRACE, due_moments, sitrep_id, sitrep_message
 from services.dispatch.notifier.store import FINAL, DeliveryStore
 from siaga import topics
+from siaga.auth import Scope
 from siaga.bus import ConsumerLoop, Record, dead_letter_value, publish_dead_letter
 from siaga.clock import iso
-from siaga.contracts import AlertIntent, FieldReply, validation_problems
-from siaga.models import AlertDelivery
+from siaga.contracts import AlertIntent, FieldReply, SitrepDue, validation_problems
+from siaga.models import AlertDelivery, Tps
 from siaga.runtime import Context
 
 if TYPE_CHECKING:
@@ -55,6 +60,8 @@ REPLIES = Counter(
     "Confirmations to SMS and WhatsApp senders that reached a final state.",
     ["channel", "outcome"],
 )
+SITREPS = Counter("siaga_sitrep_deliveries_total", "Scheduled sitreps that reached a final state.", ["outcome"])
+SITREP_CHECK_S = 5.0  # how often the scheduler looks at the clock
 BREAKERS_OPEN = Gauge("siaga_alert_breakers_open", "Alert destinations whose circuit breaker is not closed.")
 
 
@@ -81,6 +88,8 @@ class Notifier:
         self._client: httpx.AsyncClient | None = None
         self._deliverer: Deliverer | None = None
         self._loop: ConsumerLoop | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._sitreps_checked: datetime | None = None  # the scheduler has published what was due until then
 
     @property
     def deliverer(self) -> Deliverer:
@@ -107,10 +116,16 @@ class Notifier:
         source = self.ctx.bus.consumer([topics.ALERTS, topics.REPLIES], self.group)
         self._loop = ConsumerLoop(self.ctx.bus, source, self.handle, name=self.group, max_records=MAX_RECORDS)
         await self._loop.start()
+        self._scheduler = asyncio.create_task(self._schedule_sitreps(), name="notifier:sitreps")
         log.info("notifier started (group %s)", self.group)
 
     async def stop(self) -> None:
         """Stop consuming; an intent being delivered is left uncommitted and comes again to the next one."""
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler
+            self._scheduler = None
         if self._loop is not None:
             await self._loop.stop()
             self._loop = None
@@ -123,7 +138,14 @@ class Notifier:
         confirmations (siaga.replies) of one number in order, numbers side by side."""
         by_incident: dict[str | None, list[tuple[Record, AlertIntent]]] = {}
         by_phone: dict[str | None, list[tuple[Record, FieldReply]]] = {}
+        sitreps: list[tuple[Record, SitrepDue]] = []
         for record in records:
+            if record.topic == topics.ALERTS and record.key == "sitrep":
+                try:
+                    sitreps.append((record, SitrepDue.model_validate_json(record.value)))
+                except ValidationError as exc:
+                    await self._dead_letter_record(record, f"invalid sitrep: {validation_problems(exc)}")
+                continue
             if record.topic == topics.REPLIES:
                 try:
                     reply = FieldReply.model_validate_json(record.value)
@@ -147,7 +169,13 @@ class Notifier:
             for record, reply in items:
                 await self.send_reply(reply, record=record)
 
+        async def sitreps_in_order() -> None:
+            for record, due in sitreps:
+                await self.send_sitrep(due, record=record)
+
         async with asyncio.TaskGroup() as group:
+            if sitreps:
+                group.create_task(sitreps_in_order())
             for items in by_incident.values():
                 group.create_task(in_order(items))
             for replies in by_phone.values():
@@ -205,6 +233,124 @@ class Notifier:
         # Keyed by the reply, not the number: the dead-letter is read by operators.
         await publish_dead_letter(self.ctx.bus, delivery.key, value, consumer=self.group, topic=topics.REPLIES)
         await self.store.finish(delivery.key, status="failed", error=outcome.reason, now=self.ctx.clock.now())
+        return outcome
+
+    # -- scheduled sitreps (SPEC section 10) ------------------------------------------------------
+    async def _schedule_sitreps(self) -> None:
+        while True:
+            try:
+                await self.sitrep_tick()
+            except Exception:  # the next check tries again; an alert must never wait for this
+                log.exception("sitrep scheduler: check failed")
+            await asyncio.sleep(SITREP_CHECK_S)
+
+    async def sitrep_tick(self) -> list[SitrepDue]:
+        """Publish the sitreps that fell due since the last check (the first check looks back GRACE)."""
+        now = self.ctx.clock.now()
+        after = self._sitreps_checked or now - GRACE
+        self._sitreps_checked = now
+        routing = self.routing()
+        if not routing.sitrep_recipients():
+            return []
+        out = []
+        for moment in due_moments(routing.sitrep_times, after, now):
+            due = SitrepDue(sitrep_id=sitrep_id(moment), at=moment, created_at=now)
+            await self.ctx.bus.publish(due.TOPIC, due.bus_key(), due.to_bytes())
+            log.info("sitrep %s due: published", due.sitrep_id)
+            out.append(due)
+        return out
+
+    async def send_sitrep(self, due: SitrepDue, *, record: Record | None = None) -> list[Outcome | None]:
+        """Send one scheduled sitrep to every sitrep recipient, once each (None: sent before)."""
+        routing = self.routing()
+        recipients = routing.sitrep_recipients()
+        if not recipients:
+            log.info("sitrep %s: no recipient gets sitreps", due.sitrep_id)
+            return []
+        if self.ctx.clock.now() - due.at > GRACE:
+            log.warning("sitrep %s: more than %s late, not sent", due.sitrep_id, GRACE)
+            return []
+        docs: dict[tuple[str, ...], dict[str, Any]] = {}
+        wanted = {r.name: tuple(sorted({k.casefold() for k in r.kecamatan})) for r in recipients}
+        for names in dict.fromkeys(wanted.values()):  # one report per kecamatan filter, off the event loop
+            docs[names] = await asyncio.to_thread(self._sitrep_doc, due, names)
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self._deliver_sitrep(due, r, docs[wanted[r.name]], routing, record))
+                for r in recipients
+            ]
+        return [t.result() for t in tasks]
+
+    def _sitrep_doc(self, due: SitrepDue, kecamatan: tuple[str, ...]) -> dict[str, Any]:
+        from services.dispatch.sitrep import build_sitrep  # the API's report; imported late (it imports dispatch)
+
+        scope = None
+        if kecamatan:  # a recipient for some kecamatan gets theirs, in whichever kabupaten they lie
+            with sqlmodel.Session(self.ctx.engine) as s:
+                pairs = s.exec(sqlmodel.select(Tps.kabupaten, Tps.kecamatan).distinct()).all()
+            scope = Scope(kecamatan=frozenset((kab, kec) for kab, kec in pairs if kec.casefold() in kecamatan))
+        return build_sitrep(self.ctx, at=due.at, by="kabupaten", scope=scope)
+
+    async def _deliver_sitrep(
+        self, due: SitrepDue, recipient: Recipient, doc: dict[str, Any], routing: AlertRouting, record: Record | None
+    ) -> Outcome | None:
+        key = f"sitrep:{due.sitrep_id}/{recipient.name}"
+        now = self.ctx.clock.now()
+        row = await self.store.claim(
+            AlertDelivery(
+                key=key,
+                incident_id="",
+                audience="sitrep",
+                channel=recipient.channel,
+                recipient=recipient.name,
+                status="pending",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        if row.status in FINAL:
+            log.info("sitrep %s: already %s, not sent again", key, row.status)
+            return None
+        if recipient.channel == "slack":
+            redact.REDACTOR.add([recipient.target])
+        redact.REDACTOR.add([recipient.secret])
+        where = ", ".join(recipient.kecamatan) or None
+        message = sitrep_message(
+            doc,
+            language=recipient.language or self.ctx.settings.language,
+            public_url=self.ctx.settings.public_url,
+            where=where,
+        )
+        delivery = Delivery(key=key, intent=None, recipient=recipient, message=message, sitrep=doc)
+
+        async def attempted(attempt: int, error: str | None) -> None:
+            ATTEMPTS.labels(recipient.channel, "ok" if error is None else "error").inc()
+            await self.store.attempted(key, error=error, now=self.ctx.clock.now())
+
+        outcome = await self.deliverer.deliver(delivery, routing, on_attempt=attempted)
+        SITREPS.labels("sent" if outcome.sent else "failed").inc()
+        if outcome.sent:
+            log.info("sitrep %s sent by %s", key, recipient.channel)
+            return outcome
+        log.warning("sitrep %s to %s failed for good: %s", key, recipient.name, outcome.reason)
+        value = orjson.dumps(
+            {
+                "topic": topics.ALERTS,
+                "partition": record.partition if record else None,
+                "offset": record.offset if record else None,
+                "key": "sitrep",
+                "consumer": self.group,
+                "reason": outcome.reason,
+                "failed_at": iso(self.ctx.clock.now()),
+                "value": due.model_dump(mode="json"),
+                "idempotency_key": key,
+                "channel": recipient.channel,
+                "recipient": recipient.name,
+                "attempts": outcome.attempts,
+            }
+        )
+        await publish_dead_letter(self.ctx.bus, key, value, consumer=self.group, topic=topics.ALERTS)
+        await self.store.finish(key, status="failed", error=outcome.reason, now=self.ctx.clock.now())
         return outcome
 
     async def notify(self, intent: AlertIntent, *, record: Record | None = None) -> list[Outcome | None]:

@@ -117,11 +117,7 @@ def _checked(dispatch: Dispatch, body: SilenceCreate, now: datetime, scope: Scop
                     raise invalid(
                         "match.tps_id", f"{m.tps_id} is in {name} {getattr(tps, name)}, not {getattr(m, name)}"
                     )
-        q = select(Tps.provinsi, Tps.kabupaten, Tps.kecamatan)
-        for name in ("provinsi", "kabupaten", "kecamatan"):
-            if getattr(m, name) is not None:
-                q = q.where(getattr(Tps, name) == getattr(m, name))
-        held = s.exec(q.distinct()).all() if (m.provinsi or m.kabupaten or m.kecamatan) else []
+        held = _held(s, m.provinsi, m.kabupaten, m.kecamatan)
         for name in ("provinsi", "kabupaten", "kecamatan"):
             value = getattr(m, name)
             if value is not None and not held:
@@ -147,12 +143,28 @@ def _checked(dispatch: Dispatch, body: SilenceCreate, now: datetime, scope: Scop
     )
 
 
+def _held(s: Session, provinsi: str | None, kabupaten: str | None, kecamatan: str | None) -> list[tuple[str, str, str]]:
+    """The (provinsi, kabupaten, kecamatan) of the registry a silence's region holds (none named: [])."""
+    if not (provinsi or kabupaten or kecamatan):
+        return []
+    q = select(Tps.provinsi, Tps.kabupaten, Tps.kecamatan)
+    for column, value in ((Tps.provinsi, provinsi), (Tps.kabupaten, kabupaten), (Tps.kecamatan, kecamatan)):
+        if value is not None:
+            q = q.where(column == value)
+    return [tuple(row) for row in s.exec(q.distinct()).all()]  # type: ignore[misc]
+
+
 def _inside(s: Session, row: Silence, scope: Scope) -> bool:
-    """Whether a scoped token may see and end this silence: its TPS, or its region, is in the scope."""
+    """Whether a scoped token may see and end this silence: its TPS, or every kecamatan its region holds
+    (as for creating one), is in the scope. An admin's silence of `Cikande` is then the Cikande
+    operator's to see and end, as long as no other kabupaten has a Cikande."""
     if row.tps_id is not None:
         tps = s.get(Tps, row.tps_id)
         return tps is not None and scope.admits(tps.provinsi, tps.kabupaten, tps.kecamatan)
-    return scope.admits(row.provinsi or "", row.kabupaten or "", row.kecamatan or "")
+    if scope.admits(row.provinsi or "", row.kabupaten or "", row.kecamatan or ""):
+        return True
+    held = _held(s, row.provinsi, row.kabupaten, row.kecamatan)
+    return bool(held) and all(scope.admits(*where) for where in held)
 
 
 def _together(m: SilenceMatch, name: str) -> str:

@@ -311,9 +311,18 @@ def composed_routes(rig: Rig) -> tuple[set[tuple[str, str]], set[str]]:
     return http, ws
 
 
+# The scope axis (SPEC section 10): an operator scoped to the kecamatan every prepared call touches
+# (Cikande: T1 and its incident, messages and silences; Seeding: the fresh incidents) is admitted like
+# an unscoped one; an operator scoped to Kopo gets what the route gives for something that is not there.
+SCOPES = {"operator_in": ["Cikande", "Seeding"], "operator_out": ["Kopo"]}
+
+
 @pytest_asyncio.fixture(scope="module")
 async def rig(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rig]:
     async with running_rig(tmp_path_factory.mktemp("matrix")) as r:
+        for name, kecamatan in SCOPES.items():
+            body = {"name": name, "role": "operator", "scope": {"kecamatan": kecamatan}}
+            r.tokens[name] = (await r.admin("POST", "/v1/admin/tokens", json=body)).json()["token"]
         yield r
 
 
@@ -348,6 +357,66 @@ async def test_access(rig: Rig, route: tuple[str, str], principal: str) -> None:
     assert rig.fingerprint(incident) == before, "a refused request changed state"
     for secret in rig.secrets:
         assert secret not in r.text, "a refusal echoed a token"
+
+
+def _lists_not(fragment: Callable[[Rig], str]) -> Callable[[Rig, httpx.Response], None]:
+    def check(rig: Rig, r: httpx.Response) -> None:
+        assert fragment(rig) not in r.text, f"an out-of-scope answer shows {fragment(rig)!r}"
+
+    return check
+
+
+# What an operator scoped elsewhere (Kopo) gets from each route a viewer or operator may call: 404 for
+# a thing outside the scope, 422 naming a TPS or kecamatan outside it, and lists without what is outside.
+SCOPED_OUT: dict[tuple[str, str], tuple[int, Callable[[Rig, httpx.Response], None] | None]] = {
+    ("GET", "/me"): (200, lambda _, r: r.json()["scope"]["kecamatan"] == ["Kabupaten Serang/Kopo"] or None),
+    ("GET", "/v1/incidents"): (200, _lists_not(lambda rig: str(rig.incident_id))),
+    ("GET", "/v1/incidents/{incident_id}"): (404, None),
+    ("POST", "/v1/incidents/{incident_id}/ack"): (404, None),
+    ("POST", "/v1/incidents/{incident_id}/escalate"): (404, None),
+    ("POST", "/v1/incidents/{incident_id}/resolve"): (404, None),
+    ("POST", "/v1/incidents/{incident_id}/notes"): (404, None),
+    ("POST", "/v1/incidents/{incident_id}/classify"): (404, None),
+    ("POST", "/v1/incidents"): (422, None),
+    ("GET", "/v1/reports/sitrep"): (200, _lists_not(lambda _: "Cikande")),
+    ("GET", "/v1/incidents/{incident_id}/candidates"): (404, None),
+    ("POST", "/v1/incidents/{incident_id}/assign"): (404, None),
+    ("POST", "/v1/messages"): (422, None),
+    ("POST", "/v1/admin/silences"): (422, None),
+    ("GET", "/v1/admin/silences"): (200, _lists_not(lambda _: "Cikande")),
+    ("DELETE", "/v1/admin/silences/{silence_id}"): (404, None),
+}
+SCOPED_ROUTES = [route for route, e in EXPECTATIONS.items() if e.access in (Access.VIEWER, Access.OPERATOR)]
+
+
+def test_every_scoped_route_has_an_out_of_scope_expectation() -> None:
+    assert sorted(SCOPED_ROUTES) == sorted(SCOPED_OUT), "add the route's out-of-scope answer to SCOPED_OUT"
+
+
+SCOPE_CASES = [
+    pytest.param(route, who, id=f"{route[0]} {route[1]} as {who}") for route in SCOPED_ROUTES for who in SCOPES
+]
+
+
+@pytest.mark.parametrize(("route", "principal"), SCOPE_CASES)
+async def test_scoped_access(rig: Rig, route: tuple[str, str], principal: str) -> None:
+    expect = EXPECTATIONS[route]
+    call = await expect.prepare(rig)
+    incident = call.path.split("/")[3] if call.path.startswith("/v1/incidents/") else None
+    before = rig.fingerprint(incident)
+    r = await rig.client.request(
+        route[0], call.path, json=call.json, content=call.content, headers=rig.headers(principal, **call.headers)
+    )
+    if principal == "operator_in":
+        assert r.status_code == expect.ok, f"in scope, refused: {r.status_code} {r.text[:300]}"
+        return
+    want, check = SCOPED_OUT[route]
+    assert r.status_code == want, f"out of scope: want {want}, got {r.status_code} {r.text[:300]}"
+    if want >= 400:
+        assert r.json()["detail"], "a refusal says why"
+        assert rig.fingerprint(incident) == before, "a refused request changed state"
+    if check is not None:
+        check(rig, r)
 
 
 async def test_refused_ingest_posts_change_nothing(rig: Rig) -> None:

@@ -152,6 +152,11 @@ def methods_at(app: FastAPI, scope: Scope) -> list[str]:
     ]
 
 
+class Decline(Exception):
+    """Raised by a fast handler, before it sends anything, for a request it leaves to the full app
+    (one whose query needs FastAPI's validation and its 422, say)."""
+
+
 class FastRoutes:
     """ASGI middleware: the given (method, path) pairs go straight to their handler, the rest on.
 
@@ -166,7 +171,13 @@ class FastRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.routes.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        await (handler or self.app)(scope, receive, send)
+        if handler is not None:
+            try:
+                await handler(scope, receive, send)
+                return
+            except Decline:
+                pass
+        await self.app(scope, receive, send)
 
 
 class App(FastAPI):

@@ -369,3 +369,56 @@ def test_a_missing_lexicon_file_is_refused(tmp_path: Path) -> None:
 
 def test_default_is_loaded_once() -> None:
     assert Classifier.default() is Classifier.default()
+
+
+# -- rules added after batch 17 ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("Monyet nyolong kertas di meja KPPS, udah diusir", Category.OTHER),  # an animal is no intruder
+        ("orang gila teriak2 di depan bilik, dibawa pulang", Category.OTHER),  # nor a disturbed person a crowd
+        ("Tikus gigit kabel genset, listrik mati", Category.EQUIPMENT),  # enough evidence still wins
+        ("ada ular di TPS, satu pemilih digigit", Category.MEDICAL),  # a bite keeps its weight
+        ("Warga bersuara keras minta hitung ulang, massa berkumpul", Category.CROWD),  # "keras" is not "kera"
+    ],
+)
+def test_an_animal_or_a_disturbed_person_as_the_subject(clf: Classifier, text: str, category: Category) -> None:
+    assert clf.category(text)[0] is category
+
+
+def test_the_subject_is_named_in_the_why(clf: Classifier) -> None:
+    category, why = clf.category("Kucing liar tidur di bilik suara")
+    assert category is Category.OTHER
+    assert '"Kucing"' in why[0]
+
+
+def test_a_yes_no_question_is_doubt(clf: Classifier) -> None:
+    a = assess(clf, "apakah ada senjata? warga lihat orang mencurigakan dekat kotak suara")
+    assert not a.facts.weapons
+    a = assess(clf, "siapa yang bawa golok tadi? saksi dikejar")  # a wh-question takes the golok as given
+    assert a.facts.weapons
+
+
+def test_a_hit_person_near_a_shot_is_a_wound(clf: Classifier) -> None:
+    a = assess(clf, "orang tak dikenal nembak pakai senapan angin, kena dua warga")
+    assert (a.category, a.severity) == (Category.VIOLENCE, Severity.CRITICAL)
+    a = assess(clf, "orang tak dikenal nembak pakai senapan angin, kena tiang listrik")
+    assert a.severity is Severity.HIGH  # a post is not a person
+
+
+def test_a_slip_is_an_injury_unless_ruled_out(clf: Classifier) -> None:
+    assert clf.facts("pemilih kepleset di depan bilik")[0].injuries == 1
+    assert clf.facts("pemilih kepleset di depan bilik, tidak ada yang luka")[0].injuries == 0
+
+
+def test_a_time_marker_says_when_not_what(clf: Classifier) -> None:
+    assert clf.category("Saksi dihadang preman sewaktu membawa formulir C1")[0] is Category.INTIMIDATION
+    assert clf.category("Petugas dikeroyok ketika amankan massa di depan balai")[0] is Category.VIOLENCE
+
+
+def test_an_emblem_is_no_weapon(clf: Classifier) -> None:
+    assert not clf.facts("spanduk bergambar palu arit dipasang di pagar")[0].weapons
+
+
+def test_not_reaching_blows_is_no_fight(clf: Classifier) -> None:
+    assert clf.category("saksi debat sama KPPS soal formulir, tidak sampai baku hantam")[0] is Category.LOGISTICS

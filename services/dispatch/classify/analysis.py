@@ -146,8 +146,13 @@ class Analyzer:
         cause = lexicon.scoring.cause
         for w in cause.markers if cause is not None else ():
             self._markers.add(self.tokenizer.words(w), "cause")
+        circ = lexicon.scoring.circumstance
+        for w in circ.markers if circ is not None else ():
+            self._markers.add(self.tokenizer.words(w), "circ")
+        self._circ_window = circ.window if circ is not None and circ.window is not None else None
         # all-clear words count only as written: "diamankan" (arrested) is not "aman" (all clear)
         self._clear_words = frozenset(self.tokenizer.words(w) for w in neg.all_clear)
+        self._question_openers = frozenset(self.tokenizer.words(w) for w in neg.question_openers)
         self._window = neg.window
         self._post_window = neg.post_window
         self._clear_window = neg.all_clear_window
@@ -163,7 +168,26 @@ class Analyzer:
             tok.lemmas = resolve(tok.word)
         self._read_numbers(tokens)
         self._mark(tokens)
+        self._mark_questions(text, tokens)
         return Analysis(text, tokens)
+
+    def _mark_questions(self, text: str, tokens: list[Token]) -> None:
+        """A yes/no question is doubt, not a report: in "ada bom?" no bomb is stated."""
+        if "?" not in text or not self._question_openers:
+            return
+        longest = max(len(w) for w in self._question_openers)
+        start = 0
+        while start < len(tokens):
+            end = start
+            while end < len(tokens) and tokens[end].clause == tokens[start].clause:
+                end += 1
+            rest = text[tokens[end - 1].end :].lstrip()
+            opener = tuple(t.word for t in tokens[start : start + longest])
+            if rest.startswith("?") and any(opener[: len(w)] == w for w in self._question_openers):
+                for tok in tokens[start:end]:
+                    tok.negated = tok.hypothetical = True
+                    tok.negation = tok.negation or (start, end)
+            start = end
 
     def _read_numbers(self, tokens: list[Token]) -> None:
         nw = self._numbers
@@ -212,7 +236,12 @@ class Analyzer:
                         tokens[k].negated = tokens[k].strictly_negated = True
                         tokens[k].negation = (k, m.end)
                     continue
-                window = {"hypo": self._hypo_window, "reported": n, "cause": n}.get(kind, self._window)
+                window = {
+                    "hypo": self._hypo_window,
+                    "reported": n,
+                    "cause": n,
+                    "circ": self._circ_window or n,
+                }.get(kind, self._window)
                 for k in range(m.end, min(m.end + window, n)):
                     tok = tokens[k]
                     if tok.clause != clause:
@@ -228,6 +257,8 @@ class Analyzer:
                         tok.negation = tok.negation or (m.start, k + 1)
                     elif kind == "cause":
                         tok.cause = True
+                    elif kind == "circ":
+                        tok.circumstance = True
                     else:
                         tok.reported = True
 

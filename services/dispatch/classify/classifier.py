@@ -55,6 +55,11 @@ class CategoryScorer:
                     self._index.add(words, _Term(name, group_name, group.weight, words))
         for phrase in lexicon.scoring.blockers:
             self._index.add(tokenizer.words(phrase), None)
+        # an animal or a disturbed person counts only as written (or with -nya), never by a slip or
+        # a stem: "keras" is not "kera", "bedog" is not "dog"
+        nuisance = lexicon.scoring.nuisance
+        self._nuisance = frozenset(tokenizer.words(p) for p in (nuisance.subjects if nuisance is not None else ()))
+        self._nuisance_lengths = sorted({len(w) for w in self._nuisance}, reverse=True)
         order = lexicon.scoring.priority
         self._rank = {c: order.index(c) if c in order else len(order) for c in lexicon.categories}
 
@@ -62,8 +67,44 @@ class CategoryScorer:
         """Every lexicon word the category terms use."""
         return self._index.words()
 
+    def _nuisance_subject(self, analysis: Analysis) -> str | None:
+        """The first animal or disturbed person the text names, unless negated ("bukan orang gila")."""
+        tokens = analysis.tokens
+        for i in range(len(tokens)):
+            for n in self._nuisance_lengths:
+                span = tokens[i : i + n]
+                if (
+                    len(span) == n
+                    and len({t.clause for t in span}) == 1
+                    and not span[0].negated
+                    and tuple(t.word.removesuffix("nya") for t in span) in self._nuisance
+                ):
+                    return analysis.surface(i, i + n)
+        return None
+
     def classify(self, analysis: Analysis) -> tuple[Category, list[str]]:
         """The category the text is about, and why."""
+        scoring = self._lexicon.scoring
+        scores, subject = self._scores(analysis)
+        if not scores:
+            return Category.OTHER, ["category other: no category words in text"]
+        winner = max(scores, key=lambda c: (round(scores[c][0], 6), -self._rank[c]))
+        score, distinct = scores[winner]
+        if score < scoring.min_score:
+            words = _quoted(analysis, distinct, scoring.max_why_words)
+            if subject is not None:
+                return Category.OTHER, [
+                    f'category other: "{subject}" is the subject (an animal or a disturbed person), '
+                    f"too little evidence of an incident ({words})"
+                ]
+            return Category.OTHER, [f"category other: too little evidence in text ({words})"]
+        return Category(winner), [f"category {winner} from text: {_quoted(analysis, distinct, scoring.max_why_words)}"]
+
+    def scores(self, analysis: Analysis) -> dict[str, float]:
+        """Each category's score for the text (the categories with any evidence), for evaluation."""
+        return {name: score for name, (score, _) in self._scores(analysis)[0].items()}
+
+    def _scores(self, analysis: Analysis) -> tuple[dict[str, tuple[float, list[_Hit]]], str | None]:
         scoring = self._lexicon.scoring
         cats = self._lexicon.categories
         tokens = analysis.tokens
@@ -80,6 +121,8 @@ class CategoryScorer:
                 factor = scoring.hypothetical_factor if first.hypothetical else 1.0
                 if first.cause and scoring.cause is not None:
                     factor *= scoring.cause.factor
+                elif first.circumstance and scoring.circumstance is not None:
+                    factor *= scoring.circumstance.factor
                 hits.append(_Hit(term, term.weight * factor, m.start, m.end))
 
         rs = scoring.reported_speech
@@ -98,6 +141,13 @@ class CategoryScorer:
                 if h.term.category in hz.objects:
                     h.score *= hz.factor
 
+        subject = self._nuisance_subject(analysis)
+        nz = scoring.nuisance
+        if subject is not None and nz is not None:
+            for h in hits:  # "kucing masuk TPS, sudah diusir": an animal is no intruder, a cat is no threat
+                if h.term.category not in nz.exempt:
+                    h.score *= nz.factor
+
         by_category: dict[str, list[_Hit]] = {}
         for h in hits:
             by_category.setdefault(h.term.category, []).append(h)
@@ -108,14 +158,7 @@ class CategoryScorer:
             if any(g not in groups for g in cats[name].requires):
                 continue
             scores[name] = (sum(h.score for h in distinct), distinct)
-        if not scores:
-            return Category.OTHER, ["category other: no category words in text"]
-        winner = max(scores, key=lambda c: (round(scores[c][0], 6), -self._rank[c]))
-        score, distinct = scores[winner]
-        if score < scoring.min_score:
-            words = _quoted(analysis, distinct, scoring.max_why_words)
-            return Category.OTHER, [f"category other: too little evidence in text ({words})"]
-        return Category(winner), [f"category {winner} from text: {_quoted(analysis, distinct, scoring.max_why_words)}"]
+        return scores, subject
 
 
 def _distinct(hits: Iterable[_Hit]) -> dict[tuple[str, ...], float]:
@@ -169,6 +212,10 @@ class Classifier:
     def category(self, text: str) -> tuple[Category, list[str]]:
         """The category of a report's text, and why."""
         return self._scorer.classify(self._analyzer.analyse(text))
+
+    def category_scores(self, text: str) -> dict[str, float]:
+        """Each category's score for the text, before the minimum and the tie-break (for evaluation)."""
+        return self._scorer.scores(self._analyzer.analyse(text))
 
     def facts(self, text: str) -> tuple[Facts, list[str]]:
         """The facts stated in a report's text, and why."""

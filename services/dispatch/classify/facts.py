@@ -41,6 +41,7 @@ _KINDS = (
     "gather",
     "count_words",
     "struck",
+    "mishap",
     "approx",
     "fillers",
     "units",
@@ -91,6 +92,13 @@ class FactReader:
                 m
                 for m in mentions["weapon"]
                 if self._struck_before(analysis, m.start, at) or self._passive_use(analysis, m)
+            ]
+            if mentions["weapon"]:  # "nembak pake senapan angin, kena 1 pemilih": a person hit is wounded
+                mentions["injury"] += self._struck_people(analysis, matches, at)
+            mentions["injury"] += [  # "satu lansia terpeleset": a fall is taken to hurt, unless ruled out
+                m
+                for m in matches
+                if "mishap" in m.labels and not tokens[m.start].negated and not tokens[m.start].hypothetical
             ]
         used: set[int] = set()  # number tokens already counting something
         hurt = self._hurt_counts(analysis, matches, at, mentions, used)
@@ -227,6 +235,30 @@ class FactReader:
         return "weapon_use" in m.labels and any(
             word.startswith(p) and len(word) > len(p) + 3 for p in self._rules.passive_prefixes
         )
+
+    @staticmethod
+    def _struck_people(analysis: Analysis, matches: list[Match[str]], at: dict[int, Match[str]]) -> list[Match[str]]:
+        """A word of being hit before a person, maybe counted: "kena 1 pemilih", "hit two voters"."""
+        tokens = analysis.tokens
+        out: list[Match[str]] = []
+        for m in matches:
+            first = tokens[m.start]
+            if "struck" not in m.labels or first.negated or first.hypothetical:
+                continue
+            k = m.end
+            if k < len(tokens) and tokens[k].number is not None:
+                k += 1
+                while k < len(tokens) and tokens[k].in_number:
+                    k += 1
+            person = at.get(k)
+            if (
+                person is not None
+                and person.start == k
+                and "person" in person.labels
+                and tokens[k].clause == first.clause
+            ):
+                out.append(Match(m.start, person.end, ("injury",)))
+        return out
 
     @staticmethod
     def _struck_before(analysis: Analysis, i: int, at: dict[int, Match[str]]) -> bool:

@@ -80,6 +80,10 @@ class NegationRules(_Strict):
     not_negating: list[str] = Field(
         default_factory=list, description="phrases with a negator that negate nothing after them: tak dikenal"
     )
+    question_openers: list[str] = Field(
+        default_factory=list,
+        description="a clause they open that ends in '?' asks whether it happened: ada bom?, apakah ada korban?",
+    )
     window: int = Field(default=3, ge=1, le=10)
     post_window: int = Field(default=2, ge=1, le=10)
     all_clear_window: int = Field(default=2, ge=1, le=20, description="words before an all-clear word it covers")
@@ -96,6 +100,7 @@ class ReportedSpeech(_Strict):
 class CauseClause(_Strict):
     markers: list[str] = Field(description="words after which the clause names a cause: karena, akibat, due to")
     factor: float = Field(default=0.5, ge=0, le=1)
+    window: int | None = Field(default=None, ge=1, description="words it reaches; none: the rest of the clause")
 
 
 class HazardRule(_Strict):
@@ -103,6 +108,22 @@ class HazardRule(_Strict):
     objects: list[str] = Field(description="categories named by the thing damaged: logistics")
     min_weight: float = Field(default=3.0, gt=0, description="a hazard term at least this strong")
     factor: float = Field(default=0.5, ge=0, le=1)
+
+
+class NuisanceRule(_Strict):
+    subjects: list[str] = Field(description="an animal or a disturbed person: anjing, ular, orang gila")
+    exempt: list[str] = Field(
+        default_factory=list, description="categories such a subject can still cause: medical (a bite), traffic"
+    )
+    factor: float = Field(default=0.4, ge=0, le=1)
+
+    @field_validator("exempt")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = [c for c in v if c not in TEXT_CATEGORIES]
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; known: {sorted(TEXT_CATEGORIES)}")
+        return v
 
 
 class ScoringRules(_Strict):
@@ -116,8 +137,14 @@ class ScoringRules(_Strict):
     cause: CauseClause | None = Field(
         default=None, description="a cause named elsewhere weighs less than the problem here"
     )
+    circumstance: CauseClause | None = Field(
+        default=None, description="a time marker (saat, ketika): the few words after it say when, not what"
+    )
     hazard: HazardRule | None = Field(
         default=None, description="a hazard striking election property: the hazard is the point"
+    )
+    nuisance: NuisanceRule | None = Field(
+        default=None, description="an animal or a disturbed person as the subject: the other words weigh less"
     )
     max_why_words: int = Field(default=4, ge=1)
     text_facts_ignored_for: list[str] = Field(
@@ -211,6 +238,9 @@ class FactRules(_Strict):
     )
     struck: list[str] = Field(
         default_factory=list, description="words before a weapon that make it a wound: terkena (panah)"
+    )
+    mishap: list[str] = Field(
+        default_factory=list, description="a slip or fall: an injury unless the text rules injuries out"
     )
     weapon_use: list[str] = Field(
         default_factory=list,

@@ -50,6 +50,7 @@ class Token:
     hypothetical: bool = False  # after akan, jika, diancam: did not (yet) happen
     reported: bool = False  # inside reported speech: bahwa, katanya
     cause: bool = False  # in a clause naming a cause: "karena jembatan putus"
+    circumstance: bool = False  # just after a time marker: "saat mengantar kotak suara"
     cleared: bool = False  # before an all-clear word: "logistik *aman*"
     negation: tuple[int, int] | None = None  # token span of the negator and this word, for the why
 

@@ -120,7 +120,7 @@ class Dashboard:
         reauth_s: float = 60.0,
     ) -> None:
         self.ctx = ctx
-        self.hub = Hub(ctx.settings.ws_replay_buffer, first_seq=new_first_seq())
+        self.hub = Hub(ctx.settings.ws_replay_buffer, first_seq=new_first_seq(), per_kabupaten=True)
         # A hub per token scope (SPEC section 10), made when its first client connects and kept (its
         # seq, so that a client can resume): fed from the main hub the updates of its regions.
         self.scoped: dict[Scope, Hub] = {}
@@ -234,13 +234,25 @@ class Dashboard:
             return hub
         hub = Hub(self.ctx.settings.ws_replay_buffer, first_seq=new_first_seq())
         main = self.hub
-        kabupaten = set(scope.kabupaten) | {kab for kab, _ in scope.kecamatan}
-        kabupaten |= {kab for prov, kab in main.regions.regions["kabupaten"] if prov in scope.provinsi}
+        # Whole kabupaten are added up from the main hub's per-kabupaten figures; a kabupaten name
+        # that is also another provinsi's (outside the scope), and single kecamatan, go item by item.
+        provinsi_of: dict[str, set[str]] = {}
+        for prov, kab in main.regions.regions["kabupaten"]:
+            provinsi_of.setdefault(kab, set()).add(prov)
+        whole = {kab for kab, provs in provinsi_of.items() if kab in scope.kabupaten or provs <= scope.provinsi}
+        if main.can_adopt():
+            for kab in sorted(whole):
+                hub.adopt(main, kab)
+        else:
+            whole = set()
+        partly = {kab for kab, _ in scope.kecamatan} | {
+            kab for kab, provs in provinsi_of.items() if provs & scope.provinsi
+        }
         for kind, held, index in (
             ("incident", main.incidents, main.incidents_by_kabupaten),
             ("tps", main.tps, main.tps_by_kabupaten),
         ):
-            for kab in sorted(kabupaten):
+            for kab in sorted(partly - whole):
                 for ident in index.get(kab, ()):
                     doc = held[ident]
                     if scope.admits(doc.get("provinsi", ""), doc.get("kabupaten", ""), doc["kecamatan"]):

@@ -12,6 +12,7 @@ between: no gap and no duplicate.
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import sys
 from collections import Counter, deque
@@ -152,6 +153,19 @@ class _Aggregates:
         self.assigned += sign * p.assigned
         self.checked_in += sign * p.checked_in
 
+    def add(self, other: _Aggregates) -> None:
+        """Sum another's figures into these (a view made of whole kabupaten: `Hub.adopt`)."""
+        self.by_status.update(other.by_status)
+        for name, counts in other.kec.items():
+            self._kec(name).update(counts)
+        self.on_site += other.on_site
+        self.alert_failures += other.alert_failures
+        self.durations = list(heapq.merge(self.durations, other.durations))
+        self.tps_states.update(other.tps_states)
+        self.assigned += other.assigned
+        self.checked_in += other.checked_in
+        self.health.update(other.health)
+
     def median_resolve_s(self) -> float | None:
         d = self.durations
         if not d:
@@ -200,7 +214,7 @@ class Hub:
     """The current picture, the numbered delta stream and the statistics of one dashboard (or of one
     scope's view of it: services/dashboard/app.py keeps a hub per token scope)."""
 
-    def __init__(self, replay_buffer: int, *, first_seq: int = 0) -> None:
+    def __init__(self, replay_buffer: int, *, first_seq: int = 0, per_kabupaten: bool = False) -> None:
         self.first_seq = first_seq
         self.seq = first_seq
         self.incidents: dict[str, dict[str, Any]] = {}
@@ -214,6 +228,9 @@ class Hub:
         # not from a walk over a national registry.
         self.tps_by_kabupaten: dict[str, set[str]] = {}
         self.incidents_by_kabupaten: dict[str, set[str]] = {}
+        # The statistics of each kabupaten too (the main hub's): a region's view adds up its
+        # kabupaten's instead of applying its TPS one by one (bench.national: 23,663 TPS in ~1 s).
+        self._by_kabupaten: dict[str, _Aggregates] | None = {} if per_kabupaten else None
         self._recent: deque[Frame] = deque(maxlen=max(0, replay_buffer))
         self._clients: set[ClientQueue] = set()
         self._snapshot: Frame | None = None
@@ -247,6 +264,10 @@ class Hub:
         if old is not None:
             self._agg.incident(old, -1)
         self._agg.incident(part, +1)
+        if self._by_kabupaten is not None:
+            if old is not None:
+                self._kabupaten_agg(old.where[1]).incident(old, -1)
+            self._kabupaten_agg(part.where[1]).incident(part, +1)
         if old is None or (old.where, old.severity, old.unresolved, old.escalated) != (
             part.where,
             part.severity,
@@ -271,6 +292,10 @@ class Hub:
         if old is not None:
             self._agg.tps(old, -1)
         self._agg.tps(part, +1)
+        if self._by_kabupaten is not None:
+            if old is not None:
+                self._kabupaten_agg(old.where[1]).tps(old, -1)
+            self._kabupaten_agg(part.where[1]).tps(part, +1)
         # Most TPS updates are check-ins that change none of what a region counts.
         if old is None or (old.where, old.state, old.assigned, old.checked_in) != (
             part.where,
@@ -292,6 +317,35 @@ class Hub:
             return None
         self._last_stats = stats
         return self._issue({"type": "stats", "stats": stats})
+
+    def _kabupaten_agg(self, name: str) -> _Aggregates:
+        assert self._by_kabupaten is not None
+        agg = self._by_kabupaten.get(name)
+        if agg is None:
+            agg = self._by_kabupaten[name] = _Aggregates()
+        return agg
+
+    def can_adopt(self) -> bool:
+        """Whether this hub keeps what `adopt` copies (the per-kabupaten statistics)."""
+        return self._by_kabupaten is not None
+
+    def adopt(self, source: Hub, kabupaten: str) -> None:
+        """Take in one whole kabupaten of `source`'s picture (a hub with `per_kabupaten`): its documents
+        and their parts as they are, its statistics and its region totals added up, with no
+        re-validation and no delta. For a new region view, before any client attaches."""
+        assert source._by_kabupaten is not None, "adopt from a hub that keeps per-kabupaten statistics"
+        for ident in source.tps_by_kabupaten.get(kabupaten, ()):
+            self.tps[ident], self._tps_parts[ident] = source.tps[ident], source._tps_parts[ident]
+        for ident in source.incidents_by_kabupaten.get(kabupaten, ()):
+            self.incidents[ident], self._inc_parts[ident] = source.incidents[ident], source._inc_parts[ident]
+        self.tps_by_kabupaten.setdefault(kabupaten, set()).update(source.tps_by_kabupaten.get(kabupaten, ()))
+        self.incidents_by_kabupaten.setdefault(kabupaten, set()).update(
+            source.incidents_by_kabupaten.get(kabupaten, ())
+        )
+        agg = source._by_kabupaten.get(kabupaten)
+        if agg is not None:
+            self._agg.add(agg)
+        self.regions.adopt(source.regions, kabupaten)
 
     def summary(self, by: Level) -> SummaryStream:
         """The roll-up stream of this hub's picture at one level (made on first use)."""

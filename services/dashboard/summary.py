@@ -39,6 +39,14 @@ class RegionCounts:
         self.assigned = 0
         self.checked_in = 0
 
+    def add(self, other: RegionCounts) -> None:
+        self.tps.update(other.tps)
+        self.open.update(other.open)
+        self.escalated.update(other.escalated)
+        self.resolved += other.resolved
+        self.assigned += other.assigned
+        self.checked_in += other.checked_in
+
     def row(self, region: Region) -> dict[str, Any]:
         row: dict[str, Any] = dict(zip(LEVELS, region, strict=False))
         row["tps"] = {k: n for k, n in self.tps.items() if n}
@@ -59,6 +67,24 @@ class RegionTotals:
     def __init__(self) -> None:
         self.regions: dict[Level, dict[Region, RegionCounts]] = {level: {} for level in LEVELS}
         self.dirty: dict[Level, set[Region]] = {level: set() for level in LEVELS}
+
+    def _held(self, level: Level, region: Region) -> RegionCounts:
+        held = self.regions[level]
+        counts = held.get(region)
+        if counts is None:
+            counts = held[region] = RegionCounts()
+        self.dirty[level].add(region)
+        return counts
+
+    def adopt(self, source: RegionTotals, kabupaten: str) -> None:
+        """Add up one kabupaten's totals of another hub (its kecamatan, itself, and into its provinsi)."""
+        for region, counts in source.regions["kabupaten"].items():
+            if region[1] == kabupaten:
+                self._held("kabupaten", region).add(counts)
+                self._held("provinsi", region[:1]).add(counts)
+        for region, counts in source.regions["kecamatan"].items():
+            if region[1] == kabupaten:
+                self._held("kecamatan", region).add(counts)
 
     def _counts(self, where: tuple[str, str, str]) -> list[RegionCounts]:
         out = []

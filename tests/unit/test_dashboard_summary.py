@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from services.dashboard.app import Dashboard
 from services.dashboard.hub import ClientQueue, Hub
 from siaga import topics
@@ -144,4 +146,68 @@ async def test_a_region_view_is_made_from_its_kabupaten_fed_live_and_dropped_whe
     assert dash.scoped == {} and dash._hubs_of("Banten", "Kabupaten Serang", "Ciruas") == []
     again, _ = dash.source_for(viewer, {"kabupaten": "Kabupaten Serang"})
     assert again is not hub and set(again.tps) == {"T1", "T2", "T5"}, "rebuilt on demand"
+    await bus.stop()
+
+
+async def test_a_region_view_added_up_from_kabupaten_is_the_view_made_item_by_item(tmp_path: Path) -> None:
+    """`Hub.adopt` (whole kabupaten from the main hub's per-kabupaten figures) against a hub fed only
+    the region's updates: the same documents, statistics and region rows, for a kabupaten, a provinsi
+    and a kecamatan scope, and both keep agreeing as updates arrive."""
+    bus = MemoryBus()
+    await bus.start()
+    dash = Dashboard(make_context(Settings(database_url=f"sqlite:///{tmp_path / 'siaga.db'}"), bus=bus))
+    updates = [
+        tps("T1", **SERANG),
+        tps("T2", state="open", checked_in=1, unwell=1, **SERANG),
+        tps("T3", state="escalated", duty_days=2, **SERANG_K),
+        tps("T4", **LEBAK),
+        tps("T5", state="silent", checked_in=0, **BOGOR),
+        incident("I1", tps_id="T2", **SERANG),
+        incident("I2", tps_id="T3", severity="high", level=1, status="escalated", **SERANG_K),
+        incident("I3", tps_id="T1", status="resolved", resolved_at="2024-11-27T07:20:00Z", **SERANG),
+        incident("I4", tps_id="T4", status="resolved", resolved_at="2024-11-27T08:00:00Z", **LEBAK),
+    ]
+    later = [
+        incident("I1", version=2, tps_id="T2", status="resolved", resolved_at="2024-11-27T07:45:00Z", **SERANG),
+        tps("T4", version=2, state="open", **LEBAK),
+        tps("T6", **SERANG_K),
+    ]
+    offset = 0
+
+    async def feed(raws: list[bytes]) -> None:
+        nonlocal offset
+        for raw in raws:
+            offset += 1
+            await dash.handle([Record(topic=topics.INCIDENT_UPDATES, key="k", value=raw, offset=offset)])
+
+    await feed(updates)
+    scopes = {
+        "kabupaten": Scope(kabupaten=frozenset({"Kabupaten Serang"})),
+        "provinsi": Scope(provinsi=frozenset({"Banten"})),
+        "kecamatan": Scope(kecamatan=frozenset({("Kabupaten Serang", "Ciruas")})),
+    }
+    views = {name: dash.hub_for(scope) for name, scope in scopes.items()}
+
+    def by_hand(scope: Scope, raws: list[bytes]) -> Hub:
+        hub = Hub(100)
+        for raw in raws:
+            body = orjson.loads(raw)
+            part = body.get("incident") or body["tps"]
+            if scope.admits(part["provinsi"], part["kabupaten"], part["kecamatan"]):
+                hub.apply(raw)
+        return hub
+
+    def same(view: Hub, expected: Hub) -> None:
+        assert set(view.tps) == set(expected.tps) and set(view.incidents) == set(expected.incidents)
+        assert view.stats() == expected.stats()
+        for level in ("provinsi", "kabupaten", "kecamatan"):
+            assert view.regions.rows(level) == expected.regions.rows(level), level  # type: ignore[arg-type]
+
+    for name, scope in scopes.items():
+        same(views[name], by_hand(scope, updates))
+    await feed(later)
+    for name, scope in scopes.items():
+        same(views[name], by_hand(scope, updates + later))
+    assert set(views["kabupaten"].tps) == {"T1", "T2", "T3", "T6"}
+    assert views["kabupaten"].stats()["median_resolve_s"] is not None
     await bus.stop()

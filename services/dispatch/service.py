@@ -208,7 +208,6 @@ class Dispatch:
         self._partition_of: Callable[[str], int] | None = None
         self._owned: set[int] = set()
         self._loaded = False  # whether every owned kecamatan is in memory (and in the timers)
-        self._roster_due: tuple[int, frozenset[str]] | None = None  # a roster read to start (generation, TPS)
         self._waiters: dict[str, asyncio.Future[Outcome]] = {}
         self._silences_read = float("-inf")  # monotonic time the silences were last read
 
@@ -226,19 +225,6 @@ class Dispatch:
         self._loaded = True
         if n:
             log.info("dispatch: loaded %d TPS of %d owned partitions", n, len(self._owned) or 1)
-            # The people of those TPS come in behind, read off the batches (transact starts it): the
-            # working set is whole minutes after an assignment, not when the last of them checks in.
-            self._roster_due = (self.state.generation, frozenset(self.state.tps_rows))
-
-    async def _read_roster(self, generation: int, tps_ids: frozenset[str]) -> None:
-        try:
-            people = await asyncio.to_thread(self.state.read_people, tps_ids)
-        except Exception:
-            log.warning("dispatch: reading the roster of the owned TPS failed; people come in as they check in")
-            return
-        async with self._lock:
-            n = self.state.merge_people(people, generation)
-        log.info("dispatch: %d people of the owned TPS brought into memory", n)
 
     async def _assigned(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:
@@ -311,11 +297,6 @@ class Dispatch:
                 async with self._lock:
                     result, rows, results = await asyncio.to_thread(self._run, fn, published)
                     await self.relay.after_commit(*rows)  # in the lock: messages go out in commit order
-                if self._roster_due is not None:
-                    generation, tps_ids = self._roster_due
-                    self._roster_due = None
-                    task = asyncio.create_task(self._read_roster(generation, tps_ids), name="dispatch:roster")
-                    self._tasks.append(task)
                 break
             except OperationalError as exc:
                 self.relay.give_back(published)  # not deleted after all: next time

@@ -126,8 +126,6 @@ class OwnedState:
         self._reset()
 
     def _reset(self) -> None:
-        # Bumped whenever memory is dropped (reset, hand-over): a roster read before is stale then.
-        self.generation: int = getattr(self, "generation", 0) + 1
         self.tps_rows: dict[str, Tps] = {}
         self.people: dict[str, Personnel] = {}
         self.incidents: dict[str, Incident] = {}  # every incident of a loaded kecamatan that is open, and any read
@@ -200,7 +198,6 @@ class OwnedState:
         if not gone:
             return
         self._loaded -= gone
-        self.generation += 1
         for tps_id in [t for t, row in self.tps_rows.items() if row.kecamatan in gone]:
             del self.tps_rows[tps_id]
             self._open_at.pop(tps_id, None)
@@ -458,29 +455,6 @@ class OwnedState:
                     self.people[p["personnel_id"]] = Personnel.from_row(p)
                     self._stored_people.add(p["personnel_id"])
                     self._batch_absent.discard(p["personnel_id"])
-
-    def read_people(self, tps_ids: frozenset[str]) -> list[Personnel]:
-        """Everyone on the roster who covers one of these TPS, as the database has them (in a worker
-        thread, off the batches: the roster's TPS lists are JSON, so every row is read and filtered)."""
-        out: list[Personnel] = []
-        with self._session() as s:
-            for mapping in s.execute(select_rows(PERSONNEL)).mappings():
-                if tps_ids.intersection(mapping["tps_ids"] or ()):
-                    out.append(Personnel.from_row(mapping))
-        return out
-
-    def merge_people(self, people: Iterable[Personnel], generation: int) -> int:
-        """Keep the people `read_people` found that memory does not hold yet (what memory holds is
-        newer); nothing when memory was dropped since the read began. How many came in."""
-        if generation != self.generation:
-            return 0
-        n = 0
-        for person in people:
-            if person.personnel_id not in self.people:
-                self.people[person.personnel_id] = person
-                self._stored_people.add(person.personnel_id)
-                n += 1
-        return n
 
     def save_personnel(self, person: Personnel) -> None:
         self.people[person.personnel_id] = person

@@ -389,32 +389,3 @@ async def test_an_escort_timer_is_rebuilt_by_a_new_owner_and_fires_once(db_url: 
     assert late.status == "resolved"
     actions = [e.action for e in rig.rows(TimelineEntry) if e.incident_id == late.id]
     assert "escort_departed" in actions and "escort_arrived" in actions
-
-
-async def test_an_owner_reads_the_roster_of_its_tps_in_behind_the_first_batch(db_url: str) -> None:
-    """The working state is whole soon after an assignment, not when the last person checks in; what
-    memory holds of a person (a newer check-in) wins over the roster read, and a read that a hand-over
-    overtook is dropped."""
-    rig = Rig(db_url)
-    rig.seed()
-    with Session(rig.ctx.engine) as s:
-        for pid, tps in (("P-KOP", "KOP00"), ("P-CIK", "CIK01"), ("P-ELSE", "ZZZ99")):
-            s.add(Personnel(personnel_id=pid, name=pid, tps_ids=[tps]))
-        s.commit()
-    d = rig.dispatch()
-    await d.handle([rig.record("checkin", "KOP00", {"personnel_id": "P-KOP", "status": "unwell"})])
-    async with asyncio.timeout(10):
-        while "P-CIK" not in d.state.people:  # noqa: ASYNC110 (a worker thread reads the roster)
-            await asyncio.sleep(0.02)
-    assert "P-ELSE" not in d.state.people, "only the people of owned TPS"
-    assert d.state.people["P-KOP"].status == "unwell"
-
-    stale = d.state.read_people(frozenset({"KOP00"}))
-    for person in stale:
-        person.status = None  # as if read before the check-in
-    assert d.state.merge_people(stale, d.state.generation) == 0, "memory's copy is newer: kept"
-    assert d.state.people["P-KOP"].status == "unwell"
-    before = d.state.generation
-    d.state.drop(keep=lambda k: k != "Cikande")
-    assert d.state.generation > before
-    assert d.state.merge_people(d.state.read_people(frozenset({"CIK01"})), before) == 0, "overtaken by a hand-over"

@@ -295,25 +295,8 @@ class Notifier:
         self, due: SitrepDue, recipient: Recipient, doc: dict[str, Any], routing: AlertRouting, record: Record | None
     ) -> Outcome | None:
         key = f"sitrep:{due.sitrep_id}/{recipient.name}"
-        now = self.ctx.clock.now()
-        row = await self.store.claim(
-            AlertDelivery(
-                key=key,
-                incident_id="",
-                audience="sitrep",
-                channel=recipient.channel,
-                recipient=recipient.name,
-                status="pending",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        if row.status in FINAL:
-            log.info("sitrep %s: already %s, not sent again", key, row.status)
+        if not await self._claim(key, recipient, incident_id="", audience="sitrep"):
             return None
-        if recipient.channel == "slack":
-            redact.REDACTOR.add([recipient.target])
-        redact.REDACTOR.add([recipient.secret])
         where = ", ".join(recipient.kecamatan) or None
         message = sitrep_message(
             doc,
@@ -368,27 +351,10 @@ class Notifier:
         self, intent: AlertIntent, recipient: Recipient, routing: AlertRouting, record: Record | None
     ) -> Outcome | None:
         key = delivery_key(intent, recipient.name)
-        now = self.ctx.clock.now()
-        row = await self.store.claim(
-            AlertDelivery(
-                key=key,
-                incident_id=intent.incident_id,
-                level=intent.level,
-                audience=intent.audience_key,
-                reminder=intent.reminder,
-                channel=recipient.channel,
-                recipient=recipient.name,
-                status="pending",
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        if row.status in FINAL:
-            log.info("alert %s: already %s, not sent again", key, row.status)
+        claim = {"level": intent.level, "audience": intent.audience_key, "reminder": intent.reminder}
+        if not await self._claim(key, recipient, incident_id=intent.incident_id, **claim):
             return None
-        if recipient.channel == "slack":
-            redact.REDACTOR.add([recipient.target])
-        redact.REDACTOR.add([recipient.secret])
+        now = self.ctx.clock.now()
         message = render(
             intent,
             language=recipient.language or self.ctx.settings.language,
@@ -422,6 +388,29 @@ class Notifier:
         await self._record(intent, key, recipient, "failed", outcome.reason)
         await self.store.finish(key, status="failed", error=outcome.reason, now=self.ctx.clock.now())
         return outcome
+
+    async def _claim(self, key: str, recipient: Recipient, **row: Any) -> bool:
+        """Claim a delivery key for a recipient (an alert's or a sitrep's); False when it already reached
+        a final state, so it is not sent again. The recipient's secrets join the log redaction."""
+        now = self.ctx.clock.now()
+        claimed = await self.store.claim(
+            AlertDelivery(
+                key=key,
+                channel=recipient.channel,
+                recipient=recipient.name,
+                status="pending",
+                created_at=now,
+                updated_at=now,
+                **row,
+            )
+        )
+        if claimed.status in FINAL:
+            log.info("delivery %s: already %s, not sent again", key, claimed.status)
+            return False
+        if recipient.channel == "slack":
+            redact.REDACTOR.add([recipient.target])
+        redact.REDACTOR.add([recipient.secret])
+        return True
 
     async def _record(self, intent: AlertIntent, key: str, recipient: Recipient, outcome: str, detail: str) -> None:
         # The delivery itself is already recorded (AlertDelivery); a recorder outage must not

@@ -336,18 +336,25 @@ async def test_every_route_has_an_entry(rig: Rig) -> None:
     assert ws == set(WEBSOCKETS), f"WebSocket routes {sorted(ws)} vs expectations {sorted(WEBSOCKETS)}"
 
 
+async def _call(rig: Rig, route: tuple[str, str], principal: str) -> tuple[httpx.Response, str | None, Any]:
+    """Prepare and make one route's call as `principal`: (answer, the incident it names, the rig's
+    fingerprint before it)."""
+    call = await EXPECTATIONS[route].prepare(rig)
+    incident = call.path.split("/")[3] if call.path.startswith("/v1/incidents/") else None
+    before = rig.fingerprint(incident)
+    r = await rig.client.request(
+        route[0], call.path, json=call.json, content=call.content, headers=rig.headers(principal, **call.headers)
+    )
+    return r, incident, before
+
+
 CASES = [pytest.param(route, who, id=f"{route[0]} {route[1]} as {who}") for route in EXPECTATIONS for who in PRINCIPALS]
 
 
 @pytest.mark.parametrize(("route", "principal"), CASES)
 async def test_access(rig: Rig, route: tuple[str, str], principal: str) -> None:
     expect = EXPECTATIONS[route]
-    call = await expect.prepare(rig)
-    incident = call.path.split("/")[3] if call.path.startswith("/v1/incidents/") else None
-    before = rig.fingerprint(incident)
-    r = await rig.client.request(
-        route[0], call.path, json=call.json, content=call.content, headers=rig.headers(principal, **call.headers)
-    )
+    r, incident, before = await _call(rig, route, principal)
     if principal in ADMITS[expect.access]:
         assert r.status_code == expect.ok, f"{principal} refused: {r.status_code} {r.text[:300]}"
         return
@@ -401,12 +408,7 @@ SCOPE_CASES = [
 @pytest.mark.parametrize(("route", "principal"), SCOPE_CASES)
 async def test_scoped_access(rig: Rig, route: tuple[str, str], principal: str) -> None:
     expect = EXPECTATIONS[route]
-    call = await expect.prepare(rig)
-    incident = call.path.split("/")[3] if call.path.startswith("/v1/incidents/") else None
-    before = rig.fingerprint(incident)
-    r = await rig.client.request(
-        route[0], call.path, json=call.json, content=call.content, headers=rig.headers(principal, **call.headers)
-    )
+    r, incident, before = await _call(rig, route, principal)
     if principal == "operator_in":
         assert r.status_code == expect.ok, f"in scope, refused: {r.status_code} {r.text[:300]}"
         return

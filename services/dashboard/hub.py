@@ -123,7 +123,7 @@ class _Aggregates:
     """Running sums behind `Hub.stats()`, updated per change instead of recounted."""
 
     by_status: Counter[str] = field(default_factory=Counter)
-    kec: dict[str, Counter[str]] = field(default_factory=dict)
+    kec: dict[tuple[str, str], Counter[str]] = field(default_factory=dict)  # by (kabupaten, kecamatan)
     on_site: int = 0
     alert_failures: int = 0
     durations: list[float] = field(default_factory=list)  # sorted, for the median
@@ -132,7 +132,7 @@ class _Aggregates:
     checked_in: int = 0
     health: Counter[str] = field(default_factory=Counter)
 
-    def _kec(self, name: str) -> Counter[str]:
+    def _kec(self, name: tuple[str, str]) -> Counter[str]:
         c = self.kec.get(name)
         if c is None:
             c = self.kec[name] = Counter()
@@ -140,7 +140,7 @@ class _Aggregates:
 
     def incident(self, p: _IncidentPart, sign: int) -> None:
         self.by_status[p.status] += sign
-        k = self._kec(p.where[2])
+        k = self._kec((p.where[1], p.where[2]))
         k["open"] += sign * p.unresolved
         k["escalated"] += sign * p.escalated
         k["resolved"] += sign * (not p.unresolved)
@@ -154,7 +154,7 @@ class _Aggregates:
 
     def tps(self, p: _TpsPart, sign: int) -> None:
         self.tps_states[p.state] += sign
-        k = self._kec(p.where[2])
+        k = self._kec((p.where[1], p.where[2]))
         k["tps"] += sign
         k["on_duty"] += sign * p.checked_in
         for name, n in zip(HEALTH, p.health, strict=True):
@@ -184,6 +184,17 @@ class _Aggregates:
             return None
         mid = len(d) // 2
         return d[mid] if len(d) % 2 else (d[mid - 1] + d[mid]) / 2
+
+
+def _by_kecamatan(kec: dict[tuple[str, str], Counter[str]]) -> dict[str, dict[str, int]]:
+    """The stats' rows per kecamatan, by name; a name that more than one kabupaten of the view has is
+    written `Kabupaten/Kecamatan` for each of them (names repeat across the country)."""
+    shown = {(kab, name): c for (kab, name), c in kec.items() if name and any(c.values())}
+    homonyms = Counter(name for _, name in shown)
+    return {
+        (f"{kab}/{name}" if homonyms[name] > 1 else name): _kecamatan(c)
+        for (kab, name), c in sorted(shown.items(), key=lambda item: (item[0][1], item[0][0]))
+    }
 
 
 def _kecamatan(c: Counter[str]) -> dict[str, int]:
@@ -433,7 +444,7 @@ class Hub:
         a = self._agg
         resolved = a.by_status["resolved"]
         unresolved = sum(a.by_status[s] for s in a.by_status if s != "resolved")
-        by_kec = {name: _kecamatan(c) for name, c in sorted(a.kec.items()) if name and any(c.values())}
+        by_kec = _by_kecamatan(a.kec)
         median = a.median_resolve_s()
         return {
             "incidents": {

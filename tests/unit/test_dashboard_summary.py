@@ -211,3 +211,12 @@ async def test_a_region_view_added_up_from_kabupaten_is_the_view_made_item_by_it
     assert set(views["kabupaten"].tps) == {"T1", "T2", "T3", "T6"}
     assert views["kabupaten"].stats()["median_resolve_s"] is not None
     await bus.stop()
+
+
+def test_the_stats_write_a_kecamatan_name_that_two_kabupaten_have_with_its_kabupaten() -> None:
+    by_kec = national().stats()["by_kecamatan"]
+    assert set(by_kec) == {"Kabupaten Lebak/Ciruas", "Kabupaten Serang/Ciruas", "Kramatwatu", "Ciawi"}
+    assert by_kec["Kabupaten Serang/Ciruas"]["tps"] == 2 and by_kec["Kabupaten Lebak/Ciruas"]["tps"] == 1
+    serang_only = Hub(10)
+    serang_only.apply(tps("T1", **SERANG))
+    assert set(serang_only.stats()["by_kecamatan"]) == {"Ciruas"}, "a name alone where it is unique"

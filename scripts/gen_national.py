@@ -47,15 +47,16 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import math
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple, TextIO
+
+from siaga.demo.generate import share_out
 
 TOTAL_TPS = 823_220  # Pemilu 2024
 DEFAULT_SEED = 2024
@@ -153,22 +154,6 @@ def place_name(rng: random.Random) -> str:
     if r < 0.37:
         return f"{_word(rng, rng.choice((2, 3)))} {rng.choice(_SUFFIXES)}"
     return _word(rng, rng.choice((2, 2, 3, 3, 3)))
-
-
-def share_out(total: int, weights: Sequence[float], minimum: int | Sequence[int] = 0) -> list[int]:
-    """Integers proportional to weights that add up to total, each at least its `minimum` (one for all, or
-    one each) when total allows (else no minimum); the largest remainder method for what is left."""
-    floor = [minimum] * len(weights) if isinstance(minimum, int) else list(minimum)
-    if total < sum(floor):
-        floor = [0] * len(weights)
-    rest = total - sum(floor)
-    whole = sum(weights)
-    exact = [rest * w / whole for w in weights]
-    counts = [math.floor(x) for x in exact]
-    by_remainder = sorted(range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in by_remainder[: rest - sum(counts)]:
-        counts[i] += 1
-    return [c + f for c, f in zip(counts, floor, strict=True)]
 
 
 class TpsRow(NamedTuple):

@@ -35,6 +35,8 @@ from typing import Any
 
 import yaml
 
+from siaga.demo.generate import share_out
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "siaga" / "demo" / "data"
 SOURCE = DATA / "serang_source.yaml"
@@ -59,17 +61,6 @@ class Person:
     unit: str
     role: str
     tps_ids: list[str]
-
-
-def share_out(total: int, weights: list[float]) -> list[int]:
-    """Integers proportional to weights that add up to total (largest remainder method)."""
-    whole = sum(weights)
-    exact = [total * w / whole for w in weights]
-    counts = [math.floor(x) for x in exact]
-    by_remainder = sorted(range(len(weights)), key=lambda i: (-(exact[i] - counts[i]), i))
-    for i in by_remainder[: total - sum(counts)]:
-        counts[i] += 1
-    return counts
 
 
 def clamp(value: float, low: float, high: float) -> float:

@@ -26,9 +26,9 @@ from scripts.gen_national import (
     kecamatan_rows,
     national,
     registry,
-    share_out,
     write_csv,
 )
+from siaga.demo.generate import share_out
 from siaga.events import Category
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -157,6 +157,7 @@ class Analyzer:
         self._post_window = neg.post_window
         self._clear_window = neg.all_clear_window
         self._hypo_window = neg.hypothetical_window
+        self._adjacent = neg.adjacent_window
         self.resolver = LemmaResolver(lexicon.text, vocabulary | self._markers.words())
 
     def analyse(self, text: str) -> Analysis:
@@ -248,6 +249,8 @@ class Analyzer:
                         break
                     if kind == "neg":
                         tok.negated = True
+                        if k - m.end < self._adjacent:  # "belum ricuh": the word a negator touches did not happen
+                            tok.strictly_negated = True
                         tok.negation = tok.negation or (m.start, k + 1)
                     elif kind == "strict":
                         tok.negated = tok.strictly_negated = True

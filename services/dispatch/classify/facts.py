@@ -69,6 +69,8 @@ class FactReader:
                 self._index.add(tokenizer.words(term), kind)
         for term in rules.weapon_use:
             self._index.add(tokenizer.words(term), "weapon_use")
+        for term in rules.body_parts:
+            self._index.add(tokenizer.words(term), "body")
         for kind, guard in rules.guards.items():
             for term in guard.before:
                 self._index.add(tokenizer.words(term), f"before:{kind}")
@@ -95,6 +97,7 @@ class FactReader:
             ]
             if mentions["weapon"]:  # "nembak pake senapan angin, kena 1 pemilih": a person hit is wounded
                 mentions["injury"] += self._struck_people(analysis, matches, at)
+            mentions["injury"] += self._struck_body(analysis, matches, at)  # "kena di paha": hit on the body
             mentions["injury"] += [  # "satu lansia terpeleset": a fall is taken to hurt, unless ruled out
                 m
                 for m in matches
@@ -258,6 +261,24 @@ class FactReader:
                 and tokens[k].clause == first.clause
             ):
                 out.append(Match(m.start, person.end, ("injury",)))
+        return out
+
+    @staticmethod
+    def _struck_body(analysis: Analysis, matches: list[Match[str]], at: dict[int, Match[str]]) -> list[Match[str]]:
+        """A word of being hit before a part of the body, maybe after "di": "kena di paha", "hit in the head"."""
+        tokens = analysis.tokens
+        skip = {"di", "bagian", "pada", "in", "on", "the", "his", "her"}
+        out: list[Match[str]] = []
+        for m in matches:
+            first = tokens[m.start]
+            if "struck" not in m.labels or first.negated or first.hypothetical:
+                continue
+            k = m.end
+            while k < len(tokens) and k < m.end + 3 and tokens[k].word in skip and tokens[k].clause == first.clause:
+                k += 1
+            part = at.get(k)
+            if part is not None and part.start == k and "body" in part.labels and tokens[k].clause == first.clause:
+                out.append(Match(m.start, part.end, ("injury",)))
         return out
 
     @staticmethod

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from siaga.events import SYSTEM_CATEGORIES, Category
 
@@ -61,6 +61,11 @@ class TextRules(_Strict):
         default_factory=dict,
         description="prefix -> what may replace it; a non-empty replacement applies before a vowel only",
     )
+    regional_prefixes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="regional prefixes (Makassar and Bugis passive na-, ni-: natikam, nibunuh), stripped only "
+        "from words that are not standard Indonesian, so napas and nilai keep their letters",
+    )
     english_suffixes: dict[str, list[str]] = Field(default_factory=dict)
     min_stem: int = Field(default=3, ge=2)
     clause_breaks: list[str] = Field(default_factory=list, description="words that end a clause: tapi, but")
@@ -88,6 +93,12 @@ class NegationRules(_Strict):
     post_window: int = Field(default=2, ge=1, le=10)
     all_clear_window: int = Field(default=2, ge=1, le=20, description="words before an all-clear word it covers")
     hypothetical_window: int = Field(default=4, ge=1, le=10)
+    adjacent_window: int = Field(
+        default=0,
+        ge=0,
+        le=3,
+        description="words right after a plain negator that it also cancels for the categories: belum ricuh",
+    )
 
 
 class ReportedSpeech(_Strict):
@@ -103,6 +114,17 @@ class CauseClause(_Strict):
     window: int | None = Field(default=None, ge=1, description="words it reaches; none: the rest of the clause")
 
 
+def known_categories(v: list[str]) -> list[str]:
+    """The list, if it names only text categories; else the error that names the unknown ones."""
+    unknown = [c for c in v if c not in TEXT_CATEGORIES]
+    if unknown:
+        raise ValueError(f"unknown categories {unknown}; known: {sorted(TEXT_CATEGORIES)}")
+    return v
+
+
+TextCategories = Annotated[list[str], AfterValidator(known_categories)]
+
+
 class HazardRule(_Strict):
     hazards: list[str] = Field(description="categories that damage things: fire, flood")
     objects: list[str] = Field(description="categories named by the thing damaged: logistics")
@@ -112,24 +134,16 @@ class HazardRule(_Strict):
 
 class NuisanceRule(_Strict):
     subjects: list[str] = Field(description="an animal or a disturbed person: anjing, ular, orang gila")
-    exempt: list[str] = Field(
+    exempt: TextCategories = Field(
         default_factory=list, description="categories such a subject can still cause: medical (a bite), traffic"
     )
     factor: float = Field(default=0.4, ge=0, le=1)
-
-    @field_validator("exempt")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        unknown = [c for c in v if c not in TEXT_CATEGORIES]
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}; known: {sorted(TEXT_CATEGORIES)}")
-        return v
 
 
 class ScoringRules(_Strict):
     """How category scores are combined and compared."""
 
-    priority: list[str] = Field(description="tie-break order of categories, first wins")
+    priority: TextCategories = Field(description="tie-break order of categories, first wins")
     min_score: float = Field(default=1.5, gt=0, description="below this the text is `other`")
     hypothetical_factor: float = Field(default=0.5, ge=0, le=1)
     blockers: list[str] = Field(default_factory=list, description="phrases that hide their words: pukul #")
@@ -150,14 +164,6 @@ class ScoringRules(_Strict):
     text_facts_ignored_for: list[str] = Field(
         default_factory=list, description="categories whose text describes rumours, not events: hoax"
     )
-
-    @field_validator("priority")
-    @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
-        unknown = [c for c in v if c not in TEXT_CATEGORIES]
-        if unknown:
-            raise ValueError(f"unknown categories {unknown}; known: {sorted(TEXT_CATEGORIES)}")
-        return v
 
 
 FACT_LISTS = ("injury", "death", "weapon", "arson")
@@ -241,6 +247,9 @@ class FactRules(_Strict):
     )
     mishap: list[str] = Field(
         default_factory=list, description="a slip or fall: an injury unless the text rules injuries out"
+    )
+    body_parts: list[str] = Field(
+        default_factory=list, description="a word of being hit before one of these is a wound: kena di paha"
     )
     weapon_use: list[str] = Field(
         default_factory=list,

@@ -177,6 +177,7 @@ class LemmaResolver:
         self._particles = tuple(sorted(rules.particles, key=len, reverse=True))
         self._suffixes = tuple(sorted(rules.suffixes, key=len, reverse=True))
         self._prefixes = tuple(sorted(rules.prefixes.items(), key=lambda kv: -len(kv[0])))
+        self._regional = tuple(sorted(rules.regional_prefixes.items(), key=lambda kv: -len(kv[0])))
         self._english = tuple(rules.english_suffixes.items())
         self._collapsed: dict[str, set[str]] = {}
         for word in self._vocab:
@@ -270,11 +271,15 @@ class LemmaResolver:
                 add(once)
                 for twice in self._strip_prefix(once):
                     add(twice)
+        if self._regional and not is_dictionary_word(word):  # "natikam": na- + tikam; "napas" stays
+            for base in bases:
+                for once in self._strip_prefix(base, self._regional):
+                    add(once)
         return out
 
-    def _strip_prefix(self, word: str) -> list[str]:
+    def _strip_prefix(self, word: str, prefixes: tuple[tuple[str, list[str]], ...] | None = None) -> list[str]:
         out: list[str] = []
-        for prefix, replacements in self._prefixes:
+        for prefix, replacements in self._prefixes if prefixes is None else prefixes:
             if not word.startswith(prefix):
                 continue
             rest = word[len(prefix) :]

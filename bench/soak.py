@@ -207,6 +207,9 @@ def main() -> None:
                     "applied": metric(text, "siaga_dispatch_events_total"),
                     "sent": publisher.sent,
                     "cpu_s": round(proc.cpu_seconds(), 1),
+                    # the cyclic collector's full collections so far, and what they freed
+                    "gc_full": metric(text, "python_gc_collections_total", generation="2"),
+                    "gc_full_collected": metric(text, "python_gc_objects_collected_total", generation="2"),
                 }
                 samples.append(sample)
                 say(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.dispatch.classify.analysis import Analysis, Match, PhraseIndex
 from services.dispatch.classify.lexicon import FACT_LISTS, FactRules
-from services.dispatch.classify.text import Tokenizer
+from services.dispatch.classify.text import Token, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ class _Count:
     value: int
     start: int  # token span of the evidence, for the why
     end: int
+
+
+_BODY_SKIP = frozenset({"di", "bagian", "pada", "in", "on", "the", "his", "her"})  # "kena di paha"
 
 
 class FactReader:
@@ -242,43 +246,48 @@ class FactReader:
     @staticmethod
     def _struck_people(analysis: Analysis, matches: list[Match[str]], at: dict[int, Match[str]]) -> list[Match[str]]:
         """A word of being hit before a person, maybe counted: "kena 1 pemilih", "hit two voters"."""
-        tokens = analysis.tokens
-        out: list[Match[str]] = []
-        for m in matches:
-            first = tokens[m.start]
-            if "struck" not in m.labels or first.negated or first.hypothetical:
-                continue
-            k = m.end
+
+        def past_count(tokens: list[Token], k: int) -> int:
             if k < len(tokens) and tokens[k].number is not None:
                 k += 1
                 while k < len(tokens) and tokens[k].in_number:
                     k += 1
-            person = at.get(k)
-            if (
-                person is not None
-                and person.start == k
-                and "person" in person.labels
-                and tokens[k].clause == first.clause
-            ):
-                out.append(Match(m.start, person.end, ("injury",)))
-        return out
+            return k
+
+        return FactReader._struck(analysis, matches, at, "person", past_count)
 
     @staticmethod
     def _struck_body(analysis: Analysis, matches: list[Match[str]], at: dict[int, Match[str]]) -> list[Match[str]]:
         """A word of being hit before a part of the body, maybe after "di": "kena di paha", "hit in the head"."""
+
+        def past_preposition(tokens: list[Token], k: int) -> int:
+            end = k + 3
+            while k < len(tokens) and k < end and tokens[k].word in _BODY_SKIP:
+                k += 1
+            return k
+
+        return FactReader._struck(analysis, matches, at, "body", past_preposition)
+
+    @staticmethod
+    def _struck(
+        analysis: Analysis,
+        matches: list[Match[str]],
+        at: dict[int, Match[str]],
+        target: str,
+        past: Callable[[list[Token], int], int],
+    ) -> list[Match[str]]:
+        """A word of being hit (not negated, not hypothetical), then, past the words `past` skips, a
+        match labelled `target` in the same clause: a wound."""
         tokens = analysis.tokens
-        skip = {"di", "bagian", "pada", "in", "on", "the", "his", "her"}
         out: list[Match[str]] = []
         for m in matches:
             first = tokens[m.start]
             if "struck" not in m.labels or first.negated or first.hypothetical:
                 continue
-            k = m.end
-            while k < len(tokens) and k < m.end + 3 and tokens[k].word in skip and tokens[k].clause == first.clause:
-                k += 1
-            part = at.get(k)
-            if part is not None and part.start == k and "body" in part.labels and tokens[k].clause == first.clause:
-                out.append(Match(m.start, part.end, ("injury",)))
+            k = past(tokens, m.end)
+            hit = at.get(k)
+            if hit is not None and hit.start == k and target in hit.labels and tokens[k].clause == first.clause:
+                out.append(Match(m.start, hit.end, ("injury",)))
         return out
 
     @staticmethod

@@ -96,6 +96,33 @@ def test_pukul_with_a_number_is_a_time_not_a_blow(clf: Classifier) -> None:
 def test_all_clear_words_cancel_the_word_before(clf: Classifier) -> None:
     assert clf.category("Listrik aman, logistik lengkap, situasi kondusif")[0] is Category.OTHER
     assert clf.category("Listrik padam, logistik lengkap")[0] is Category.EQUIPMENT
+    # "lengkap" of clothes and names is "full": nothing before it is cleared
+    assert clf.category("Lurah berseragam dinas lengkap ikut kampanye paslon 1")[0] is Category.NEUTRALITY
+
+
+@pytest.mark.parametrize("place", ["Semarang", "Sempur", "Semanggi", "Cimahi"])
+def test_a_place_name_is_no_weapon_by_stacked_prefixes(clf: Classifier, place: str) -> None:
+    """se- then a spoken nasal m- would leave "parang" of "Semarang": the nasal only opens a word."""
+    facts, why = clf.facts(f"Mobil logistik dari {place} tertahan macet di tol")
+    assert not facts.weapons, why
+    assert clf.category(f"Mobil logistik dari {place} tertahan macet di tol")[0] is not Category.VIOLENCE
+
+
+def test_the_nasal_prefix_still_opens_a_word(clf: Classifier) -> None:
+    assert clf.facts("pelaku mukul saksi pakai parang")[0].weapons
+    assert clf.category("pendukung mukulin saksi")[0] is Category.VIOLENCE
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # without scoring.focus both read as equipment
+        "Genset sempat mati 10 menit tapi sudah nyala lagi. Yang lebih penting: ada orang bagi amplop di dekat TPS",
+        "Power outage and the generator failed, lights off. More importantly, someone gave out envelopes",
+    ],
+)
+def test_what_the_report_says_matters_more_decides(clf: Classifier, text: str) -> None:
+    assert clf.category(text)[0] is Category.MONEY_POLITICS
 
 
 # -- negation --------------------------------------------------------------------------------------
@@ -171,6 +198,9 @@ def test_injury_counts(clf: Classifier, text: str, injuries: int) -> None:
         ("dua ratus lima puluh orang massa", 250),
         ("massa datang, jumlahnya seratus lebih", 100),
         ("1.500 orang massa", 1500),
+        # a figure in the millions is money or ballots, not people
+        ("massa berkumpul, dana yang disita totalnya 12 juta", 0),
+        ("massa berkumpul, jumlahnya 3 juta", 0),
     ],
 )
 def test_crowd_sizes(clf: Classifier, text: str, crowd: int) -> None:

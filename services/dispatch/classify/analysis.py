@@ -149,6 +149,9 @@ class Analyzer:
         circ = lexicon.scoring.circumstance
         for w in circ.markers if circ is not None else ():
             self._markers.add(self.tokenizer.words(w), "circ")
+        focus = lexicon.scoring.focus
+        for w in focus.markers if focus is not None else ():
+            self._markers.add(self.tokenizer.words(w), "focus")
         self._circ_window = circ.window if circ is not None and circ.window is not None else None
         # all-clear words count only as written: "diamankan" (arrested) is not "aman" (all clear)
         self._clear_words = frozenset(self.tokenizer.words(w) for w in neg.all_clear)
@@ -221,6 +224,10 @@ class Analyzer:
             clause = tokens[m.start].clause
             for kind in m.labels:
                 if kind == "inert":  # "orang tak dikenal": an unknown person, nothing negated
+                    continue
+                if kind == "focus":  # what came before is the background of the point that follows
+                    for tok in tokens[: m.start]:
+                        tok.background = True
                     continue
                 if kind == "clear":
                     if tuple(t.word for t in tokens[m.start : m.end]) not in self._clear_words:

@@ -123,6 +123,8 @@ class CategoryScorer:
                     factor *= scoring.cause.factor
                 elif first.circumstance and scoring.circumstance is not None:
                     factor *= scoring.circumstance.factor
+                if first.background and scoring.focus is not None:
+                    factor *= scoring.focus.factor
                 hits.append(_Hit(term, term.weight * factor, m.start, m.end))
 
         rs = scoring.reported_speech

@@ -234,7 +234,8 @@ class FactReader:
         gathering = any(
             set(m.labels) & {"gather", "crowd_noun"} and not tokens[m.start].strictly_negated for m in matches
         )
-        return strong + weak if gathering else strong
+        counts = strong + weak if gathering else strong
+        return [c for c in counts if c.value <= self._rules.crowd_max]
 
     # -- helpers ------------------------------------------------------------------------------
     def _passive_use(self, analysis: Analysis, m: Match[str]) -> bool:

@@ -61,6 +61,11 @@ class TextRules(_Strict):
         default_factory=dict,
         description="prefix -> what may replace it; a non-empty replacement applies before a vowel only",
     )
+    initial_prefixes: list[str] = Field(
+        default_factory=list,
+        description="prefixes that only open a word (the nasal meN- and its spoken forms): never stripped after "
+        "another prefix, so semarang is not se- + m- + parang",
+    )
     regional_prefixes: dict[str, list[str]] = Field(
         default_factory=dict,
         description="regional prefixes (Makassar and Bugis passive na-, ni-: natikam, nibunuh), stripped only "
@@ -108,6 +113,11 @@ class ReportedSpeech(_Strict):
     min_cue: float = Field(default=2.0, ge=0)
 
 
+class FocusRule(_Strict):
+    markers: list[str] = Field(description="words after which the point of the report comes: yang lebih penting")
+    factor: float = Field(default=0.5, ge=0, le=1)
+
+
 class CauseClause(_Strict):
     markers: list[str] = Field(description="words after which the clause names a cause: karena, akibat, due to")
     factor: float = Field(default=0.5, ge=0, le=1)
@@ -153,6 +163,9 @@ class ScoringRules(_Strict):
     )
     circumstance: CauseClause | None = Field(
         default=None, description="a time marker (saat, ketika): the few words after it say when, not what"
+    )
+    focus: FocusRule | None = Field(
+        default=None, description="a report that says what matters more: what it said before weighs less"
     )
     hazard: HazardRule | None = Field(
         default=None, description="a hazard striking election property: the hazard is the point"
@@ -270,6 +283,12 @@ class FactRules(_Strict):
         default_factory=list, description="phrases that hide their words from the fact rules: death threat"
     )
     window: int = Field(default=3, ge=1, le=8)
+    crowd_max: int = Field(
+        default=100_000,
+        ge=1,
+        description="no crowd at a TPS or a kecamatan is larger: a count above it is money or ballots "
+        "(totalnya 5,7 juta)",
+    )
 
     @field_validator("guards")
     @classmethod

@@ -51,6 +51,7 @@ class Token:
     reported: bool = False  # inside reported speech: bahwa, katanya
     cause: bool = False  # in a clause naming a cause: "karena jembatan putus"
     circumstance: bool = False  # just after a time marker: "saat mengantar kotak suara"
+    background: bool = False  # before a focus marker: "listrik mati, yang lebih penting: ..."
     cleared: bool = False  # before an all-clear word: "logistik *aman*"
     negation: tuple[int, int] | None = None  # token span of the negator and this word, for the why
 
@@ -177,6 +178,8 @@ class LemmaResolver:
         self._particles = tuple(sorted(rules.particles, key=len, reverse=True))
         self._suffixes = tuple(sorted(rules.suffixes, key=len, reverse=True))
         self._prefixes = tuple(sorted(rules.prefixes.items(), key=lambda kv: -len(kv[0])))
+        initial = set(rules.initial_prefixes)
+        self._inner_prefixes = tuple(kv for kv in self._prefixes if kv[0] not in initial)
         self._regional = tuple(sorted(rules.regional_prefixes.items(), key=lambda kv: -len(kv[0])))
         self._english = tuple(rules.english_suffixes.items())
         self._collapsed: dict[str, set[str]] = {}
@@ -269,7 +272,7 @@ class LemmaResolver:
             add(base)
             for once in self._strip_prefix(base):
                 add(once)
-                for twice in self._strip_prefix(once):
+                for twice in self._strip_prefix(once, self._inner_prefixes):
                     add(twice)
         if self._regional and not is_dictionary_word(word):  # "natikam": na- + tikam; "napas" stays
             for base in bases:

@@ -108,6 +108,37 @@ def test_a_place_name_is_no_weapon_by_stacked_prefixes(clf: Classifier, place: s
     assert clf.category(f"Mobil logistik dari {place} tertahan macet di tol")[0] is not Category.VIOLENCE
 
 
+def _place_names() -> list[str]:
+    """The places of the lexicon and every kecamatan and desa of the demo's Serang registry."""
+    import csv
+
+    from services.dispatch.classify.lexicon import load_lexicon
+
+    names = set(load_lexicon(DEFAULT_LEXICON_FILES).text.places)
+    with (Path(__file__).parents[2] / "siaga" / "demo" / "data" / "serang_tps.csv").open(encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            names |= {row["kecamatan"], row["desa"]}
+    return sorted(names)
+
+
+def test_a_place_name_is_no_incident(clf: Classifier) -> None:
+    """ "di Serang" is no attack, "dari Malang" no road barrier, "Demak" no fever (demam)."""
+    wrong = []
+    for place in _place_names():
+        for text in (f"Laporan dari {place}, semua TPS sudah buka", f"Kab. {place}: pemungutan suara dimulai"):
+            facts, why = clf.facts(text)
+            category, cwhy = clf.category(text)
+            if category is not Category.OTHER or facts.weapons or facts.injuries or facts.crowd_size:
+                wrong.append(f"{text!r}: {category.value}, {cwhy + why}")
+    assert len(_place_names()) > 300
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_place_name_that_is_a_word_is_still_the_word_elsewhere(clf: Classifier) -> None:
+    assert clf.category("Massa serang TPS 4 pakai batu")[0] is Category.VIOLENCE  # serang: attack
+    assert clf.category("Laporan dari Serang: massa serang TPS 4 pakai batu")[0] is Category.VIOLENCE
+
+
 def test_the_nasal_prefix_still_opens_a_word(clf: Classifier) -> None:
     assert clf.facts("pelaku mukul saksi pakai parang")[0].weapons
     assert clf.category("pendukung mukulin saksi")[0] is Category.VIOLENCE

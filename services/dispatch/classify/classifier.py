@@ -53,7 +53,7 @@ class CategoryScorer:
                 for term in [*group.terms, *included]:
                     words = tokenizer.words(term)
                     self._index.add(words, _Term(name, group_name, group.weight, words))
-        for phrase in lexicon.scoring.blockers:
+        for phrase in [*lexicon.scoring.blockers, *lexicon.text.place_phrases()]:
             self._index.add(tokenizer.words(phrase), None)
         # an animal or a disturbed person counts only as written (or with -nya), never by a slip or
         # a stem: "keras" is not "kera", "bedog" is not "dog"
@@ -190,7 +190,7 @@ class Classifier:
     def __init__(self, lexicon: LexiconData) -> None:
         tokenizer = Tokenizer(lexicon.text)
         self._scorer = CategoryScorer(lexicon, tokenizer)
-        self._facts = FactReader(lexicon.facts, tokenizer)
+        self._facts = FactReader(lexicon.facts, tokenizer, lexicon.text.place_phrases())
         self._analyzer = Analyzer(lexicon, self._scorer.vocabulary() | self._facts.vocabulary())
         self._ignore_text_facts = frozenset(lexicon.scoring.text_facts_ignored_for)
 

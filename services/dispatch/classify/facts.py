@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from services.dispatch.classify.analysis import Analysis, Match, PhraseIndex
@@ -65,7 +65,7 @@ _BODY_SKIP = frozenset({"di", "bagian", "pada", "in", "on", "the", "his", "her"}
 class FactReader:
     """Reads facts from analysed text with the fact lexicon (data/facts.yaml)."""
 
-    def __init__(self, rules: FactRules, tokenizer: Tokenizer) -> None:
+    def __init__(self, rules: FactRules, tokenizer: Tokenizer, places: Iterable[str] = ()) -> None:
         self._rules = rules
         self._index: PhraseIndex[str] = PhraseIndex()
         for kind in _KINDS:
@@ -80,7 +80,7 @@ class FactReader:
                 self._index.add(tokenizer.words(term), f"before:{kind}")
             for term in guard.after:
                 self._index.add(tokenizer.words(term), f"after:{kind}")
-        for term in rules.ignore:
+        for term in [*rules.ignore, *places]:  # places: "di serang", "kab malang"
             self._index.add(tokenizer.words(term), "ignore")
 
     def vocabulary(self) -> set[str]:

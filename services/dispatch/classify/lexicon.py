@@ -66,15 +66,30 @@ class TextRules(_Strict):
         description="prefixes that only open a word (the nasal meN- and its spoken forms): never stripped after "
         "another prefix, so semarang is not se- + m- + parang",
     )
+    spoken_prefixes: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="the spoken nasal prefixes (mukul: pukul), stripped only from words that are not standard "
+        "Indonesian, so malang is no palang",
+    )
     regional_prefixes: dict[str, list[str]] = Field(
         default_factory=dict,
         description="regional prefixes (Makassar and Bugis passive na-, ni-: natikam, nibunuh), stripped only "
         "from words that are not standard Indonesian, so napas and nilai keep their letters",
     )
     english_suffixes: dict[str, list[str]] = Field(default_factory=dict)
+    places: list[str] = Field(
+        default_factory=list,
+        description="place names (kabupaten, kota, kecamatan): never stemmed or fuzzy-matched (Demak is not "
+        "demam), and after a place marker never a category word (di Serang, Kab. Malang)",
+    )
+    place_markers: list[str] = Field(default_factory=list, description="words before a place name: di, kec, kota")
     min_stem: int = Field(default=3, ge=2)
     clause_breaks: list[str] = Field(default_factory=list, description="words that end a clause: tapi, but")
     fuzzy: FuzzyRules = FuzzyRules()
+
+    def place_phrases(self) -> list[str]:
+        """ "di serang", "kab malang": a place marker and a place name, which hide the name's words."""
+        return [f"{m} {p}" for m in self.place_markers for p in self.places]
 
 
 class NegationRules(_Strict):

@@ -25,6 +25,7 @@ _RAW = re.compile(
     r"|(?P<number>\d+)(?:[.,:]\d+)?"
     r"|(?P<code>[^\W\d_]\d)(?![^\W_])"  # form names: c1, c6
     r"|(?P<redup>[^\W\d_]{2,})2(?![^\W_])"  # "bagi2": written reduplication
+    r"|(?P<abbr>(?i:kab|kec|kel|ds|dsn|kp|jl|jln|prov)\.)(?![^\W_])"  # "Kab. Malang": its dot ends nothing
     r"|(?P<word>[^\W\d_]+(?:['-][^\W\d_]+)*)"
     r"|(?P<brk>[.,;!?\n])"
     r"|(?P<approx>±)"
@@ -131,6 +132,9 @@ class Tokenizer:
             if kind == "approx":
                 tokens.append(Token("sekitar", start, end, clause))
                 continue
+            if kind == "abbr":
+                tokens.append(Token(m.group(kind)[:-1].lower(), start, end - 1, clause))
+                continue
             for word in self._normalize(m.group(kind), kind == "word"):
                 if word in self._breaks:
                     clause += 1
@@ -174,13 +178,15 @@ class LemmaResolver:
     def __init__(self, rules: TextRules, vocabulary: Iterable[str]) -> None:
         self._rules = rules
         self._vocab = frozenset(vocabulary)
-        self._known = frozenset(w.lower() for w in rules.known_words)
+        places = (p.lower() for p in rules.places if " " not in p)
+        self._known = frozenset(w.lower() for w in rules.known_words) | {p for p in places if not is_dictionary_word(p)}
         self._particles = tuple(sorted(rules.particles, key=len, reverse=True))
         self._suffixes = tuple(sorted(rules.suffixes, key=len, reverse=True))
         self._prefixes = tuple(sorted(rules.prefixes.items(), key=lambda kv: -len(kv[0])))
         initial = set(rules.initial_prefixes)
         self._inner_prefixes = tuple(kv for kv in self._prefixes if kv[0] not in initial)
-        self._regional = tuple(sorted(rules.regional_prefixes.items(), key=lambda kv: -len(kv[0])))
+        off_dictionary = {**rules.regional_prefixes, **rules.spoken_prefixes}
+        self._regional = tuple(sorted(off_dictionary.items(), key=lambda kv: -len(kv[0])))
         self._english = tuple(rules.english_suffixes.items())
         self._collapsed: dict[str, set[str]] = {}
         for word in self._vocab:

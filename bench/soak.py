@@ -156,6 +156,32 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+THREAD_HEAP = 64 << 20  # glibc's per-thread heaps each start on a 64 MiB boundary (HEAP_MAX_SIZE)
+
+
+def rss_by_kind(pid: int) -> dict[str, float]:
+    """Resident MB by kind of mapping, from /proc/<pid>/smaps: glibc's main heap (brk), its
+    per-thread heaps (anonymous maps starting on a 64 MiB boundary), the other anonymous maps
+    (pymalloc's arenas, which the kernel merges when adjacent, big mallocs, thread stacks) and
+    files (code, libraries, SQLite's shared memory)."""
+    kib = {"heap_mb": 0, "thread_heaps_mb": 0, "mmap_mb": 0, "files_mb": 0}
+    kind = "mmap_mb"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(None, 6)
+        if head[0] == "Rss:":
+            kib[kind] += int(head[1])
+        elif "-" in head[0] and len(head) >= 5:
+            start = int(head[0].split("-")[0], 16)
+            path = head[5] if len(head) > 5 else ""
+            if path == "[heap]":
+                kind = "heap_mb"
+            elif path and not path.startswith("["):
+                kind = "files_mb"
+            else:
+                kind = "thread_heaps_mb" if start % THREAD_HEAP == 0 else "mmap_mb"
+    return {k: round(v / 1024, 1) for k, v in kib.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=30, help="how long the load lasts (default 30)")
@@ -210,11 +236,16 @@ def main() -> None:
                     # the cyclic collector's full collections so far, and what they freed
                     "gc_full": metric(text, "python_gc_collections_total", generation="2"),
                     "gc_full_collected": metric(text, "python_gc_objects_collected_total", generation="2"),
+                    "malloc_trims": metric(text, "siaga_malloc_trims_total"),
+                    "sqlite_mb": round(metric(text, "siaga_sqlite_memory_bytes") / 2**20, 1),
+                    **rss_by_kind(proc.pid),
                 }
                 samples.append(sample)
                 say(
                     f"  {sample['t_s']:.0f} s: sent {publisher.sent}, applied {sample['applied']:.0f}, "
-                    f"lag {sample['lag_s']:.2f} s, RSS {sample['rss_mb']:.0f} MB"
+                    f"lag {sample['lag_s']:.2f} s, RSS {sample['rss_mb']:.0f} MB (heap {sample['heap_mb']:.0f}, "
+                    f"thread heaps {sample['thread_heaps_mb']:.0f}, other anonymous {sample['mmap_mb']:.0f}; "
+                    f"SQLite {sample['sqlite_mb']:.0f})"
                 )
             publisher.join()
             end = time.monotonic() + 120

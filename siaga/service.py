@@ -25,6 +25,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from siaga.db import ping
+from siaga.memory import trim_loop
 from siaga.openapi import SECURITY_SCHEMES
 from siaga.runtime import Context
 
@@ -71,10 +72,12 @@ def build_app(ctx: Context, parts: list[ServiceParts], *, title: str) -> FastAPI
         for p in parts:
             await p.start()
         tune_gc()
+        trimming = asyncio.create_task(trim_loop(ctx.settings.malloc_trim_interval_s))
         log.info("%s started", title)
         try:
             yield
         finally:
+            trimming.cancel()
             for p in reversed(parts):
                 try:
                     await p.stop()

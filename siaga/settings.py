@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         "+ future_skew_s ago: a retry of such an event is refused as too old).",
     )
 
+    malloc_trim_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often a service gives freed heap pages back to the system (glibc's malloc_trim; "
+        "0: never). Without it the RSS of a long-running dispatch creeps (docs/reliability.md).",
+    )
+
     # -- dispatch
     policy_file: Path | None = Field(
         default=None, description="Escalation policy YAML. Unset: the packaged default policy."

@@ -1,0 +1,80 @@
+"""Give freed heap memory back to the system: glibc's `malloc_trim(0)`, now and then.
+
+A service's worker threads (dispatch's write-back, the database reads) allocate from glibc's
+per-thread heaps. When a batch's big lists and strings are freed, glibc keeps the pages for reuse
+and hands back only the free space at the very top of a heap. A later, slightly differently
+shaped batch may not fit the holes and takes new pages. `malloc_trim(0)` walks every heap and
+releases the pages of its free chunks (`MADV_DONTNEED`); the addresses stay reserved and come back
+on demand. docs/reliability.md has the soak runs that measured it.
+
+No-op off glibc (musl, macOS) and when the interval is 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import time
+from collections.abc import Callable
+
+from prometheus_client import Counter, Gauge
+
+log = logging.getLogger("siaga")
+
+TRIMS = Counter("siaga_malloc_trims", "Times the process gave freed heap pages back to the system (malloc_trim)")
+TRIM_SECONDS = Counter("siaga_malloc_trim_seconds", "Time spent in malloc_trim")
+SQLITE_MEMORY = Gauge(
+    "siaga_sqlite_memory_bytes", "Memory SQLite holds now (page caches, statements): sqlite3_memory_used"
+)
+
+
+def sqlite_memory_used() -> Callable[[], float] | None:
+    """SQLite's own count of the heap memory it holds, from the library the sqlite3 module uses."""
+    name = ctypes.util.find_library("sqlite3")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name).sqlite3_memory_used
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [], ctypes.c_int64
+    return lambda: float(fn())
+
+
+_used = sqlite_memory_used()
+if _used is not None:
+    SQLITE_MEMORY.set_function(_used)
+
+
+def malloc_trim() -> Callable[[], object] | None:
+    """glibc's malloc_trim(0) as a callable, or None where the C library has none."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        fn = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: fn(0)
+
+
+async def trim_loop(interval_s: float) -> None:
+    """Trim every `interval_s` seconds, in a worker thread (it takes each heap's lock in turn)."""
+    trim = malloc_trim()
+    if trim is None or interval_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        began = time.perf_counter()
+        try:
+            await asyncio.to_thread(trim)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a failed trim must not stop the service
+            log.exception("malloc_trim failed")
+            continue
+        TRIMS.inc()
+        TRIM_SECONDS.inc(time.perf_counter() - began)

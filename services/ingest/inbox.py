@@ -27,6 +27,7 @@ from siaga.models import CommandResult, Device, InboxItem
 from siaga.runtime import Context
 
 PAGE = 100  # items an answer holds at most; `more` says whether the next poll will find others
+DEVICES_KEPT = 50_000  # devices whose targets are kept (then all are forgotten and derived again)
 POLL_S = 0.05  # how often an acknowledgement looks for the owner's result
 
 
@@ -63,11 +64,23 @@ class InboxDb:
         )
         self._table = InboxItem.__tablename__
         self._p = p
+        self._devices: dict[tuple[Any, ...], InboxDevice] = {}  # by the row read and the registry's version
+        self._pages: dict[int, str] = {}  # the page query by its number of targets
 
     def device(self, cur: Any, token_hash: str) -> InboxDevice | None:
         row = cur.execute(self._device_sql, (token_hash,)).fetchone()
         if row is None:
-            return None
+            return None  # unknown or revoked: read on every poll, never kept
+        self.db.refresh_registry(cur)
+        device = self._devices.get((row, self.db.tps_version))
+        if device is None:
+            device = self._targets(cur, row)
+            if len(self._devices) >= DEVICES_KEPT:
+                self._devices.clear()
+            self._devices[(row, self.db.tps_version)] = device
+        return device
+
+    def _targets(self, cur: Any, row: tuple[Any, ...]) -> InboxDevice:
         device_id, personnel_id, tps_json, kecamatan_json = row
         tps_ids = _json_list(tps_json)
         kecamatan = set(self.db.kecamatan_of(cur, tps_ids).values()) | set(_json_list(kecamatan_json))
@@ -79,12 +92,15 @@ class InboxDb:
 
     def page(self, cur: Any, device: InboxDevice, since: int) -> Page:
         """The device's items after `since`, oldest first, at most PAGE of them."""
-        marks = ", ".join([self._p] * len(device.targets))
-        cur.execute(
-            f"SELECT seq, body FROM {self._table} WHERE target_key IN ({marks}) AND seq > {self._p} "
-            f"ORDER BY seq LIMIT {PAGE + 1}",
-            (*device.targets, since),
-        )
+        n = len(device.targets)
+        sql = self._pages.get(n)
+        if sql is None:
+            marks = ", ".join([self._p] * n)
+            sql = self._pages[n] = (
+                f"SELECT seq, body FROM {self._table} WHERE target_key IN ({marks}) AND seq > {self._p} "
+                f"ORDER BY seq LIMIT {PAGE + 1}"
+            )
+        cur.execute(sql, (*device.targets, since))
         rows = cur.fetchall()
         more = len(rows) > PAGE
         rows = rows[:PAGE]

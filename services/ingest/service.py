@@ -121,6 +121,7 @@ class IngestDb:
         self._busy_ms = 0  # SQLite: its busy timeout for reads, as the engine set it
         self._tps: dict[str, str] = {}
         self._tps_loaded = float("-inf")
+        self.tps_version = 0  # changes when what the registry says changes: a key for what is derived from it
 
     def _loop_connection(self) -> sqlite3.Connection:
         """SQLite: the event-loop thread's connection, out of the pool, with its own settings."""
@@ -189,15 +190,25 @@ class IngestDb:
     def kecamatan_of(self, cur: Any, tps_ids: Collection[str]) -> dict[str, str]:
         """TPS id -> kecamatan for the known ones. The registry is kept for a few seconds (it changes
         rarely); an id not in it is looked up on its own, so a TPS imported a moment ago is known."""
-        if time.monotonic() - self._tps_loaded > self.tps_ttl_s:
-            cur.execute(self._tps_sql)
-            self._tps = dict(cur.fetchall())
-            self._tps_loaded = time.monotonic()
+        self.refresh_registry(cur)
         missing = [i for i in tps_ids if i not in self._tps]
         if missing:
             cur.execute(f"{self._tps_sql} WHERE tps_id IN ({self._marks(len(missing))})", missing)
-            self._tps.update(cur.fetchall())
+            found = cur.fetchall()
+            if found:
+                self._tps.update(found)
+                self.tps_version += 1
         return {i: self._tps[i] for i in tps_ids if i in self._tps}
+
+    def refresh_registry(self, cur: Any) -> None:
+        """Read the TPS registry again when the copy is older than tps_ttl_s."""
+        if time.monotonic() - self._tps_loaded > self.tps_ttl_s:
+            cur.execute(self._tps_sql)
+            registry = dict(cur.fetchall())
+            if registry != self._tps:
+                self._tps = registry
+                self.tps_version += 1
+            self._tps_loaded = time.monotonic()
 
     @property
     def param(self) -> str:

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request, Response
+from starlette.types import Receive, Scope, Send
 
 from siaga.auth import bearer, hash_token
 
@@ -83,3 +84,26 @@ async def inbox(request: Request) -> Response:
     if request.headers.get("if-none-match"):
         return Response(status_code=304, headers=headers)
     return Response(b'{"items":[],"cursor":"0","more":false}', 200, headers, media_type="application/json")
+
+
+# -- the inbox benchmark's floor (bench.inbox) ----------------------------------------------------
+# What uvicorn itself costs a poll: a bare ASGI callable, no framework, no token check, no database,
+# the same 304 (or an empty page to a poll without an ETag). No server answering HTTP on this stack
+# does a poll for less. Run: uvicorn bench.baseline_app:inbox_floor.
+
+EMPTY_PAGE = b'{"items":[],"cursor":"0","more":false}'
+FLOOR_HEADERS = [(b"etag", b'"i0"'), (b"cache-control", b"private, no-cache")]
+
+
+async def inbox_floor(scope: Scope, _receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return  # lifespan: nothing to start
+    if scope["path"] == "/healthz":
+        status, body = 200, b'{"status":"ok"}'
+    elif any(name == b"if-none-match" for name, _ in scope["headers"]):
+        status, body = 304, b""
+    else:
+        status, body = 200, EMPTY_PAGE
+    headers = FLOOR_HEADERS if status == 304 else [*FLOOR_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -9,7 +9,9 @@ kecamatan and `--devices` device tokens (each bound to one TPS and issued to one
 a poll never touches the bus, so ingest runs on its in-process bus. Baseline:
 `bench.baseline_app:inbox_app`, a bare FastAPI route at the same path that hashes the bearer token,
 reads the device row (the same indexed lookup, the same file) and answers 304 to any conditional
-request.
+request. Floor: `bench.baseline_app:inbox_floor`, a bare ASGI callable on the same uvicorn that
+answers 304 with no work at all: what the server stack alone costs a poll, below which no route
+on it can go.
 
 The devices are a separate process (`bench/inbox_clients.py`): each polls on a fixed schedule (open
 loop, `--devices / --period` polls a second, evenly spread) with its cursor as `since` and its last
@@ -236,16 +238,21 @@ def main() -> None:
     tokens_file.write_text(json.dumps(tokens))
     env = {k: v for k, v in os.environ.items() if k != "SIAGA_KAFKA_BOOTSTRAP"}
     env.update(SIAGA_ACCESS_LOG="false", SIAGA_LOG_LEVEL="WARNING", SIAGA_DATABASE_URL=db_url)
-    baseline_cmd = [PY, "-m", "uvicorn", "bench.baseline_app:inbox_app", "--no-access-log", "--log-level", "warning"]
+    uvicorn = [PY, "-m", "uvicorn", "--no-access-log", "--log-level", "warning"]
     writer = ItemWriter(
         db_url, devices=a.devices, tps=tps, n_kecamatan=a.kecamatan, rate=a.item_rate, every=a.kecamatan_every
     )
     rows: list[dict[str, Any]] = []
     with (
-        process(baseline_cmd, dict(env, BENCH_DATABASE=str(work / "inbox.db"))) as bare,
+        process([*uvicorn, "bench.baseline_app:inbox_floor"], env) as floor,
+        process([*uvicorn, "bench.baseline_app:inbox_app"], dict(env, BENCH_DATABASE=str(work / "inbox.db"))) as bare,
         process([SIAGA, "ingest"], env) as siaga,
     ):
-        servers = [("baseline", bare, work / "state_baseline.json"), ("siaga inbox", siaga, work / "state_siaga.json")]
+        servers = [
+            ("floor", floor, work / "state_floor.json"),
+            ("baseline", bare, work / "state_baseline.json"),
+            ("siaga inbox", siaga, work / "state_siaga.json"),
+        ]
         for what, proc, state in servers:
             say(f"priming: every device polls {what} once (a cursor and an ETag each)")
             subprocess.run(
@@ -264,6 +271,8 @@ def main() -> None:
     for r in rows:
         base = next(b for b in rows if b["round"] == r["round"] and b["what"] == "baseline")
         r["cpu_vs_baseline"] = round(r["server_cpu_us_per_poll"] / (base["server_cpu_us_per_poll"] or 1), 2)
+        floor = next(b for b in rows if b["round"] == r["round"] and b["what"] == "floor")
+        r["cpu_over_floor_us"] = round(r["server_cpu_us_per_poll"] - floor["server_cpu_us_per_poll"], 1)
     summary = []
     for what in dict.fromkeys(r["what"] for r in rows):
         mine = [r for r in rows if r["what"] == what]
@@ -274,6 +283,7 @@ def main() -> None:
                 "polls_per_s": round(statistics.median(r["polls_per_s"] for r in mine), 1),
                 "server_cpu_us_per_poll": round(statistics.median(r["server_cpu_us_per_poll"] for r in mine), 1),
                 "cpu_vs_baseline": round(statistics.median(ratios), 2),
+                "cpu_over_floor_us": round(statistics.median(r["cpu_over_floor_us"] for r in mine), 1),
                 "range_vs_baseline": f"{min(ratios)}–{max(ratios)}",
                 "p50_ms": round(statistics.median(r["p50_ms"] for r in mine), 2),
                 "p99_ms": round(statistics.median(r["p99_ms"] for r in mine), 2),
@@ -281,6 +291,7 @@ def main() -> None:
             }
         )
     cols = ["round", "what", "polls_per_s", "server_cpu_us_per_poll", "cpu_vs_baseline", "p50_ms", "p99_ms"]
+    cols.insert(5, "cpu_over_floor_us")
     print(table(rows, [*cols, "share_200_pct", "steal_pct", "statuses"]))
     print()
     print("median of the rounds:")

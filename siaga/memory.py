@@ -18,6 +18,7 @@ import ctypes.util
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 
@@ -30,35 +31,34 @@ SQLITE_MEMORY = Gauge(
 )
 
 
-def sqlite_memory_used() -> Callable[[], float] | None:
-    """SQLite's own count of the heap memory it holds, from the library the sqlite3 module uses."""
-    name = ctypes.util.find_library("sqlite3")
-    if name is None:
+def _c_function(library: str, name: str, argtypes: list[Any], restype: Any) -> Any | None:
+    """A function of a shared C library already on the system, or None where it has none."""
+    path = ctypes.util.find_library(library)
+    if path is None:
         return None
     try:
-        fn = ctypes.CDLL(name).sqlite3_memory_used
+        fn = getattr(ctypes.CDLL(path), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes, fn.restype = [], ctypes.c_int64
-    return lambda: float(fn())
+    fn.argtypes, fn.restype = argtypes, restype
+    return fn
+
+
+def malloc_trim() -> Callable[[], object] | None:
+    """glibc's malloc_trim(0) as a callable, or None where the C library has none."""
+    fn = _c_function("c", "malloc_trim", [ctypes.c_size_t], ctypes.c_int)
+    return None if fn is None else lambda: fn(0)
+
+
+def sqlite_memory_used() -> Callable[[], float] | None:
+    """SQLite's own count of the heap memory it holds, from the library the sqlite3 module uses."""
+    fn = _c_function("sqlite3", "sqlite3_memory_used", [], ctypes.c_int64)
+    return None if fn is None else lambda: float(fn())
 
 
 _used = sqlite_memory_used()
 if _used is not None:
     SQLITE_MEMORY.set_function(_used)
-
-
-def malloc_trim() -> Callable[[], object] | None:
-    """glibc's malloc_trim(0) as a callable, or None where the C library has none."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        fn = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return lambda: fn(0)
 
 
 async def trim_loop(interval_s: float) -> None:

@@ -483,3 +483,39 @@ def test_an_emblem_is_no_weapon(clf: Classifier) -> None:
 
 def test_not_reaching_blows_is_no_fight(clf: Classifier) -> None:
     assert clf.category("saksi debat sama KPPS soal formulir, tidak sampai baku hantam")[0] is Category.LOGISTICS
+
+
+def test_officers_on_duty_are_no_crowd_but_still_count_as_hurt(clf: Classifier) -> None:
+    facts, _ = clf.facts("Puluhan org demo di depan KPU, ada 1.910 personel gabungan jaga")
+    assert facts.crowd_size == 30  # the protesters, not the police deployed around them
+    assert clf.facts("300 aparat berjaga, massa berkumpul")[0].crowd_size == 0
+    assert clf.facts("2 personel polisi luka kena lemparan batu")[0].injuries == 2
+
+
+def test_people_who_come_armed_are_a_crowd(clf: Classifier) -> None:
+    facts, _ = clf.facts("ratusan orang dari kampung sebelah datang bawa panah dan parang")
+    assert facts.crowd_size == 300 and facts.weapons
+    assert clf.facts("bagi uang ke 60 warga")[0].crowd_size == 0  # counted people alone are still no crowd
+
+
+def test_a_false_alarm_voids_what_came_before_it(clf: Classifier) -> None:
+    a = assess(clf, "Ada yg teriak 'bawa pisau', setelah dicek ternyata cuma gagang payung, pemilih lanjut antre")
+    assert (a.category, a.severity, a.facts.weapons) == (Category.OTHER, Severity.LOW, False)
+    assert clf.category("Dikira ada yg bawa pistol, ternyata hanya mainan")[0] is Category.OTHER
+    # With no alarm raised first, "ternyata cuma" is a shortfall, not a false alarm.
+    assert clf.category("kotak suara datang, ternyata cuma 3 dari 5")[0] is Category.LOGISTICS
+
+
+def test_a_turnout_figure_and_a_kind_of_voter_are_no_voter_list_problem(clf: Classifier) -> None:
+    assert clf.category("tps 8 aman, yg udh nyoblos 180 dr DPT 250 org, blm ada kendala")[0] is Category.OTHER
+    assert clf.category("DPT di TPS ini 280 orang tapi yg hadir baru 90, sepi")[0] is Category.OTHER
+    assert clf.category("a DPK voter threatened the officers over his marked ballot")[0] is Category.INTIMIDATION
+    assert clf.category("DPT ganda ditemukan 15 nama")[0] is Category.LOGISTICS
+    # A name missing from the list is the problem itself, not a negation of what came before.
+    assert clf.category("ratusan warga protes namanya tidak ada di DPT")[0] is Category.CROWD
+    assert clf.category("nama 20 pemilih tidak ada di DPT")[0] is Category.LOGISTICS
+
+
+def test_a_threat_told_as_only_words_is_intimidation(clf: Classifier) -> None:
+    a = assess(clf, "timses bilang kalo kalah balai desa mau dibakar. baru omongan, blm ada tindakan")
+    assert (a.category, a.facts.deliberate_fire) == (Category.INTIMIDATION, False)

@@ -137,6 +137,8 @@ class Analyzer:
             ("hypo", neg.hypothetical),
             ("clear", neg.all_clear),
             ("inert", neg.not_negating),
+            ("false", neg.false_alarm),
+            ("alarm", neg.false_alarm_cues),
         ):
             for w in words:
                 self._markers.add(self.tokenizer.words(w), kind)
@@ -220,6 +222,7 @@ class Analyzer:
 
     def _mark(self, tokens: list[Token]) -> None:
         n = len(tokens)
+        alarmed = False  # a false-alarm cue came before (markers come in text order)
         for m in self._markers.find(tokens):
             clause = tokens[m.start].clause
             for kind in m.labels:
@@ -228,6 +231,17 @@ class Analyzer:
                 if kind == "focus":  # what came before is the background of the point that follows
                     for tok in tokens[: m.start]:
                         tok.background = True
+                    continue
+                if kind == "alarm":
+                    alarmed = True
+                    continue
+                if kind == "false":  # "dikira pisau, ternyata cuma gagang payung": what was said before did not happen
+                    if not alarmed:  # "kotak suara datang, ternyata cuma 3": no alarm raised, the shortfall stands
+                        continue
+                    for tok in tokens[: m.start]:
+                        tok.cleared = tok.negated = True
+                        if tok.negation is None:
+                            tok.negation = (m.start, m.end)
                     continue
                 if kind == "clear":
                     if tuple(t.word for t in tokens[m.start : m.end]) not in self._clear_words:

@@ -39,6 +39,7 @@ _KINDS = (
     "arson",
     "person",
     "crowd_noun",
+    "deployed",
     "gather",
     "count_words",
     "struck",
@@ -49,7 +50,7 @@ _KINDS = (
     "labels",
 )
 _COUNTED = frozenset({"injury", "death"})
-_SKIPPABLE = frozenset({"person", "crowd_noun", "approx", "fillers", "count_words"})
+_SKIPPABLE = frozenset({"person", "crowd_noun", "deployed", "approx", "fillers", "count_words"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,9 @@ class FactReader:
             if tok.number is None or tok.in_number or i in used or self._is_label_or_unit(analysis, i, at):
                 continue
             nouns = self._nouns_after(analysis, i, at)
+            if any("deployed" in n.labels for n in nouns):  # "1.910 personel gabungan": a deployment
+                used.add(i)
+                continue
             if nouns:
                 is_crowd = any("crowd_noun" in n.labels for n in nouns)
                 (strong if is_crowd else weak).append(_Count(tok.number, i, nouns[-1].end))
@@ -231,8 +235,9 @@ class FactReader:
             ):
                 weak.append(_Count(tok.number, i - 1, self._after_number(analysis, i)))
                 used.add(i)
+        # People who gather, or who come armed ("ratusan orang datang bawa panah"), are a crowd.
         gathering = any(
-            set(m.labels) & {"gather", "crowd_noun"} and not tokens[m.start].strictly_negated for m in matches
+            set(m.labels) & {"gather", "crowd_noun", "weapon"} and not tokens[m.start].strictly_negated for m in matches
         )
         counts = strong + weak if gathering else strong
         return [c for c in counts if c.value <= self._rules.crowd_max]
@@ -340,7 +345,7 @@ class FactReader:
             m = at.get(k)
             if m is None or not set(m.labels) & _SKIPPABLE:
                 break
-            if set(m.labels) & {"person", "crowd_noun"}:
+            if set(m.labels) & {"person", "crowd_noun", "deployed"}:
                 nouns.append(m)
             k, steps = m.end, steps + 1
         return nouns

@@ -105,6 +105,14 @@ class NegationRules(_Strict):
     not_negating: list[str] = Field(
         default_factory=list, description="phrases with a negator that negate nothing after them: tak dikenal"
     )
+    false_alarm: list[str] = Field(
+        default_factory=list,
+        description="what the report said before them was a false alarm: ternyata cuma (gagang payung)",
+    )
+    false_alarm_cues: list[str] = Field(
+        default_factory=list,
+        description="a false_alarm marker acts only after one of these: dikira, teriak, heboh",
+    )
     question_openers: list[str] = Field(
         default_factory=list,
         description="a clause they open that ends in '?' asks whether it happened: ada bom?, apakah ada korban?",
@@ -286,6 +294,10 @@ class FactRules(_Strict):
     arson: list[str]
     person: list[str] = Field(description="nouns a number can count: orang, warga")
     crowd_noun: list[str] = Field(description="nouns that are a crowd by themselves: massa, pendukung")
+    deployed: list[str] = Field(
+        default_factory=list,
+        description="people a number counts who are on duty, never a crowd: 1.910 personel, 300 aparat",
+    )
     gather: list[str] = Field(description="words that make counted people a crowd: berkumpul, blokade")
     count_words: list[str] = Field(default_factory=list, description="jumlah, sebanyak")
     approx: list[str] = Field(default_factory=list, description="sekitar, kurang lebih")

@@ -519,3 +519,32 @@ def test_a_turnout_figure_and_a_kind_of_voter_are_no_voter_list_problem(clf: Cla
 def test_a_threat_told_as_only_words_is_intimidation(clf: Classifier) -> None:
     a = assess(clf, "timses bilang kalo kalah balai desa mau dibakar. baru omongan, blm ada tindakan")
     assert (a.category, a.facts.deliberate_fire) == (Category.INTIMIDATION, False)
+
+
+def test_an_estimate_with_the_approximation_after_the_number_is_a_crowd(clf: Classifier) -> None:
+    assert clf.facts("orang su bakumpul di muka TPS, seratus lebih")[0].crowd_size == 100
+    assert clf.facts("sumbangan 50 lebih dari biasanya, warga berkumpul")[0].crowd_size == 0  # a comparison
+
+
+def test_a_vote_tally_is_a_result_not_a_problem(clf: Classifier) -> None:
+    text = "Rekap PPS selesai: DPT 4.312, hadir 3.108, paslon 1 dapat 1.702, paslon 2 dapat 1.281, tidak sah 125"
+    assert clf.category(text)[0] is Category.OTHER
+    assert clf.category("Candidate 1: 188, candidate 2: 64, spoiled ballots: 5. No incidents.")[0] is Category.OTHER
+    assert clf.category("kades suruh warga pilih paslon 2")[0] is Category.NEUTRALITY
+
+
+def test_regional_words_are_not_misread_as_lexicon_words(clf: Classifier) -> None:
+    # Banjar "pajah" (out, of power) is no "panah" (arrow); English "both" is no "booth".
+    a = assess(clf, "di TPS 4 listrik pajah, KPPS ngitung pakai senter hp, genset kada hidup jua")
+    assert (a.category, a.severity, a.facts.weapons) == (Category.EQUIPMENT, Severity.LOW, False)
+    assert clf.category("Two KPPS members collapsed from exhaustion; both are on IV drips at the clinic")[0] is (
+        Category.MEDICAL
+    )
+    # Manado: "dapa tikam piso" (stabbed with a knife) is a wound with a weapon.
+    facts, _ = clf.facts("satu saksi dapa tikam piso di lengan, so bawa ke RS")
+    assert facts.injuries == 1 and facts.weapons
+
+
+def test_a_petrol_bomb_is_a_deliberate_fire(clf: Classifier) -> None:
+    a = assess(clf, "A man threw a petrol bomb at the PPK office; it hit the fence and burned out. Nobody was hurt.")
+    assert (a.category, a.facts.deliberate_fire) == (Category.FIRE, True)

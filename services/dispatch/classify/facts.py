@@ -221,19 +221,28 @@ class FactReader:
             count = _Count(value, m.start, self._after_number(analysis, number_at))
             (strong if "crowd_noun" in kinds else weak).append(count)
             used.add(number_at)
-        for i, tok in enumerate(tokens):  # "massa ... kira-kira 150an": an estimate with no noun after it
-            before = at.get(i - 1)
+        for i, tok in enumerate(tokens):  # "massa ... kira-kira 150an", "seratus lebih": an estimate, no noun after
             if (
-                tok.number is not None
-                and not tok.in_number
-                and i not in used
-                and before is not None
-                and "approx" in before.labels
-                and tokens[i - 1].clause == tok.clause
-                and not self._is_label_or_unit(analysis, i, at)
-                and not self._nouns_after(analysis, i, at)
+                tok.number is None
+                or tok.in_number
+                or i in used
+                or self._is_label_or_unit(analysis, i, at)
+                or self._nouns_after(analysis, i, at)
             ):
-                weak.append(_Count(tok.number, i - 1, self._after_number(analysis, i)))
+                continue
+            before, j = at.get(i - 1), self._after_number(analysis, i)
+            after = at.get(j)
+            if before is not None and "approx" in before.labels and tokens[i - 1].clause == tok.clause:
+                weak.append(_Count(tok.number, i - 1, j))
+                used.add(i)
+            elif (
+                after is not None
+                and "approx" in after.labels
+                and after.end == j + 1  # one word: "lebih", not "lebih dari" (a comparison)
+                and tokens[j].clause == tok.clause
+                and (after.end >= len(tokens) or tokens[after.end].word not in ("dari", "than"))
+            ):
+                weak.append(_Count(tok.number, i, after.end))
                 used.add(i)
         # People who gather, or who come armed ("ratusan orang datang bawa panah"), are a crowd.
         gathering = any(

@@ -4,7 +4,11 @@ docs/capacity.md plans the design rate D (~11,000 events/s nationally) over a nu
 processes; one of them gets D / processes, here published straight onto siaga.field-events at that
 rate (a morning-peak mix: check-ins, phase changes and a few reports, each resolved on site two
 minutes later, over the process's share of the country's TPS, keyed by kecamatan as ingest keys
-them). Every 10 s it samples the process's RSS
+them). Check-ins come as devices send them, each person's once a round in an order shuffled each
+round (a round is the share's people over the check-in rate, under three minutes at the defaults):
+every officer has checked in by the end of the first round, as by mid-morning on the day. Until
+6 December they picked a person at random, so a few percent were still met for the first time
+after minute 10, and their state was part of the window's growth. Every 10 s it samples the process's RSS
 (/proc), its consumer lag (`siaga_consumer_lag` on /metrics, converted to seconds of events at the
 rate) and what it applied. It passes when:
 
@@ -36,7 +40,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import SIAGA, broker, process, say, unique, write
+from bench.common import RESULTS, ROOT, SIAGA, broker, process, say, unique, write
 from siaga import topics
 from siaga.keys import kecamatan_key
 
@@ -82,16 +86,15 @@ def resolution(report_id: str, tps_id: str, now: datetime) -> bytes:
     return wire({"type": "incident.resolved", "payload": payload}, tps_id, now)
 
 
+def checkin(tps_id: str, person: int, now: datetime) -> bytes:
+    payload = {"personnel_id": f"P{tps_id}-{person}", "status": "on_duty", "battery": 70}
+    return wire({"type": "checkin", "payload": payload}, tps_id, now)
+
+
 def event(rnd: random.Random, tps_id: str, now: datetime) -> tuple[bytes, str | None]:
-    """One event of the mix, and its id when it is a report (resolved RESOLVE_AFTER_S later)."""
-    roll = rnd.random()
-    if roll < 0.9:
-        ev: dict[str, Any] = {
-            "type": "checkin",
-            "payload": {"personnel_id": f"P{tps_id}-{rnd.randint(1, 2)}", "status": "on_duty", "battery": 70},
-        }
-    elif roll < 0.999:
-        ev = {"type": "tps.status", "payload": {"phase": rnd.choice(["voting", "voting", "counting"])}}
+    """A phase change or, one time in a hundred, a report, with its id (resolved RESOLVE_AFTER_S later)."""
+    if rnd.random() < 0.99:
+        ev: dict[str, Any] = {"type": "tps.status", "payload": {"phase": rnd.choice(["voting", "voting", "counting"])}}
     else:
         ev = {"type": "incident.reported", "payload": {"description": rnd.choice(["Genset mati", "HT rusak"])}}
         ev["event_id"] = str(uuid.uuid4())
@@ -118,6 +121,7 @@ class Publisher(threading.Thread):
         await bus.start()
         rnd = random.Random(11)
         reports: deque[tuple[float, str, str, str]] = deque()  # (when to resolve, report id, tps, kecamatan)
+        roster: list[tuple[str, str, int]] = []  # this round's check-ins still to come: (tps, kecamatan, person)
         started = time.monotonic()
         try:
             while (elapsed := time.monotonic() - started) < self.seconds:
@@ -129,6 +133,13 @@ class Publisher(threading.Thread):
                         _, report_id, tps_id, kecamatan = reports.popleft()
                         items.append((kecamatan_key(kecamatan), resolution(report_id, tps_id, now)))
                     while len(items) < due:
+                        if rnd.random() < 0.9:  # the next device of the round checks in
+                            if not roster:
+                                roster = [(t, k, j) for t, k in self.tps for j in (1, 2)]
+                                rnd.shuffle(roster)
+                            tps_id, kecamatan, person = roster.pop()
+                            items.append((kecamatan_key(kecamatan), checkin(tps_id, person, now)))
+                            continue
                         tps_id, kecamatan = self.tps[rnd.randrange(len(self.tps))]
                         body, report_id = event(rnd, tps_id, now)
                         items.append((kecamatan_key(kecamatan), body))
@@ -140,6 +151,15 @@ class Publisher(threading.Thread):
                 await asyncio.sleep(0.1)
         finally:
             await bus.stop()
+
+
+def census_env(minutes: str, out: Path) -> dict[str, str]:
+    """The environment that makes the dispatch process take bench/census.py's census at `minutes`."""
+    site = Path(tempfile.mkdtemp(prefix="siaga-census-"))
+    (site / "sitecustomize.py").write_text("import bench.census\n\nbench.census.start()\n")
+    out.unlink(missing_ok=True)
+    path = os.pathsep.join(p for p in (str(site), str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "SIAGA_CENSUS_AT": minutes, "SIAGA_CENSUS_OUT": str(out)}
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -201,6 +221,13 @@ def main() -> None:
         help="results file bench/results/<name>.json (default soak; e.g. soak_share_4000 for a short run "
         "at a rate above what one process applies, which measures that rate)",
     )
+    ap.add_argument(
+        "--census",
+        default="",
+        metavar="MINUTES",
+        help="a diagnostic run: count dispatch's objects by type at these minutes (e.g. 10,29) into "
+        "bench/results/<name>_census.jsonl (bench/census.py); the census itself moves RSS",
+    )
     a = ap.parse_args()
     seconds = a.minutes * 60
     with broker() as bootstrap:
@@ -216,6 +243,8 @@ def main() -> None:
             "SIAGA_LOG_LEVEL": "WARNING",
             "SIAGA_DATABASE_URL": f"sqlite:///{db}",
         }
+        if a.census:
+            env.update(census_env(a.census, RESULTS / f"{a.name}_census.jsonl"))
         with process([SIAGA, "dispatch", "--no-notifier"], env) as proc:
             publisher = Publisher(bootstrap, prefix + topics.FIELD_EVENTS, tps, a.rate, seconds)
             publisher.start()
@@ -258,6 +287,7 @@ def main() -> None:
             drained_s = round(time.monotonic() - (started + seconds), 1)
     window = [s for s in samples if s["t_s"] >= seconds - 20 * 60] or samples
     growth = (window[-1]["rss_mb"] - window[0]["rss_mb"]) / window[0]["rss_mb"] if window else 0.0
+    peak = (max(s["rss_mb"] for s in window) - window[0]["rss_mb"]) / window[0]["rss_mb"] if window else 0.0
     worst_lag = max((s["lag_s"] for s in samples), default=0.0)
     lost = publisher.sent - int(applied)
     result = {
@@ -271,13 +301,17 @@ def main() -> None:
         "rss_start_of_window_mb": window[0]["rss_mb"] if window else None,
         "rss_end_mb": window[-1]["rss_mb"] if window else None,
         "rss_growth_last_20_min": round(growth, 4),
+        # the highest sample of the window against its start: RSS breathes with the trims and batches
+        "rss_peak_growth_last_20_min": round(peak, 4),
+        "malloc_arena_max": os.environ.get("SIAGA_MALLOC_ARENA_MAX", "default"),
         "worst_lag_s": worst_lag,
         "drained_after_load_s": drained_s,
         "passed": growth < 0.05 and worst_lag <= 5 and lost == 0,
         "samples": samples,
     }
     say(
-        f"sent {publisher.sent}, applied {int(applied)}, lost {lost}; RSS {growth:+.1%} over the last 20 min; "
+        f"sent {publisher.sent}, applied {int(applied)}, lost {lost}; RSS {growth:+.1%} over the last 20 min "
+        f"(peak {peak:+.1%}); "
         f"worst lag {worst_lag:.2f} s; {'PASSED' if result['passed'] else 'FAILED'}"
     )
     say(f"wrote {write(a.name, result)}")

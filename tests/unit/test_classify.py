@@ -548,3 +548,31 @@ def test_regional_words_are_not_misread_as_lexicon_words(clf: Classifier) -> Non
 def test_a_petrol_bomb_is_a_deliberate_fire(clf: Classifier) -> None:
     a = assess(clf, "A man threw a petrol bomb at the PPK office; it hit the fence and burned out. Nobody was hurt.")
     assert (a.category, a.facts.deliberate_fire) == (Category.FIRE, True)
+
+
+def test_a_promise_of_money_is_vote_buying(clf: Classifier) -> None:
+    assert clf.category("kalau pilih no 2 nanti dikasih 50rb")[0] is Category.MONEY_POLITICS
+    assert clf.category("tim caleg bilang nanti ditransfer 100rb lewat dana")[0] is Category.MONEY_POLITICS
+    assert clf.category("tidak ada yg dikasih 50rb")[0] is Category.OTHER  # a negation still cancels it
+
+
+def test_a_threat_quoted_in_the_first_person_is_intimidation(clf: Classifier) -> None:
+    a = assess(clf, "Saksi dapet WA: 'kalo besok masih jaga TPS, rumahmu kubakar'. Orangnya tetep dateng")
+    assert (a.category, a.severity) == (Category.INTIMIDATION, Severity.MEDIUM)
+
+
+def test_words_that_looked_like_partisanship_or_an_all_clear(clf: Classifier) -> None:
+    # "lengkap dengan" is "complete with", not "complete and in order"
+    text = "guru ASN unggah video dukungan untuk paslon nomor 1 lengkap dengan seragam dinas"
+    assert clf.category(text)[0] is Category.NEUTRALITY
+    # raising two fingers is a campaign sign, not brandishing; asking for direction is no steering
+    assert clf.category("12 kades ngacungin dua jari bareng teriak '02 sekali putaran'")[0] is Category.NEUTRALITY
+    assert clf.category("OTK acungin golok ke saksi")[0] is Category.INTIMIDATION
+    assert clf.category("tps 07 blm buka jm 7.40, ketuanya blm dtg, tlg arahan")[0] is Category.OTHER
+
+
+def test_a_road_closed_by_a_fire_elsewhere_is_a_detour(clf: Classifier) -> None:
+    text = "Jalan masuk ke TPS 3 ditutup damkar krn ada ruko kebakaran di ujung gang, pemilih muter lewat gang belakang"
+    assert clf.category(text)[0] is Category.TRAFFIC
+    text = "A WhatsApp chain message says voters must bring a photocopy of their KTP; KPPS confirm the e-KTP is enough"
+    assert clf.category(text)[0] is Category.HOAX

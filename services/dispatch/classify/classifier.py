@@ -118,7 +118,7 @@ class CategoryScorer:
             for name, term in best.items():
                 if first.cleared or (first.strictly_negated and cats[name].negatable):
                     continue
-                factor = scoring.hypothetical_factor if first.hypothetical else 1.0
+                factor = scoring.hypothetical_factor if first.hypothetical and not cats[name].promised else 1.0
                 if first.cause and scoring.cause is not None:
                     factor *= scoring.cause.factor
                 elif first.circumstance and scoring.circumstance is not None:

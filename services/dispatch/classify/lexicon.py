@@ -237,6 +237,11 @@ class CategoryLexicon(_Strict):
         default=True, description="`tidak ada X` cancels X; not for logistics, where absence is the problem"
     )
     requires: list[str] = Field(default_factory=list, description="groups that must each match for the category")
+    promised: bool = Field(
+        default=False,
+        description="a promise is the offence itself, so hypotheticals do not weaken its words: "
+        "`kalau pilih no 2 nanti dikasih 50rb` is vote buying",
+    )
     groups: dict[str, TermGroup]
 
     @model_validator(mode="after")

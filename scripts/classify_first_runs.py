@@ -1,6 +1,6 @@
 """Would a trained tie-breaker have helped the first runs? A fair estimate, batch by batch.
 
-    .venv/bin/python -m scripts.classify_first_runs [--batches 19-22]
+    .venv/bin/python -m scripts.classify_first_runs [--batches 19-23]
 
 `scripts/classify_lobo.py` measures a model on rules that were tuned on every batch, so the model
 can only lose there. This script replays history instead: for each batch, it checks out the
@@ -132,8 +132,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--batches",
-        default="19-22",
-        help="batch numbers, a range or a comma list (default 19-22: the batches whose commit held no tuning "
+        default="19-23",
+        help="batch numbers, a range or a comma list (default 19-23: the batches whose commit held no tuning "
         "for them, so that the rules column equals the logged first run; before 18 the probe cannot read "
         "the old scorer's scores)",
     )

@@ -576,3 +576,32 @@ def test_a_road_closed_by_a_fire_elsewhere_is_a_detour(clf: Classifier) -> None:
     assert clf.category(text)[0] is Category.TRAFFIC
     text = "A WhatsApp chain message says voters must bring a photocopy of their KTP; KPPS confirm the e-KTP is enough"
     assert clf.category(text)[0] is Category.HOAX
+
+
+def test_a_debunked_rumour_stays_a_hoax_but_its_violence_is_void(clf: Classifier) -> None:
+    text = (
+        "A voice note doing the rounds in the WhatsApp group says a KPPS chairman was stabbed and the polling "
+        "station is on fire. We checked with the Polsek: nothing of the kind happened."
+    )
+    a = assess(clf, text)
+    assert (a.category, a.severity, a.facts.weapons) == (Category.HOAX, Severity.LOW, False)
+    # A report corrected as mistaken is no incident either.
+    text = "yg dilaporin ribut di TPS 14 tadi keliru, gak ada perkelahian sama sekali, cuma debat soal parkir"
+    assert clf.category(text)[0] is Category.OTHER
+
+
+def test_not_found_negates_what_follows_as_well_as_what_comes_before(clf: Classifier) -> None:
+    assert not clf.facts("Satu saksi luka robek di pelipis. Tidak ditemukan senjata tajam")[0].weapons
+    assert clf.facts("korban tidak ditemukan")[0].injuries == 0
+
+
+def test_what_is_already_done_is_in_order_but_not_what_is_not_yet(clf: Classifier) -> None:
+    assert clf.category("kotak suara sudah disegel, C hasil sudah diteken semua saksi")[0] is Category.OTHER
+    assert clf.category("kotak suara belum disegel")[0] is Category.LOGISTICS
+    assert clf.category("Opening done at 07:05, seals on every box intact. Nothing to report.")[0] is Category.OTHER
+
+
+def test_a_threat_of_consequences_is_intimidation(clf: Classifier) -> None:
+    text = "didatangi empat orang minta suara satu kampung diserahkan, 'kalau tidak, kam tanggung sendiri'"
+    assert clf.category(text)[0] is Category.INTIMIDATION
+    assert clf.category("told him his food stall won't be standing tomorrow; he's rattled")[0] is Category.INTIMIDATION

@@ -239,7 +239,7 @@ class Analyzer:
                     if not alarmed:  # "kotak suara datang, ternyata cuma 3": no alarm raised, the shortfall stands
                         continue
                     for tok in tokens[: m.start]:
-                        tok.cleared = tok.negated = True
+                        tok.voided = tok.negated = True
                         if tok.negation is None:
                             tok.negation = (m.start, m.end)
                     continue
@@ -250,6 +250,8 @@ class Analyzer:
                         if tokens[k].clause != clause:
                             break
                         tokens[k].cleared = True
+                    for tok in tokens[m.start : m.end]:  # "kotak *disegel*": the all-clear word is no problem itself
+                        tok.cleared = True
                     continue
                 if kind == "post":
                     for k in range(m.start - 1, max(m.start - 1 - self._post_window, -1), -1):

@@ -115,8 +115,11 @@ class CategoryScorer:
                 if term is not None and (term.category not in best or term.weight > best[term.category].weight):
                     best[term.category] = term
             first = tokens[m.start]
+            rumour = scoring.reported_speech.cue_category if scoring.reported_speech is not None else None
             for name, term in best.items():
                 if first.cleared or (first.strictly_negated and cats[name].negatable):
+                    continue
+                if first.voided and name != rumour:  # a false alarm voids the event, not the rumour of it
                     continue
                 factor = scoring.hypothetical_factor if first.hypothetical and not cats[name].promised else 1.0
                 if first.cause and scoring.cause is not None:

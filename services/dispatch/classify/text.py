@@ -54,6 +54,7 @@ class Token:
     circumstance: bool = False  # just after a time marker: "saat mengantar kotak suara"
     background: bool = False  # before a focus marker: "listrik mati, yang lebih penting: ..."
     cleared: bool = False  # before an all-clear word: "logistik *aman*"
+    voided: bool = False  # before a false alarm: "ada yg teriak 'pisau', *ternyata cuma* payung"
     negation: tuple[int, int] | None = None  # token span of the negator and this word, for the why
 
 

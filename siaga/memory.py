@@ -50,6 +50,23 @@ def malloc_trim() -> Callable[[], object] | None:
     return None if fn is None else lambda: fn(0)
 
 
+M_ARENA_MAX = -8  # mallopt's parameter number, from glibc's malloc.h
+
+
+def limit_arenas(n: int) -> bool:
+    """Let glibc make at most `n` malloc arenas (0: leave its default); True when the limit is set.
+
+    Without a limit glibc gives each thread that allocates while the others hold their arenas an
+    arena of its own, up to eight a core. Dispatch's batches run on whichever thread of the default
+    executor is free, so their allocations spread over several arenas, each keeping its own free
+    pages. Set it before the threads start: arenas already made stay.
+    """
+    if n <= 0:
+        return False
+    fn = _c_function("c", "mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+    return fn is not None and fn(M_ARENA_MAX, n) == 1
+
+
 def sqlite_memory_used() -> Callable[[], float] | None:
     """SQLite's own count of the heap memory it holds, from the library the sqlite3 module uses."""
     fn = _c_function("sqlite3", "sqlite3_memory_used", [], ctypes.c_int64)

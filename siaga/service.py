@@ -25,7 +25,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from siaga.db import ping
-from siaga.memory import trim_loop
+from siaga.memory import limit_arenas, trim_loop
 from siaga.openapi import SECURITY_SCHEMES
 from siaga.runtime import Context
 
@@ -68,6 +68,7 @@ def build_app(ctx: Context, parts: list[ServiceParts], *, title: str) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limit_arenas(ctx.settings.malloc_arena_max)  # before the bus and the executor start their threads
         await start_bus(ctx)
         for p in parts:
             await p.start()

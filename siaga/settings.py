@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         "+ future_skew_s ago: a retry of such an event is refused as too old).",
     )
 
+    malloc_arena_max: int = Field(
+        default=0,
+        ge=0,
+        description="How many malloc arenas glibc may make for the process's threads (mallopt M_ARENA_MAX; 0: "
+        "glibc's default of eight a core). Each thread that allocates may get an arena of its own. A cap of 2 "
+        "made no difference in the soak (docs/reliability.md), so it is off by default.",
+    )
     malloc_trim_interval_s: float = Field(
         default=60.0,
         ge=0,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -69,3 +71,42 @@ def test_sqlite_memory_is_what_sqlite_holds() -> None:
     freed = SQLITE_MEMORY.collect()[0].samples[0].value
     assert held > 5 * 2**20, held
     assert held - freed > 5 * 2**20, (held, freed)
+
+
+# Threads that each allocate, then report how many glibc thread heaps (anonymous maps starting on
+# a 64 MiB boundary, /proc/self/maps) the process has. argv[1]: the arena limit (0: none).
+_ARENAS = """
+import sys, threading
+from siaga.memory import limit_arenas
+limit = int(sys.argv[1])
+assert limit_arenas(limit) == (limit > 0)
+held = []
+together = threading.Barrier(6)  # all six alive at once, so none inherits a finished thread's arena
+def work():
+    together.wait()
+    held.append([bytes(1024) + bytes([i % 256]) for i in range(2000)])  # above pymalloc's 512 bytes: malloc
+    together.wait()
+threads = [threading.Thread(target=work) for _ in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+heaps = 0
+for line in open("/proc/self/maps"):
+    fields = line.split()
+    start, end = (int(x, 16) for x in fields[0].split("-"))
+    if len(fields) < 6 and start % (64 << 20) == 0:
+        heaps += 1
+print(heaps)
+"""
+
+
+def test_the_arena_limit_keeps_threads_to_few_heaps() -> None:
+    """Six threads that allocate get heaps of their own; with the limit at 1 they share the main one."""
+    if malloc_trim() is None:
+        pytest.skip("not glibc")  # CI runs on Debian (glibc): tests/unit/test_ci_skips.py fails a skip there
+
+    def heaps(limit: int) -> int:
+        out = subprocess.run([sys.executable, "-c", _ARENAS, str(limit)], capture_output=True, text=True, check=True)
+        return int(out.stdout)
+
+    assert heaps(0) >= 3  # glibc's default: an arena for each thread that allocates while the others live
+    assert heaps(1) == 0  # every thread allocates from the main heap (brk)

@@ -109,13 +109,13 @@ class CategoryScorer:
         cats = self._lexicon.categories
         tokens = analysis.tokens
         hits: list[_Hit] = []
+        rumour = scoring.reported_speech.cue_category if scoring.reported_speech is not None else None
         for m in self._index.find(tokens):
             best: dict[str, _Term] = {}
             for term in m.labels:
                 if term is not None and (term.category not in best or term.weight > best[term.category].weight):
                     best[term.category] = term
             first = tokens[m.start]
-            rumour = scoring.reported_speech.cue_category if scoring.reported_speech is not None else None
             for name, term in best.items():
                 if first.cleared or (first.strictly_negated and cats[name].negatable):
                     continue

@@ -36,7 +36,7 @@ from pathlib import Path
 from services.dispatch.classify import Classifier, SeverityRules
 from siaga.events import Category
 sys.path.insert(0, sys.argv[1])
-from scripts.classify_lobo import NaiveBayes  # today's model code, given the old classifier
+from scripts.classify_lobo import NaiveBayes, tie_break  # today's model code, given the old classifier
 
 held_name, margins = sys.argv[2], [float(m) for m in sys.argv[3].split(",")]
 clf, rules = Classifier.default(), SeverityRules()
@@ -85,7 +85,8 @@ for row in held:
     got = assess(row)
     out["rules"][0] += got in expect
     out["rules"][1] += got[0] in cats
-    alone = assess(row, Category(max(sorted(nb.prior), key=lambda c: nb.log_prob(features(row["description"]), c))))
+    words = features(row["description"])
+    alone = assess(row, Category(max(sorted(nb.prior), key=lambda c: nb.log_prob(words, c))))
     out["model alone"][0] += alone in expect
     out["model alone"][1] += alone[0] in cats
     out.setdefault("either", [0, 0])  # the ceiling of any choice between the two: one of them is right
@@ -99,15 +100,10 @@ for row in held:
         out[f"weak<{t}"][0] += pick in expect
         out[f"weak<{t}"][1] += pick[0] in cats
     p = row.get("payload") or {}
-    s = scores(row["description"]) if not p.get("category") or p["category"] == "other" else {}
+    s = sc if not p.get("category") or p["category"] == "other" else {}
     for m in margins:
-        choice = got
-        if s:
-            best = max(s.values())
-            near = [c for c, v in s.items() if v >= best - m and v >= 1.5]
-            if len(near) > 1:
-                words = features(row["description"])
-                choice = assess(row, Category(max(sorted(near), key=lambda c: nb.log_prob(words, c))))
+        pick = tie_break(nb, words, s, m)
+        choice = got if pick is None else assess(row, Category(pick))
         out[f"model@{m}"][0] += choice in expect
         out[f"model@{m}"][1] += choice[0] in cats
 print(json.dumps(out))

@@ -57,6 +57,16 @@ class NaiveBayes:
         return lp
 
 
+def tie_break(nb: NaiveBayes, words: list[str], scores: dict[str, float], margin: float) -> str | None:
+    """The model's pick among the categories whose rule scores are within `margin` of the best (and
+    above the rules' minimum), or None when fewer than two are."""
+    if not scores:
+        return None
+    best = max(scores.values())
+    near = [c for c, s in scores.items() if s >= best - margin and s >= 1.5]
+    return max(sorted(near), key=lambda c: nb.log_prob(words, c)) if len(near) > 1 else None
+
+
 def rows(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -81,21 +91,18 @@ def main() -> None:
             scores = clf.category_scores(row["description"]) if from_text else {}
             for m in MARGINS:
                 choice = got
-                if scores:
-                    best = max(scores.values())
-                    near = [c for c, s in scores.items() if s >= best - m and s >= 1.5]
-                    if len(near) > 1:
-                        pick = max(sorted(near), key=lambda c: nb.log_prob(feats[id(row)], c))
-                        a = clf.assess(
-                            description=row["description"],
-                            category=Category(pick),
-                            injuries=p.get("injuries"),
-                            weapons=p.get("weapons"),
-                            crowd_size=p.get("crowd_size"),
-                            rawan=row["rawan"],
-                            rules=rules,
-                        )
-                        choice = [a.category.value, a.severity.value]
+                pick = tie_break(nb, feats[id(row)], scores, m)
+                if pick is not None:
+                    a = clf.assess(
+                        description=row["description"],
+                        category=Category(pick),
+                        injuries=p.get("injuries"),
+                        weapons=p.get("weapons"),
+                        crowd_size=p.get("crowd_size"),
+                        rawan=row["rawan"],
+                        rules=rules,
+                    )
+                    choice = [a.category.value, a.severity.value]
                 t = total[f"model@{m}"]
                 t[0] += 1
                 t[1] += choice in expect
